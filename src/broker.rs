@@ -1,0 +1,1 @@
+//! Embedded MQTT broker (rumqttd), for the out-of-the-box config and site-local publishers.

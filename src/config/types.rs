@@ -1,0 +1,316 @@
+//! Typed config (DESIGN.md §5). Names here are a contract with users: extend, never rename.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Process-wide settings.
+    #[serde(default)]
+    pub relay: RelayConfig,
+    /// Cameras to subscribe to.
+    #[serde(default)]
+    pub camera: Vec<CameraConfig>,
+    /// Named destinations (`[destination.NAME]`).
+    #[serde(default)]
+    pub destination: BTreeMap<String, DestinationConfig>,
+    /// Routing rules, evaluated in file order.
+    #[serde(default)]
+    pub rule: Vec<RuleConfig>,
+}
+
+/// `[relay]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Directory of the outbox and other state. Default `/var/lib/edgerelay`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Address of the HTTP endpoint (/metrics /healthz /status); absent: disabled.
+    #[serde(default)]
+    pub http: Option<String>,
+    /// Listen address of the embedded MQTT broker; absent: no embedded broker.
+    #[serde(default)]
+    pub broker: Option<String>,
+    /// Print every delivery to stdout as it is published (demo and debugging). Default false.
+    #[serde(default)]
+    pub print: bool,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            http: None,
+            broker: None,
+            print: false,
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/edgerelay")
+}
+
+/// How a camera delivers its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// VAPIX event stream over WebSocket (AXIS OS 10.11+).
+    #[default]
+    Websocket,
+    /// ONVIF metadata over RTSP.
+    Rtsp,
+}
+
+/// `[[camera]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Unique name, used in rules, metrics and templates.
+    pub name: String,
+    /// `http://HOST`, `https://HOST`, or `emulator:` for an in-process emulated camera.
+    pub url: String,
+    /// User for Digest authentication.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password (`${VAR}` from the environment).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// File holding the password (alternative to `password`).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Serial number; read from the device when absent.
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// `websocket` (default) or `rtsp`.
+    #[serde(default)]
+    pub transport: Transport,
+    /// RTSP: add `analytics=polygon`. Default false.
+    #[serde(default)]
+    pub analytics: bool,
+    /// RTSP: add `ptz=all`. Default false.
+    #[serde(default)]
+    pub ptz: bool,
+    /// RTSP port when not 554.
+    #[serde(default)]
+    pub rtsp_port: Option<u16>,
+    /// Upper bound of the reconnect back-off, in seconds. Default 60.
+    #[serde(default = "default_max_backoff_s")]
+    pub max_backoff_s: u64,
+    /// Verify the camera's TLS certificate (https). Default true.
+    #[serde(default = "default_true")]
+    pub tls_verify: bool,
+}
+
+fn default_max_backoff_s() -> u64 {
+    60
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A destination: one closed enum, one variant per kind (`kind = "..."`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum DestinationConfig {
+    /// A standard MQTT broker (Mosquitto, the embedded broker, ...).
+    Mqtt(MqttDestination),
+}
+
+/// `kind = "mqtt"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttDestination {
+    /// `mqtt://host:port` (later also mqtts://, ws://, wss://).
+    pub url: String,
+    /// MQTT client id. Default `edgerelay-{hostname}`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// User name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password (`${VAR}` from the environment).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// File holding the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Keep-alive in seconds. Default 60.
+    #[serde(default = "default_keep_alive_s")]
+    pub keep_alive_s: u64,
+    /// Connect timeout in seconds. Default 10.
+    #[serde(default = "default_connect_timeout_s")]
+    pub connect_timeout_s: u64,
+    /// Clean session. Default true.
+    #[serde(default = "default_true")]
+    pub clean_session: bool,
+    /// Published by the broker when the relay disappears.
+    #[serde(default)]
+    pub last_will: Option<MessageConfig>,
+    /// Published on every connect.
+    #[serde(default)]
+    pub connect_message: Option<MessageConfig>,
+    /// Unacknowledged QoS 1/2 publishes in flight. Default 100.
+    #[serde(default = "default_inflight")]
+    pub inflight: u16,
+    /// Outbox limits for this destination.
+    #[serde(default)]
+    pub buffer: BufferConfig,
+}
+
+fn default_keep_alive_s() -> u64 {
+    60
+}
+fn default_connect_timeout_s() -> u64 {
+    10
+}
+fn default_inflight() -> u16 {
+    100
+}
+
+/// A fixed MQTT message (last will, connect message).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageConfig {
+    /// Topic.
+    pub topic: String,
+    /// Payload text.
+    pub message: String,
+    /// Retain flag. Default false.
+    #[serde(default)]
+    pub retain: bool,
+    /// QoS 0, 1 or 2. Default 1.
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+}
+
+fn default_qos() -> u8 {
+    1
+}
+
+/// What to do when a destination's outbox is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Drop the oldest queued deliveries to make room (default).
+    #[default]
+    DropOldest,
+    /// Refuse new deliveries.
+    RejectNew,
+}
+
+/// `buffer = { ... }` of a destination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    /// Size cap of the queue on disk, e.g. `"1GiB"`. Default 1GiB.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: String,
+    /// Policy at the cap. Default `drop_oldest`.
+    #[serde(default)]
+    pub when_full: WhenFull,
+    /// Deliveries older than this are dropped, e.g. `"7d"`. Default: never.
+    #[serde(default)]
+    pub max_age: Option<String>,
+    /// Flush to stable storage on every batch (survives power loss). Default false: every
+    /// batch is still written to the OS before it counts as accepted, so it survives `kill -9`.
+    #[serde(default)]
+    pub fsync: bool,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_max_bytes(),
+            when_full: WhenFull::default(),
+            max_age: None,
+            fsync: false,
+        }
+    }
+}
+
+fn default_max_bytes() -> String {
+    "1GiB".into()
+}
+
+/// Retain policy of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RetainPolicy {
+    /// Never retain (as cameras do).
+    #[default]
+    None,
+    /// Retain stateful events only; `Deleted` clears the retained state.
+    Property,
+    /// Retain everything.
+    All,
+}
+
+/// `[[rule]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Unique name.
+    pub name: String,
+    /// Cameras this rule applies to. Default: all.
+    #[serde(default)]
+    pub cameras: Option<Vec<String>>,
+    /// ONVIF topic expression; `""` or absent: all topics.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// JSONPath over the event's JSON view; matches if it selects anything.
+    #[serde(default)]
+    pub when: Option<String>,
+    /// Destination names. Required unless `drop = true`.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// Topic prefix template. Default `axis/{serial}`.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Template that replaces the whole default topic.
+    #[serde(default)]
+    pub mqtt_topic: Option<String>,
+    /// Put `tns:onvif`/`tns:axis` segments in the topic. Default true.
+    #[serde(default = "default_true")]
+    pub include_namespaces: bool,
+    /// Put `/event/{path}` after the prefix. Default true.
+    #[serde(default = "default_true")]
+    pub include_condition_name: bool,
+    /// Put `serial` in the payload. Default false.
+    #[serde(default)]
+    pub include_serial: bool,
+    /// `axis` (the camera format) or a template. Default `axis`.
+    #[serde(default = "default_payload")]
+    pub payload: String,
+    /// QoS 0, 1 or 2. Default 1.
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// Retain policy. Default `none`.
+    #[serde(default)]
+    pub retain: RetainPolicy,
+    /// Drop repeats of the same state. Default false.
+    #[serde(default)]
+    pub only_changes: bool,
+    /// Rate limit per camera and topic, e.g. `"10/s"`.
+    #[serde(default)]
+    pub max_rate: Option<String>,
+    /// Silence matching events: no delivery, and later rules do not see them. Default false.
+    #[serde(default)]
+    pub drop: bool,
+    /// End matching for this event after this rule. Default false.
+    #[serde(default)]
+    pub stop: bool,
+}
+
+fn default_prefix() -> String {
+    "axis/{serial}".into()
+}
+fn default_payload() -> String {
+    "axis".into()
+}

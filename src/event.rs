@@ -1,0 +1,264 @@
+//! The one event model every source produces and every rule reads (DESIGN.md §3).
+//!
+//! Topics are stored in the camera's canonical spelling (`tns1:` for ONVIF, `tnsaxis:` for
+//! Axis) whatever prefixes the device declared, so rule filters match any device. The JSON
+//! view ([`Event::payload`]) is exactly the payload an Axis camera publishes over its own MQTT
+//! client, so rules and dashboards written for cameras work unchanged.
+
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde::Serialize;
+
+/// Ordered name → value items: the order of source items shapes the MQTT topic.
+pub type Items = IndexMap<String, String>;
+
+/// ONVIF namespace URI of the standard topic tree.
+pub const ONVIF_TOPICS_URI: &str = "http://www.onvif.org/ver10/topics";
+/// Axis namespace URI of the vendor topic tree.
+pub const AXIS_TOPICS_URI: &str = "http://www.axis.com/2009/event/topics";
+
+/// Property operation of a stateful event; stateless events have none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Operation {
+    /// Current state, sent when a subscription starts (and after every reconnect).
+    Initialized,
+    /// A transition.
+    Changed,
+    /// The property instance is gone: its retained state must be cleared.
+    Deleted,
+}
+
+impl Operation {
+    /// Parses the ONVIF `PropertyOperation` attribute value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "Initialized" => Some(Self::Initialized),
+            "Changed" => Some(Self::Changed),
+            "Deleted" => Some(Self::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// What kind of content an event carries; decides its default topic and payload shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// An ONVIF/VAPIX event notification.
+    Event,
+}
+
+/// One normalized camera event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Config name of the camera it came from.
+    pub camera: Arc<str>,
+    /// Device serial, upper-case hex as the device reports it.
+    pub serial: Arc<str>,
+    /// What the event carries.
+    pub kind: EventKind,
+    /// Topic in canonical `tns1:`/`tnsaxis:` spelling.
+    pub topic: String,
+    /// UTC epoch milliseconds (from the message, else arrival time).
+    pub time_ms: i64,
+    /// Property operation; `None` for stateless events or unknown on this transport.
+    pub operation: Option<Operation>,
+    /// Whether the topic is a property (stateful) per the device's catalog or the message.
+    pub stateful: bool,
+    /// Source items (identify the instance: port, channel, ...).
+    pub source: Items,
+    /// Key items.
+    pub key: Items,
+    /// Data items (the state and other values).
+    pub data: Items,
+}
+
+/// The camera's own MQTT payload, in its exact key order.
+#[derive(Serialize)]
+struct Payload<'a> {
+    topic: String,
+    timestamp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    serial: Option<&'a str>,
+    message: Message<'a>,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    source: &'a Items,
+    key: &'a Items,
+    data: &'a Items,
+}
+
+impl Event {
+    /// The camera-format JSON payload (DESIGN.md §4), compact, keys in camera order.
+    pub fn payload(&self, include_serial: bool) -> String {
+        let p = Payload {
+            topic: payload_topic(&self.topic),
+            timestamp: self.time_ms,
+            serial: include_serial.then_some(&*self.serial),
+            message: Message {
+                source: &self.source,
+                key: &self.key,
+                data: &self.data,
+            },
+        };
+        serde_json::to_string(&p).expect("serializing strings and integers cannot fail")
+    }
+
+    /// The JSON view that conditions and templates see: the payload with serial and camera.
+    pub fn json_view(&self) -> serde_json::Value {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&self.payload(true)).expect("payload is valid JSON");
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("camera".into(), self.camera.to_string().into());
+        }
+        v
+    }
+}
+
+/// The namespace a topic prefix stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Namespace {
+    /// `http://www.onvif.org/ver10/topics`
+    Onvif,
+    /// `http://www.axis.com/2009/event/topics`
+    Axis,
+}
+
+impl Namespace {
+    /// Namespace from a URI declared in XML.
+    pub fn from_uri(uri: &str) -> Option<Self> {
+        match uri {
+            ONVIF_TOPICS_URI => Some(Self::Onvif),
+            AXIS_TOPICS_URI => Some(Self::Axis),
+            _ => None,
+        }
+    }
+
+    /// Namespace from a prefix written in any of the three spellings (no declarations in JSON).
+    pub fn from_prefix(prefix: &str) -> Option<Self> {
+        match prefix {
+            "tns1" | "onvif" => Some(Self::Onvif),
+            "tnsaxis" | "axis" => Some(Self::Axis),
+            _ => None,
+        }
+    }
+
+    /// Camera (WebSocket/RTSP) spelling.
+    pub fn camera_prefix(self) -> &'static str {
+        match self {
+            Self::Onvif => "tns1",
+            Self::Axis => "tnsaxis",
+        }
+    }
+
+    /// MQTT payload spelling.
+    pub fn payload_prefix(self) -> &'static str {
+        match self {
+            Self::Onvif => "onvif",
+            Self::Axis => "axis",
+        }
+    }
+}
+
+/// Splits a topic segment into its prefix (if any) and local name.
+pub fn split_segment(seg: &str) -> (Option<&str>, &str) {
+    match seg.split_once(':') {
+        Some((p, l)) => (Some(p), l),
+        None => (None, seg),
+    }
+}
+
+/// Rewrites each segment's prefix through `f`, keeping segments without a known prefix as is.
+fn map_prefixes(topic: &str, f: impl Fn(Namespace) -> &'static str) -> String {
+    let mut out = String::with_capacity(topic.len());
+    for (i, seg) in topic.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        match split_segment(seg) {
+            (Some(p), local) if Namespace::from_prefix(p).is_some() => {
+                out.push_str(f(Namespace::from_prefix(p).unwrap()));
+                out.push(':');
+                out.push_str(local);
+            }
+            _ => out.push_str(seg),
+        }
+    }
+    out
+}
+
+/// Canonical camera spelling (`tns1:`/`tnsaxis:`) of a topic written with known prefixes.
+pub fn canonical_topic(topic: &str) -> String {
+    map_prefixes(topic, Namespace::camera_prefix)
+}
+
+/// Payload spelling: `onvif:Device/axis:IO/VirtualInput`.
+pub fn payload_topic(topic: &str) -> String {
+    map_prefixes(topic, Namespace::payload_prefix)
+}
+
+/// MQTT topic-path spelling: `tns:onvif/Device/tns:axis/IO/VirtualInput`, or without the
+/// namespace segments. Segments are made safe for MQTT topic levels.
+pub fn mqtt_path(topic: &str, include_namespaces: bool, out: &mut String) {
+    for (i, seg) in topic.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        match split_segment(seg) {
+            (Some(p), local) => {
+                if include_namespaces {
+                    out.push_str("tns:");
+                    let ns = Namespace::from_prefix(p).map(Namespace::payload_prefix);
+                    push_level(out, ns.unwrap_or(p));
+                    out.push('/');
+                }
+                push_level(out, local);
+            }
+            (None, local) => push_level(out, local),
+        }
+    }
+}
+
+/// Appends one MQTT topic level, percent-encoding `/`, `+` and `#` (DESIGN.md §4): MQTT
+/// forbids wildcards in published topics and `/` would add levels.
+pub fn push_level(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '/' => out.push_str("%2F"),
+            '+' => out.push_str("%2B"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_spellings_of_a_topic() {
+        let t = "tns1:Device/tnsaxis:IO/VirtualInput";
+        assert_eq!(payload_topic(t), "onvif:Device/axis:IO/VirtualInput");
+        let mut p = String::new();
+        mqtt_path(t, true, &mut p);
+        assert_eq!(p, "tns:onvif/Device/tns:axis/IO/VirtualInput");
+        p.clear();
+        mqtt_path(t, false, &mut p);
+        assert_eq!(p, "Device/IO/VirtualInput");
+        assert_eq!(
+            canonical_topic("onvif:Device/axis:IO/X"),
+            t.replace("VirtualInput", "X")
+        );
+    }
+
+    #[test]
+    fn unknown_prefixes_and_text_inside_segments_are_kept() {
+        assert_eq!(payload_topic("acme:AxisCamera/x"), "acme:AxisCamera/x");
+        let mut p = String::new();
+        mqtt_path("acme:Thing/a+b", true, &mut p);
+        assert_eq!(p, "tns:acme/Thing/a%2Bb");
+    }
+}

@@ -1,0 +1,28 @@
+//! edgerelay: camera event streams → rules → durable outbox → MQTT brokers and object stores.
+//!
+//! ```text
+//! sources (WebSocket, emulator) ─Event─▶ rules ─Delivery─▶ outbox (disk, per destination) ─▶ sinks (MQTT)
+//! ```
+//!
+//! # Layout
+//! - [`config`]: the TOML file, `${VAR}` and `*_file` secrets, validation with `file:line` errors.
+//! - [`event`]: the normalized [`event::Event`] and its camera-format JSON view.
+//! - [`sources`]: camera clients (VAPIX WebSocket) and the camera emulator.
+//! - [`rules`]: topic expressions, matching, and the shape of each delivery.
+//! - [`delivery`]: the record that crosses from rules to the outbox.
+//! - [`outbox`]: the durable per-destination FIFO.
+//! - [`sinks`]: destinations that drain the outbox (MQTT).
+//! - [`pipeline`]: wires the above together for `edgerelay run`.
+//! - [`broker`]: the embedded MQTT broker.
+//! - [`clock`]: injected time, so back-off and rate limits are testable.
+
+pub mod broker;
+pub mod clock;
+pub mod config;
+pub mod delivery;
+pub mod event;
+pub mod outbox;
+pub mod pipeline;
+pub mod rules;
+pub mod sinks;
+pub mod sources;

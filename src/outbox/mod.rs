@@ -1,0 +1,1 @@
+//! The durable per-destination FIFO between rules and sinks.

@@ -1,0 +1,1 @@
+//! Wiring: sources → rules → outbox → sinks, for `edgerelay run`.

@@ -1,0 +1,3 @@
+//! Routing: which events go where, in what shape.
+
+pub mod topic_filter;

@@ -1,0 +1,1 @@
+//! Destinations that drain the outbox.

@@ -1,0 +1,1 @@
+//! An emulated Axis camera on loopback: tests and the demo config use it.

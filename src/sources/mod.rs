@@ -1,0 +1,4 @@
+//! Camera event sources.
+
+pub mod emulator;
+pub mod websocket;

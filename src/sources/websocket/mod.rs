@@ -1,0 +1,1 @@
+//! The VAPIX event stream over WebSocket.
