@@ -26,3 +26,4 @@ pub mod pipeline;
 pub mod rules;
 pub mod sinks;
 pub mod sources;
+pub mod time;

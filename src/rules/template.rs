@@ -102,7 +102,7 @@ impl Template {
 
     /// Renders into `out`. `for_topic` makes substituted values safe as MQTT topic levels.
     pub fn render(&self, ev: &Event, include_namespaces: bool, for_topic: bool, out: &mut String) {
-        let mut value = |out: &mut String, v: &str| {
+        let value = |out: &mut String, v: &str| {
             if for_topic {
                 push_level(out, v)
             } else {

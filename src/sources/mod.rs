@@ -1,4 +1,7 @@
-//! Camera event sources.
+//! Camera event sources. Each runs on its own, reconnects with back-off, and reports its state.
 
+pub mod backoff;
+pub mod catalog;
 pub mod emulator;
+pub mod vapix;
 pub mod websocket;

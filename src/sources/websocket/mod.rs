@@ -1,1 +1,3 @@
 //! The VAPIX event stream over WebSocket.
+
+pub mod protocol;

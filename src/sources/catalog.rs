@@ -1,0 +1,132 @@
+//! The camera's event catalog (VAPIX `GetEventInstances`): which topics are stateful and
+//! which data item is their state. The WebSocket stream carries no `PropertyOperation`, so
+//! this is how the relay knows what to retain and what `only_changes` compares.
+
+use std::collections::HashMap;
+
+use crate::event::Namespace;
+
+const AEV: &str = "http://www.axis.com/vapix/ws/event1";
+const WSTOP: &str = "http://docs.oasis-open.org/wsn/t-1";
+
+/// What the catalog says about one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// `isProperty="true"`: a property with a state.
+    pub stateful: bool,
+    /// Name of the data item with `isPropertyState="true"`.
+    pub state_item: Option<String>,
+}
+
+/// Topic (canonical spelling) → what it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    topics: HashMap<String, TopicInfo>,
+}
+
+/// Why a catalog reply could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// Not XML.
+    #[error("event catalog is not XML: {0}")]
+    Xml(#[from] roxmltree::Error),
+    /// XML without a `wstop:TopicSet`.
+    #[error("event catalog has no wstop:TopicSet")]
+    NoTopicSet,
+}
+
+impl Catalog {
+    /// Parses a `GetEventInstancesResponse`.
+    pub fn parse(xml: &str) -> Result<Self, CatalogError> {
+        let doc = roxmltree::Document::parse(xml)?;
+        let set = doc
+            .descendants()
+            .find(|n| n.has_tag_name((WSTOP, "TopicSet")))
+            .ok_or(CatalogError::NoTopicSet)?;
+        let mut topics = HashMap::new();
+        let mut path = Vec::new();
+        for child in set.children().filter(|n| n.is_element()) {
+            walk(child, &mut path, &mut topics);
+        }
+        Ok(Self { topics })
+    }
+
+    /// What the catalog says about a topic; `None` when it does not list it.
+    pub fn get(&self, topic: &str) -> Option<&TopicInfo> {
+        self.topics.get(topic)
+    }
+
+    /// Whether a topic is a property (a topic missing from the catalog counts as stateless).
+    pub fn is_stateful(&self, topic: &str) -> bool {
+        self.get(topic).is_some_and(|t| t.stateful)
+    }
+
+    /// Number of topics listed.
+    pub fn len(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// True when it lists no topic.
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty()
+    }
+}
+
+fn walk(node: roxmltree::Node, path: &mut Vec<String>, out: &mut HashMap<String, TopicInfo>) {
+    if node.tag_name().namespace() == Some(AEV) {
+        return;
+    }
+    let local = node.tag_name().name();
+    let seg = match node.tag_name().namespace().and_then(Namespace::from_uri) {
+        Some(ns) => format!("{}:{local}", ns.camera_prefix()),
+        None => local.to_string(),
+    };
+    path.push(seg);
+    if node.attribute((WSTOP, "topic")) == Some("true") {
+        let msg = node
+            .children()
+            .find(|n| n.has_tag_name((AEV, "MessageInstance")));
+        let stateful = msg.is_some_and(|m| m.attribute((AEV, "isProperty")) == Some("true"));
+        let state_item = msg
+            .and_then(|m| m.children().find(|n| n.has_tag_name((AEV, "DataInstance"))))
+            .and_then(|d| {
+                d.children()
+                    .find(|n| n.attribute("isPropertyState") == Some("true"))
+            })
+            .and_then(|n| n.attribute("Name"))
+            .map(str::to_string);
+        out.insert(path.join("/"), TopicInfo { stateful, state_item });
+    }
+    for child in node.children().filter(|n| n.is_element()) {
+        walk(child, path, out);
+    }
+    path.pop();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixture_catalog_says_what_is_stateful() {
+        let c = Catalog::parse(include_str!("../../tests/fixtures/event-instances.xml")).unwrap();
+        let vi = c.get("tns1:Device/tnsaxis:IO/VirtualInput").unwrap();
+        assert!(vi.stateful);
+        assert_eq!(vi.state_item.as_deref(), Some("active"));
+        assert!(!c.is_stateful("tns1:VideoSource/tnsaxis:Tampering"));
+        assert_eq!(
+            c.get("tnsaxis:Storage/Alert").unwrap().state_item.as_deref(),
+            Some("alert")
+        );
+        assert!(c.is_stateful("tnsaxis:CameraApplicationPlatform/FenceGuard/Camera1Profile2"));
+        assert!(c.is_stateful("tns1:RuleEngine/MotionRegionDetector/Motion"));
+        assert!(!c.is_stateful("tns1:Not/Listed"));
+        assert_eq!(c.len(), 7);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(Catalog::parse("<a>").is_err());
+        assert!(Catalog::parse("<a/>").is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! Plain VAPIX HTTP calls around the event stream (basic device information, the event
+//! catalog), authenticated the way devices require: HTTP Digest (MD5, qop=auth), answered
+//! after the first `401` challenge.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+
+/// A failed VAPIX call, classified for the retry logic.
+#[derive(Debug, thiserror::Error)]
+pub enum VapixError {
+    /// Credentials refused: retrying soon will not help (back off, report).
+    #[error("authentication failed (HTTP {0})")]
+    Auth(u16),
+    /// Network trouble or a server error: retry later.
+    #[error("camera unreachable: {0}")]
+    Unavailable(String),
+    /// The camera answered something we cannot use.
+    #[error("unexpected reply: {0}")]
+    BadReply(String),
+}
+
+/// An HTTP client for one camera.
+#[derive(Debug, Clone)]
+pub struct VapixClient {
+    http: reqwest::Client,
+    base: url::Url,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+impl VapixClient {
+    /// A client for the camera at `base` (`http://host[:port]`).
+    pub fn new(
+        base: url::Url,
+        username: Option<String>,
+        password: Option<String>,
+        tls_verify: bool,
+    ) -> Result<Self, VapixError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .danger_accept_invalid_certs(!tls_verify)
+            .build()
+            .map_err(|e| VapixError::Unavailable(e.to_string()))?;
+        Ok(Self {
+            http,
+            base,
+            username,
+            password,
+        })
+    }
+
+    /// The `Authorization` header answering a `WWW-Authenticate` challenge for one request.
+    pub fn authorization(
+        &self,
+        challenge: &str,
+        method: &str,
+        uri: &str,
+    ) -> Result<Option<String>, VapixError> {
+        let (Some(user), Some(pass)) = (&self.username, &self.password) else {
+            return Ok(None);
+        };
+        let mut client = http_auth::PasswordClient::try_from(challenge)
+            .map_err(|e| VapixError::BadReply(format!("unusable challenge: {e}")))?;
+        client
+            .respond(&http_auth::PasswordParams {
+                username: user,
+                password: pass,
+                uri,
+                method,
+                body: None,
+            })
+            .map(Some)
+            .map_err(|e| VapixError::BadReply(format!("cannot answer challenge: {e}")))
+    }
+
+    /// Sends a request, answering one Digest/Basic challenge; returns the body on 2xx.
+    pub async fn call(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        content_type: &str,
+        extra: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, VapixError> {
+        let url = self
+            .base
+            .join(path_and_query)
+            .map_err(|e| VapixError::BadReply(e.to_string()))?;
+        let send = |auth: Option<String>| {
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .header("Content-Type", content_type)
+                .body(body.clone());
+            for (k, v) in extra {
+                req = req.header(*k, *v);
+            }
+            if let Some(a) = auth {
+                req = req.header("Authorization", a);
+            }
+            req.send()
+        };
+        let unavailable = |e: reqwest::Error| VapixError::Unavailable(e.to_string());
+        let mut resp = send(None).await.map_err(unavailable)?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            let challenge = resp
+                .headers()
+                .get("WWW-Authenticate")
+                .and_then(|v| v.to_str().ok())
+                .ok_or(VapixError::Auth(401))?
+                .to_string();
+            let auth = self
+                .authorization(&challenge, method.as_str(), path_and_query)?
+                .ok_or(VapixError::Auth(401))?;
+            resp = send(Some(auth)).await.map_err(unavailable)?;
+        }
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(VapixError::Auth(status.as_u16()));
+        }
+        if !status.is_success() {
+            return Err(VapixError::Unavailable(format!("HTTP {status} for {path_and_query}")));
+        }
+        Ok(resp.bytes().await.map_err(unavailable)?.to_vec())
+    }
+
+    /// The serial number from the basic device information API.
+    pub async fn serial(&self) -> Result<String, VapixError> {
+        let body = br#"{"apiVersion":"1.0","context":"edgerelay","method":"getProperties","params":{"propertyList":["SerialNumber"]}}"#;
+        let reply = self
+            .call(Method::POST, "/axis-cgi/basicdeviceinfo.cgi", "application/json", &[], body.to_vec())
+            .await?;
+        let v: serde_json::Value = serde_json::from_slice(&reply)
+            .map_err(|e| VapixError::BadReply(format!("basicdeviceinfo: {e}")))?;
+        v.pointer("/data/propertyList/SerialNumber")
+            .and_then(|s| s.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| VapixError::BadReply("basicdeviceinfo: no SerialNumber".into()))
+    }
+
+    /// The event catalog XML (`GetEventInstances`).
+    pub async fn event_instances(&self) -> Result<String, VapixError> {
+        let body = r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><GetEventInstances xmlns="http://www.axis.com/vapix/ws/event1"/></s:Body></s:Envelope>"#;
+        let reply = self
+            .call(
+                Method::POST,
+                "/vapix/services",
+                "application/soap+xml; charset=utf-8",
+                &[("SOAPAction", "http://www.axis.com/vapix/ws/event1/GetEventInstances")],
+                body.as_bytes().to_vec(),
+            )
+            .await?;
+        String::from_utf8(reply).map_err(|_| VapixError::BadReply("catalog is not UTF-8".into()))
+    }
+}

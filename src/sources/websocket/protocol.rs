@@ -1,0 +1,219 @@
+//! The VAPIX event-stream JSON-RPC messages: the `events:configure` request we send and the
+//! frames the camera sends (fixtures/README.md §1.3, §1.4). Pure functions, no I/O.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::event::{Event, EventKind, Items, canonical_topic};
+use crate::sources::catalog::Catalog;
+
+/// One frame from the camera, classified.
+#[derive(Debug, PartialEq)]
+pub enum Incoming {
+    /// An `events:notify`.
+    Notify(Notification),
+    /// The reply accepting `events:configure`.
+    ConfigureAck,
+    /// The reply rejecting `events:configure` (a config problem: report, back off).
+    ConfigureError {
+        /// JSON-RPC error code (2104: invalid parameter value, ...).
+        code: i64,
+        /// Text for people.
+        message: String,
+    },
+    /// Any other method or reply: skipped without closing the stream.
+    Other,
+}
+
+/// The notification part of an `events:notify`.
+#[derive(Debug, PartialEq, Deserialize)]
+pub struct Notification {
+    /// Topic in the camera's spelling.
+    pub topic: String,
+    /// Epoch ms (integer on devices; an ISO 8601 string is accepted too).
+    #[serde(default)]
+    pub timestamp: Option<Value>,
+    /// Source/key/data items.
+    #[serde(default)]
+    pub message: Message,
+}
+
+/// `message` of a notification; each member optional.
+#[derive(Debug, Default, PartialEq, Deserialize)]
+pub struct Message {
+    /// Source items.
+    #[serde(default)]
+    pub source: Option<IndexMap<String, Value>>,
+    /// Key items.
+    #[serde(default)]
+    pub key: Option<IndexMap<String, Value>>,
+    /// Data items.
+    #[serde(default)]
+    pub data: Option<IndexMap<String, Value>>,
+}
+
+/// A frame that is not the JSON-RPC we expect.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed frame: {0}")]
+pub struct FrameError(String);
+
+#[derive(Deserialize)]
+struct Frame {
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    params: Option<Params>,
+    #[serde(default)]
+    error: Option<RpcError>,
+}
+
+#[derive(Deserialize)]
+struct Params {
+    notification: Option<Notification>,
+}
+
+#[derive(Deserialize)]
+struct RpcError {
+    #[serde(default)]
+    code: i64,
+    #[serde(default)]
+    message: String,
+}
+
+/// The `events:configure` request for a filter list (never empty: devices reject that).
+pub fn configure_request(context: &str, filters: &[String]) -> String {
+    let list: Vec<Value> = if filters.is_empty() {
+        vec![serde_json::json!({"topicFilter": "//."})]
+    } else {
+        filters
+            .iter()
+            .map(|f| serde_json::json!({"topicFilter": f}))
+            .collect()
+    };
+    serde_json::json!({
+        "apiVersion": "1.0",
+        "context": context,
+        "method": "events:configure",
+        "params": {"eventFilterList": list}
+    })
+    .to_string()
+}
+
+/// Classifies one text frame.
+pub fn parse_frame(text: &str) -> Result<Incoming, FrameError> {
+    let f: Frame = serde_json::from_str(text).map_err(|e| FrameError(e.to_string()))?;
+    match f.method.as_deref() {
+        Some("events:notify") => f
+            .params
+            .and_then(|p| p.notification)
+            .map(Incoming::Notify)
+            .ok_or_else(|| FrameError("events:notify without params.notification".into())),
+        Some("events:configure") => Ok(match f.error {
+            Some(e) => Incoming::ConfigureError {
+                code: e.code,
+                message: e.message,
+            },
+            None => Incoming::ConfigureAck,
+        }),
+        _ => Ok(Incoming::Other),
+    }
+}
+
+fn items(m: Option<IndexMap<String, Value>>) -> Items {
+    m.unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, v)
+        })
+        .collect()
+}
+
+impl Notification {
+    /// The event this notification describes; `now_ms` when the camera sent no usable time.
+    pub fn into_event(
+        self,
+        camera: &std::sync::Arc<str>,
+        serial: &std::sync::Arc<str>,
+        catalog: &Catalog,
+        now_ms: i64,
+    ) -> Event {
+        let time_ms = match &self.timestamp {
+            Some(Value::Number(n)) => n.as_i64().unwrap_or(now_ms),
+            Some(Value::String(s)) => crate::time::parse_rfc3339_ms(s)
+                .or_else(|| s.parse().ok())
+                .unwrap_or(now_ms),
+            _ => now_ms,
+        };
+        let topic = canonical_topic(&self.topic);
+        Event {
+            camera: camera.clone(),
+            serial: serial.clone(),
+            kind: EventKind::Event,
+            stateful: catalog.is_stateful(&topic),
+            topic,
+            time_ms,
+            operation: None,
+            source: items(self.message.source),
+            key: items(self.message.key),
+            data: items(self.message.data),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINES: &str = include_str!("../../../tests/fixtures/ws-events.jsonl");
+
+    #[test]
+    fn every_fixture_line_is_a_notification() {
+        let cat = Catalog::parse(include_str!("../../../tests/fixtures/event-instances.xml")).unwrap();
+        let (cam, serial) = ("lobby".into(), "B8A44F3E9D21".into());
+        let expected: Vec<Value> = include_str!("../../../tests/fixtures/expected-mqtt.jsonl")
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        for (line, exp) in LINES.lines().zip(&expected) {
+            let Incoming::Notify(n) = parse_frame(line).unwrap() else { panic!("{line}") };
+            let ev = n.into_event(&cam, &serial, &cat, 0);
+            let payload: Value = serde_json::from_str(&ev.payload(true)).unwrap();
+            assert_eq!(payload, exp["payload"], "{line}");
+            assert_eq!(ev.payload(true), exp["payload"].to_string(), "byte form, key order");
+            assert_eq!(ev.stateful, exp["retain_under_property"].as_bool().unwrap());
+        }
+    }
+
+    #[test]
+    fn replies_and_garbage() {
+        let ack = include_str!("../../../tests/fixtures/ws-configure-ack.json");
+        assert_eq!(parse_frame(ack).unwrap(), Incoming::ConfigureAck);
+        let err = include_str!("../../../tests/fixtures/ws-configure-error.json");
+        assert!(matches!(parse_frame(err).unwrap(), Incoming::ConfigureError { code: 2104, .. }));
+        assert_eq!(parse_frame(r#"{"method":"events:whatever"}"#).unwrap(), Incoming::Other);
+        assert!(parse_frame("not json").is_err());
+        assert!(parse_frame(r#"{"method":"events:notify","params":{}}"#).is_err());
+        assert!(parse_frame(r#"{"method":"events:notify","params":{"notification":{"topic":5}}}"#).is_err());
+    }
+
+    #[test]
+    fn missing_timestamp_uses_arrival_and_unknown_fields_are_ignored() {
+        let f = r#"{"method":"events:notify","extra":1,"params":{"notification":{"topic":"tns1:A","new":true,"message":{"data":{"n":1}}}}}"#;
+        let Incoming::Notify(n) = parse_frame(f).unwrap() else { panic!() };
+        let ev = n.into_event(&"c".into(), &"S".into(), &Catalog::default(), 42);
+        assert_eq!(ev.time_ms, 42);
+        assert_eq!(ev.data["n"], "1");
+        assert_eq!(ev.payload(false), r#"{"topic":"onvif:A","timestamp":42,"message":{"source":{},"key":{},"data":{"n":"1"}}}"#);
+    }
+
+    #[test]
+    fn configure_is_never_empty() {
+        let r = configure_request("ctx", &[]);
+        assert!(r.contains(r#""eventFilterList":[{"topicFilter":"//."}]"#), "{r}");
+    }
+}
