@@ -1,1 +1,3 @@
 //! Destinations that drain the outbox.
+
+pub mod mqtt;

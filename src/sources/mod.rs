@@ -1,6 +1,7 @@
 //! Camera event sources. Each runs on its own, reconnects with back-off, and reports its state.
 
 pub mod backoff;
+pub mod status;
 pub mod catalog;
 pub mod emulator;
 pub mod vapix;

@@ -1,3 +1,234 @@
-//! The VAPIX event stream over WebSocket.
+//! The VAPIX event stream over WebSocket (`/vapix/ws-data-stream?sources=events`).
+//!
+//! One task per camera: read the serial (unless configured) and the event catalog over HTTP,
+//! upgrade with Digest on the upgrade request, send `events:configure` with the rules' filters,
+//! then turn every `events:notify` into an [`Event`]. Any failure ends the connection and the
+//! task backs off (1 s doubling, capped, jittered) before the next attempt.
 
 pub mod protocol;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
+
+use crate::clock::SharedClock;
+use crate::event::Event;
+use crate::sources::backoff::Backoff;
+use crate::sources::catalog::Catalog;
+use crate::sources::status::{SourceState, SourceStatus};
+use crate::sources::vapix::{VapixClient, VapixError};
+use protocol::{Incoming, configure_request, parse_frame};
+
+/// Stream path and query, also the Digest `uri` of the upgrade request.
+const STREAM_PATH: &str = "/vapix/ws-data-stream?sources=events";
+/// A camera that does not answer `events:configure` within this is treated as stalled.
+const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What ended a connection, classified for the retry logic.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Credentials refused: back off (a hot loop would lock the account on some devices).
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// The camera rejected our filter list: a config problem; back off to the cap.
+    #[error("events:configure rejected with code {code}: {message}")]
+    Rejected {
+        /// JSON-RPC error code.
+        code: i64,
+        /// Camera's text.
+        message: String,
+    },
+    /// Network trouble, a closed stream or a stall: retry with back-off.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<VapixError> for SourceError {
+    fn from(e: VapixError) -> Self {
+        match e {
+            VapixError::Auth(_) => Self::Auth(e.to_string()),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Everything one camera connection needs.
+#[derive(Debug, Clone)]
+pub struct WsCamera {
+    /// Config name.
+    pub name: Arc<str>,
+    /// `http://host[:port]` or `https://...`.
+    pub base: url::Url,
+    /// Credentials and TLS for the HTTP calls and the upgrade.
+    pub vapix: VapixClient,
+    /// Serial from config; read from the device when `None`.
+    pub serial: Option<String>,
+    /// The `events:configure` topic filters (non-overlapping).
+    pub filters: Vec<String>,
+    /// Back-off cap.
+    pub max_backoff: Duration,
+}
+
+/// Runs a camera source until the task is aborted or the receiver is gone.
+pub async fn run(
+    cam: WsCamera,
+    tx: mpsc::Sender<Event>,
+    status: Arc<SourceStatus>,
+    clock: SharedClock,
+) {
+    let mut backoff = Backoff::new(cam.max_backoff);
+    let mut catalog = Catalog::default();
+    let mut serial: Option<Arc<str>> = cam.serial.as_deref().map(Arc::from);
+    let mut first = true;
+    loop {
+        if !first {
+            status.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        first = false;
+        if status.set(SourceState::Connecting) {
+            tracing::debug!(camera = %cam.name, "connecting");
+        }
+        let result = session(&cam, &tx, &status, &clock, &mut catalog, &mut serial, &mut backoff).await;
+        if tx.is_closed() {
+            return;
+        }
+        let error = match result {
+            Ok(()) => "stream closed by the camera".to_string(),
+            Err(e) => e.to_string(),
+        };
+        if status.set(SourceState::Backoff { error: error.clone() }) {
+            tracing::warn!(camera = %cam.name, %error, "camera connection lost; reconnecting with back-off");
+        }
+        let delay = backoff.next_delay(rand::random::<f64>());
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// One connection, from HTTP calls to the end of the stream.
+async fn session(
+    cam: &WsCamera,
+    tx: &mpsc::Sender<Event>,
+    status: &SourceStatus,
+    clock: &SharedClock,
+    catalog: &mut Catalog,
+    serial: &mut Option<Arc<str>>,
+    backoff: &mut Backoff,
+) -> Result<(), SourceError> {
+    if serial.is_none() {
+        *serial = Some(cam.vapix.serial().await?.into());
+    }
+    let serial = serial.clone().expect("set above");
+    match cam.vapix.event_instances().await.map_err(SourceError::from).and_then(|xml| {
+        Catalog::parse(&xml).map_err(|e| SourceError::Unavailable(e.to_string()))
+    }) {
+        Ok(c) => *catalog = c,
+        Err(SourceError::Auth(e)) => return Err(SourceError::Auth(e)),
+        Err(e) => tracing::warn!(camera = %cam.name, error = %e,
+            "no event catalog; every topic counts as stateless until it can be read"),
+    }
+
+    let mut ws = upgrade(cam).await?;
+    let context = format!("edgerelay-{}", cam.name);
+    ws.send(Message::Text(configure_request(&context, &cam.filters).into()))
+        .await
+        .map_err(|e| SourceError::Unavailable(format!("sending events:configure: {e}")))?;
+
+    let configure_deadline = tokio::time::sleep(CONFIGURE_TIMEOUT);
+    tokio::pin!(configure_deadline);
+    let mut configured = false;
+    loop {
+        let msg = tokio::select! {
+            m = ws.next() => m,
+            _ = &mut configure_deadline, if !configured => {
+                return Err(SourceError::Unavailable("no reply to events:configure".into()));
+            }
+        };
+        let text = match msg {
+            None => return Ok(()),
+            Some(Err(e)) => return Err(SourceError::Unavailable(format!("stream: {e}"))),
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(_))) => return Ok(()),
+            Some(Ok(_)) => continue, // pings are answered by tungstenite; binary is not ours
+        };
+        match parse_frame(&text) {
+            Ok(Incoming::Notify(n)) => {
+                let now = clock.now_ms();
+                let ev = n.into_event(&cam.name, &serial, catalog, now);
+                status.events.fetch_add(1, Ordering::Relaxed);
+                status.last_event_ms.store(now, Ordering::Relaxed);
+                if tx.send(ev).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(Incoming::ConfigureAck) => {
+                configured = true;
+                backoff.reset();
+                if status.set(SourceState::Streaming) {
+                    tracing::info!(camera = %cam.name, %serial, filters = ?cam.filters, topics = catalog.len(), "camera streaming");
+                }
+            }
+            Ok(Incoming::ConfigureError { code, message }) => {
+                return Err(SourceError::Rejected { code, message });
+            }
+            Ok(Incoming::Other) => {}
+            Err(e) => {
+                if status.count_malformed() {
+                    let sample: String = text.chars().take(120).collect();
+                    tracing::warn!(camera = %cam.name, error = %e, %sample,
+                        count = status.malformed.load(Ordering::Relaxed), "skipping malformed frame");
+                }
+            }
+        }
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the WebSocket, answering a Digest challenge on the upgrade request.
+async fn upgrade(cam: &WsCamera) -> Result<Ws, SourceError> {
+    let mut url = cam
+        .base
+        .join(STREAM_PATH)
+        .map_err(|e| SourceError::Unavailable(e.to_string()))?;
+    let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+    url.set_scheme(scheme)
+        .map_err(|_| SourceError::Unavailable("cannot make a ws:// URL".into()))?;
+    let request = || {
+        url.as_str()
+            .into_client_request()
+            .map_err(|e| SourceError::Unavailable(e.to_string()))
+    };
+    let challenge = match tokio_tungstenite::connect_async(request()?).await {
+        Ok((ws, _)) => return Ok(ws),
+        Err(tungstenite::Error::Http(resp)) if resp.status() == 401 => resp
+            .headers()
+            .get("WWW-Authenticate")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| SourceError::Auth("401 without a challenge".into()))?,
+        Err(tungstenite::Error::Http(resp)) => {
+            return Err(SourceError::Unavailable(format!("upgrade refused: HTTP {}", resp.status())));
+        }
+        Err(e) => return Err(SourceError::Unavailable(format!("connect: {e}"))),
+    };
+    let auth = cam
+        .vapix
+        .authorization(&challenge, "GET", STREAM_PATH)?
+        .ok_or_else(|| SourceError::Auth("the camera wants credentials and none are configured".into()))?;
+    let mut req = request()?;
+    req.headers_mut().insert(
+        "Authorization",
+        auth.parse().map_err(|_| SourceError::Auth("unusable Authorization header".into()))?,
+    );
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(resp)) if resp.status() == 401 || resp.status() == 403 => {
+            Err(SourceError::Auth(format!("upgrade refused: HTTP {}", resp.status())))
+        }
+        Err(e) => Err(SourceError::Unavailable(format!("upgrade: {e}"))),
+    }
+}

@@ -1,0 +1,149 @@
+//! The in-flight window of an MQTT destination: which outbox entries have been handed to the
+//! MQTT client, which packet id each got, and which the broker acknowledged.
+//!
+//! rumqttc gives a publish no completion of its own: it reports `Outgoing::Publish(pkid)` in
+//! the order it writes publishes, then `PubAck(pkid)` / `PubComp(pkid)`. So slots are matched
+//! in FIFO order to outgoing packet ids, then to acknowledgements. Only the contiguous done
+//! prefix is released to the outbox, keeping order: an entry leaves the outbox only when it
+//! and everything before it were acknowledged. Pure state; the sink loop drives it.
+
+use std::collections::VecDeque;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Slot {
+    /// Outbox sequence; `None` for the relay's own messages (connect message).
+    seq: Option<u64>,
+    qos: u8,
+    pkid: Option<u16>,
+    done: bool,
+}
+
+/// Publishes handed to the client and not yet released.
+#[derive(Debug, Clone)]
+pub struct AckWindow {
+    slots: VecDeque<Slot>,
+    capacity: usize,
+}
+
+impl AckWindow {
+    /// A window of `capacity` outbox entries.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            slots: VecDeque::with_capacity(capacity),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// How many more outbox entries may be handed to the client.
+    pub fn room(&self) -> usize {
+        self.capacity.saturating_sub(self.slots.len())
+    }
+
+    /// Entries in flight.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// True when nothing is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// A publish was handed to the client (in the same order the client will write it).
+    pub fn push(&mut self, seq: Option<u64>, qos: u8) {
+        self.slots.push_back(Slot {
+            seq,
+            qos,
+            pkid: None,
+            done: false,
+        });
+    }
+
+    /// An entry that needs no broker acknowledgement (moved to the dead-letter file).
+    pub fn push_done(&mut self, seq: u64) {
+        self.slots.push_back(Slot {
+            seq: Some(seq),
+            qos: 0,
+            pkid: None,
+            done: true,
+        });
+    }
+
+    /// The client wrote the next publish with this packet id (0 for QoS 0, which is then done).
+    pub fn on_outgoing(&mut self, pkid: u16) {
+        if let Some(s) = self.slots.iter_mut().find(|s| s.pkid.is_none() && !s.done) {
+            if s.qos == 0 {
+                s.done = true;
+            } else {
+                s.pkid = Some(pkid);
+            }
+        }
+    }
+
+    /// The broker acknowledged a packet id (PUBACK for QoS 1, PUBCOMP for QoS 2).
+    pub fn on_ack(&mut self, pkid: u16) {
+        if let Some(s) = self
+            .slots
+            .iter_mut()
+            .find(|s| s.pkid == Some(pkid) && !s.done)
+        {
+            s.done = true;
+        }
+    }
+
+    /// Releases the acknowledged prefix; returns the last outbox sequence released (if any)
+    /// and how many outbox entries that released.
+    pub fn release(&mut self) -> (Option<u64>, u64) {
+        let (mut last, mut count) = (None, 0);
+        while self.slots.front().is_some_and(|s| s.done) {
+            if let Some(seq) = self.slots.pop_front().and_then(|s| s.seq) {
+                last = Some(seq);
+                count += 1;
+            }
+        }
+        (last, count)
+    }
+
+    /// After a lost connection: nothing in flight any more (the outbox resends from its head).
+    pub fn clear(&mut self) {
+        self.slots.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releases_only_the_acknowledged_prefix_in_order() {
+        let mut w = AckWindow::new(3);
+        w.push(Some(10), 1);
+        w.push(Some(11), 1);
+        w.push(Some(12), 0);
+        assert_eq!(w.room(), 0);
+        w.on_outgoing(1);
+        w.on_outgoing(2);
+        w.on_outgoing(0);
+        w.on_ack(2);
+        assert_eq!(w.release(), (None, 0), "11 acked before 10: nothing leaves yet");
+        w.on_ack(1);
+        assert_eq!(w.release(), (Some(12), 3));
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn own_messages_take_a_slot_but_release_no_sequence() {
+        let mut w = AckWindow::new(4);
+        w.push(None, 1);
+        w.push(Some(1), 1);
+        w.on_outgoing(7);
+        w.on_outgoing(8);
+        w.on_ack(7);
+        assert_eq!(w.release(), (None, 0));
+        w.push_done(2);
+        w.on_ack(8);
+        assert_eq!(w.release(), (Some(2), 2));
+        w.on_ack(8);
+        assert_eq!(w.release(), (None, 0), "a duplicate ack is harmless");
+    }
+}
