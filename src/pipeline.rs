@@ -1,1 +1,195 @@
-//! Wiring: sources → rules → outbox → sinks, for `edgerelay run`.
+//! Wiring for `edgerelay run`: sources → rules → outbox → sinks.
+//!
+//! Sources send [`Event`]s over one bounded channel (a slow disk slows the cameras' readers,
+//! never grows memory). The router runs on its own thread: it takes every event waiting,
+//! routes the batch through the rules and appends each destination's deliveries to its outbox
+//! in one write (group commit). An event is accepted once that write returned. Each sink
+//! drains its own outbox, so a slow destination never slows another.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+
+use crate::clock::SharedClock;
+use crate::config::{Config, DestinationConfig};
+use crate::event::Event;
+use crate::outbox::{DeadLetters, Outbox, OutboxOptions, SharedOutbox};
+use crate::rules::{Routed, RuleSet};
+use crate::sinks::mqtt::{MqttSink, SinkStats};
+use crate::sources::emulator::{Emulator, EmulatorConfig};
+use crate::sources::status::SourceStatus;
+use crate::sources::vapix::VapixClient;
+use crate::sources::websocket::{self, WsCamera};
+
+/// Events waiting between sources and the router; bounded so a stalled disk pushes back.
+const EVENT_QUEUE: usize = 8192;
+/// Most events routed into one outbox write.
+const ROUTE_BATCH: usize = 2048;
+/// Rate of the demo camera behind `url = "emulator:"`, events per second.
+const DEMO_RATE: f64 = 1.0;
+
+/// A running relay: dropping it stops nothing by itself; call [`Relay::shutdown`].
+pub struct Relay {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    router: Option<std::thread::JoinHandle<()>>,
+    /// Per-camera status.
+    pub sources: Vec<Arc<SourceStatus>>,
+    /// Per-destination outbox and counters.
+    pub destinations: Vec<(Arc<str>, Arc<SharedOutbox>, Arc<SinkStats>)>,
+    _emulators: Vec<Emulator>,
+}
+
+impl Relay {
+    /// Starts everything the config describes.
+    pub async fn start(cfg: Config, clock: SharedClock) -> anyhow::Result<Relay> {
+        let data_dir = &cfg.relay.data_dir;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating data_dir {}", data_dir.display()))?;
+        if let Some(listen) = &cfg.relay.broker {
+            let addr = crate::broker::start(listen)?;
+            tracing::info!(%addr, "embedded MQTT broker listening");
+        }
+        let rules = RuleSet::compile(&cfg)?;
+        let mut tasks = Vec::new();
+        let mut destinations = Vec::new();
+        let mut outboxes: HashMap<Arc<str>, Arc<SharedOutbox>> = HashMap::new();
+        for (name, dest) in &cfg.destination {
+            let name: Arc<str> = name.as_str().into();
+            let (outbox, dead) = open_outbox(data_dir, &name, dest)?;
+            let stats = Arc::new(SinkStats::default());
+            match dest {
+                DestinationConfig::Mqtt(m) => {
+                    let sink = MqttSink {
+                        name: name.clone(),
+                        config: m.clone(),
+                        print: cfg.relay.print,
+                    };
+                    tasks.push(tokio::spawn(sink.run(outbox.clone(), dead, stats.clone())));
+                }
+            }
+            outboxes.insert(name.clone(), outbox.clone());
+            destinations.push((name, outbox, stats));
+        }
+
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let (router_rules, router_clock) = (rules.clone(), clock.clone());
+        let router = std::thread::Builder::new()
+            .name("router".into())
+            .spawn(move || route_loop(rx, router_rules, outboxes, router_clock))?;
+
+        let mut sources = Vec::new();
+        let mut emulators = Vec::new();
+        for cam in &cfg.camera {
+            let status = Arc::new(SourceStatus::new(&cam.name));
+            let (base, user, pass) = if cam.url.trim() == "emulator:" {
+                let emu = Emulator::start(EmulatorConfig::default()).await?;
+                let c = EmulatorConfig::default();
+                tasks.push(emu.spawn_generator(DEMO_RATE, None));
+                let base = emu.base_url();
+                emulators.push(emu);
+                (base, Some(c.username), Some(c.password))
+            } else {
+                (cam.url.clone(), cam.username.clone(), cam.password.clone())
+            };
+            let base = url::Url::parse(&base).with_context(|| format!("camera {}: url", cam.name))?;
+            let ws = WsCamera {
+                name: cam.name.as_str().into(),
+                vapix: VapixClient::new(base.clone(), user, pass, cam.tls_verify)?,
+                base,
+                serial: cam.serial.clone(),
+                filters: rules.camera_filters(&cam.name),
+                max_backoff: Duration::from_secs(cam.max_backoff_s),
+            };
+            tasks.push(tokio::spawn(websocket::run(ws, tx.clone(), status.clone(), clock.clone())));
+            sources.push(status);
+        }
+        drop(tx);
+        Ok(Relay {
+            tasks,
+            router: Some(router),
+            sources,
+            destinations,
+            _emulators: emulators,
+        })
+    }
+
+    /// Stops sources and sinks. What is queued stays in the outbox for the next start.
+    pub async fn shutdown(mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        if let Some(r) = self.router.take() {
+            let _ = tokio::task::spawn_blocking(move || r.join()).await;
+        }
+    }
+}
+
+fn open_outbox(
+    data_dir: &Path,
+    name: &str,
+    dest: &DestinationConfig,
+) -> anyhow::Result<(Arc<SharedOutbox>, DeadLetters)> {
+    let buffer = match dest {
+        DestinationConfig::Mqtt(m) => &m.buffer,
+    };
+    let opts = OutboxOptions::from_config(buffer)
+        .with_context(|| format!("destination.{name}.buffer"))?;
+    let dir = data_dir.join("outbox").join(name);
+    let (outbox, report) =
+        Outbox::open(&dir, opts).with_context(|| format!("opening outbox {}", dir.display()))?;
+    tracing::info!(destination = name, ?report, "outbox open");
+    let dead = DeadLetters::open(&data_dir.join("dead-letter"), name)
+        .with_context(|| format!("opening dead-letter file for {name}"))?;
+    Ok((SharedOutbox::new(outbox), dead))
+}
+
+/// The router thread: batches events, routes them, appends per destination.
+fn route_loop(
+    mut rx: mpsc::Receiver<Event>,
+    rules: RuleSet,
+    outboxes: HashMap<Arc<str>, Arc<SharedOutbox>>,
+    clock: SharedClock,
+) {
+    let mut routed: Vec<Routed> = Vec::with_capacity(ROUTE_BATCH);
+    let mut per_dest: HashMap<Arc<str>, Vec<Vec<u8>>> = HashMap::new();
+    while let Some(first) = rx.blocking_recv() {
+        let now = clock.now_ms();
+        rules.route(&first, now, &mut routed);
+        let mut n = 1;
+        while n < ROUTE_BATCH {
+            match rx.try_recv() {
+                Ok(ev) => rules.route(&ev, now, &mut routed),
+                Err(_) => break,
+            }
+            n += 1;
+        }
+        for r in routed.drain(..) {
+            per_dest
+                .entry(r.destination)
+                .or_default()
+                .push(r.delivery.encode());
+        }
+        for (dest, records) in per_dest.iter_mut() {
+            if records.is_empty() {
+                continue;
+            }
+            match outboxes.get(dest) {
+                Some(outbox) => {
+                    let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+                    if let Err(e) = outbox.append(&refs, now) {
+                        tracing::error!(destination = %dest, error = %e, count = refs.len(), "outbox append failed");
+                    }
+                }
+                None => tracing::warn!(destination = %dest, "rule names an unknown destination"),
+            }
+            records.clear();
+        }
+    }
+}
