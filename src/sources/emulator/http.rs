@@ -61,28 +61,23 @@ impl Shared {
         res
     }
 
-    /// `Ok` when the request may proceed, else the `401` to answer.
-    fn check_digest(
-        &self,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
-    ) -> Result<(), Response> {
+    /// `None` when the request may proceed, else the `401` to answer.
+    fn deny(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Response> {
         if !self.cfg.require_auth && self.fault() != Some(Fault::RejectCredentials) {
-            return Ok(());
+            return None;
         }
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             bump(&self.counters.challenges);
-            return Err(self.challenge(false));
+            return Some(self.challenge(false));
         };
         if self.fault() == Some(Fault::RejectCredentials) {
             bump(&self.counters.auth_failures);
-            return Err(self.challenge(false));
+            return Some(self.challenge(false));
         }
         let parsed = value.to_str().ok().and_then(digest::parse_authorization);
         let Some(p) = parsed else {
             bump(&self.counters.auth_failures);
-            return Err(self.challenge(false));
+            return Some(self.challenge(false));
         };
         let result = digest::verify(
             &p,
@@ -94,15 +89,15 @@ impl Shared {
             self.nonce_known(&p.nonce),
         );
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => None,
             Err(Rejection::StaleNonce) => {
                 bump(&self.counters.challenges);
-                Err(self.challenge(true))
+                Some(self.challenge(true))
             }
             Err(Rejection::Invalid) => {
                 bump(&self.counters.auth_failures);
                 tracing::debug!(user = %p.username, "emulator: Digest rejected");
-                Err(self.challenge(false))
+                Some(self.challenge(false))
             }
         }
     }
@@ -126,7 +121,7 @@ async fn ws_stream(
             bump(&sh.counters.auth_failures);
             return sh.challenge(false);
         }
-    } else if let Err(res) = sh.check_digest(&method, &uri, &headers) {
+    } else if let Some(res) = sh.deny(&method, &uri, &headers) {
         return res;
     }
     match upgrade {
@@ -140,7 +135,7 @@ async fn ws_stream(
 }
 
 async fn wssession(State(sh): Sh, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    if let Err(res) = sh.check_digest(&method, &uri, &headers) {
+    if let Some(res) = sh.deny(&method, &uri, &headers) {
         return res;
     }
     (
@@ -168,7 +163,7 @@ async fn basic_device_info(
         .and_then(Value::as_str)
         .map(str::to_string);
     if api_method.as_deref() != Some("getAllUnrestrictedProperties")
-        && let Err(res) = sh.check_digest(&method, &uri, &headers)
+        && let Some(res) = sh.deny(&method, &uri, &headers)
     {
         return res;
     }
@@ -219,7 +214,7 @@ async fn services(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(res) = sh.check_digest(&method, &uri, &headers) {
+    if let Some(res) = sh.deny(&method, &uri, &headers) {
         return res;
     }
     let action = [
@@ -263,7 +258,7 @@ async fn virtual_input(
     headers: HeaderMap,
     active: bool,
 ) -> Response {
-    if let Err(res) = sh.check_digest(&method, &uri, &headers) {
+    if let Some(res) = sh.deny(&method, &uri, &headers) {
         return res;
     }
     let xml = |body: String| ([(header::CONTENT_TYPE, "text/xml")], body).into_response();
@@ -304,7 +299,7 @@ async fn virtual_input(
 }
 
 async fn image(State(sh): Sh, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    if let Err(res) = sh.check_digest(&method, &uri, &headers) {
+    if let Some(res) = sh.deny(&method, &uri, &headers) {
         return res;
     }
     ([(header::CONTENT_TYPE, "image/jpeg")], script::TINY_JPEG).into_response()
