@@ -610,3 +610,56 @@ async fn dropping_the_emulator_stops_it() {
     assert_eq!(next_text(&mut ws).await, None);
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn unknown_nonce_is_stale_and_rfc2069_is_accepted() {
+    let emu = emulator().await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/axis-cgi/wssession.cgi", emu.base_url());
+    let www = "Digest realm=\"AXIS_B8A44F3E9D21\", nonce=\"never-issued\"";
+    let auth = authorization(
+        www,
+        "GET",
+        "/axis-cgi/wssession.cgi",
+        "bridge",
+        "fixture-pass",
+    );
+    let res = http
+        .get(&url)
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(
+        res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .ends_with(", stale=true")
+    );
+
+    let (_, www) = challenge(&emu).await;
+    let p: HashMap<String, String> = parse_params(&www[6..]).into_iter().collect();
+    let uri = "/axis-cgi/wssession.cgi";
+    let response = compute_response(
+        "bridge",
+        &p["realm"],
+        "fixture-pass",
+        "GET",
+        uri,
+        &p["nonce"],
+        None,
+    );
+    let auth = format!(
+        "Digest username=\"bridge\",realm=\"{}\",nonce=\"{}\",uri=\"{uri}\",response=\"{response}\"",
+        p["realm"], p["nonce"]
+    );
+    let res = http
+        .get(&url)
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(emu.counters().auth_failures, 0);
+}
