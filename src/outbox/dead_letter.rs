@@ -41,6 +41,7 @@ impl DeadLetters {
         if last != b'\n' {
             // A line torn by a crash: end it, so the next one starts clean.
             file.write_all(b"\n")?;
+            count += 1;
         }
         Ok(Self { path, file, count })
     }
