@@ -1,0 +1,72 @@
+//! Records that can never be delivered: one NDJSON file per destination, appended to, never
+//! rewritten. `<dir>/dead-letter/<name>.ndjson`, one line per record:
+//! `{"seq":..,"time_ms":..,"reason":"..","record_b64":".."}` (standard base64 of the stored record).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+
+/// The dead-letter file of one destination.
+#[derive(Debug)]
+pub struct DeadLetters {
+    path: PathBuf,
+    file: File,
+    count: u64,
+}
+
+impl DeadLetters {
+    /// Opens (creating) `<dir>/dead-letter/<name>.ndjson` and counts the lines already there.
+    pub fn open(dir: &Path, name: &str) -> io::Result<Self> {
+        let ddir = dir.join("dead-letter");
+        fs::create_dir_all(&ddir)?;
+        let path = ddir.join(format!("{name}.ndjson"));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)?;
+        let mut count = 0;
+        let mut last = b'\n';
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            count += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            last = buf[n - 1];
+        }
+        if last != b'\n' {
+            // A line torn by a crash: end it, so the next one starts clean.
+            file.write_all(b"\n")?;
+            count += 1;
+        }
+        Ok(Self { path, file, count })
+    }
+
+    /// Appends one line with a single `write(2)`.
+    pub fn put(&mut self, seq: u64, time_ms: i64, record: &[u8], reason: &str) -> io::Result<()> {
+        let line = serde_json::json!({
+            "seq": seq,
+            "time_ms": time_ms,
+            "reason": reason,
+            "record_b64": base64::engine::general_purpose::STANDARD.encode(record),
+        });
+        let mut b = serde_json::to_vec(&line).map_err(io::Error::other)?;
+        b.push(b'\n');
+        self.file.write_all(&b)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Lines in the file, including those from earlier runs (a torn line counts once ended).
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
