@@ -7,7 +7,11 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "edgerelay", version, about = "Camera events to MQTT brokers and object storage, with a durable outbox")]
+#[command(
+    name = "edgerelay",
+    version,
+    about = "Camera events to MQTT brokers and object storage, with a durable outbox"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,7 +36,11 @@ enum Command {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     if std::env::var("EDGERELAY_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {

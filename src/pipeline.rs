@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 
 use crate::clock::SharedClock;
-use crate::config::{Config, DestinationConfig};
+use crate::config::{BufferConfig, Config, DestinationConfig, units};
 use crate::event::Event;
 use crate::outbox::{DeadLetters, Outbox, OutboxOptions, SharedOutbox};
 use crate::rules::{Routed, RuleSet};
@@ -95,7 +95,8 @@ impl Relay {
             } else {
                 (cam.url.clone(), cam.username.clone(), cam.password.clone())
             };
-            let base = url::Url::parse(&base).with_context(|| format!("camera {}: url", cam.name))?;
+            let base =
+                url::Url::parse(&base).with_context(|| format!("camera {}: url", cam.name))?;
             let ws = WsCamera {
                 name: cam.name.as_str().into(),
                 vapix: VapixClient::new(base.clone(), user, pass, cam.tls_verify)?,
@@ -104,7 +105,12 @@ impl Relay {
                 filters: rules.camera_filters(&cam.name),
                 max_backoff: Duration::from_secs(cam.max_backoff_s),
             };
-            tasks.push(tokio::spawn(websocket::run(ws, tx.clone(), status.clone(), clock.clone())));
+            tasks.push(tokio::spawn(websocket::run(
+                ws,
+                tx.clone(),
+                status.clone(),
+                clock.clone(),
+            )));
             sources.push(status);
         }
         drop(tx);
@@ -139,8 +145,7 @@ fn open_outbox(
     let buffer = match dest {
         DestinationConfig::Mqtt(m) => &m.buffer,
     };
-    let opts = OutboxOptions::from_config(buffer)
-        .with_context(|| format!("destination.{name}.buffer"))?;
+    let opts = outbox_options(buffer).with_context(|| format!("destination.{name}.buffer"))?;
     let dir = data_dir.join("outbox").join(name);
     let (outbox, report) =
         Outbox::open(&dir, opts).with_context(|| format!("opening outbox {}", dir.display()))?;
@@ -148,6 +153,23 @@ fn open_outbox(
     let dead = DeadLetters::open(&data_dir.join("dead-letter"), name)
         .with_context(|| format!("opening dead-letter file for {name}"))?;
     Ok((SharedOutbox::new(outbox), dead))
+}
+
+/// Outbox options from a destination's `buffer` table (validated already by `check`).
+pub fn outbox_options(b: &BufferConfig) -> anyhow::Result<OutboxOptions> {
+    Ok(OutboxOptions {
+        max_bytes: units::parse_bytes(&b.max_bytes).map_err(anyhow::Error::msg)?,
+        when_full: b.when_full,
+        max_age_ms: b
+            .max_age
+            .as_deref()
+            .map(units::parse_duration)
+            .transpose()
+            .map_err(anyhow::Error::msg)?
+            .map(|d| d.as_millis() as i64),
+        fsync: b.fsync,
+        ..OutboxOptions::default()
+    })
 }
 
 /// The router thread: batches events, routes them, appends per destination.

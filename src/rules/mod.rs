@@ -90,7 +90,11 @@ impl Rule {
             })?,
             to: rc.to.iter().map(|s| s.as_str().into()).collect(),
             prefix: tmpl("prefix", &rc.prefix)?,
-            mqtt_topic: rc.mqtt_topic.as_deref().map(|t| tmpl("mqtt_topic", t)).transpose()?,
+            mqtt_topic: rc
+                .mqtt_topic
+                .as_deref()
+                .map(|t| tmpl("mqtt_topic", t))
+                .transpose()?,
             include_namespaces: rc.include_namespaces,
             include_condition_name: rc.include_condition_name,
             include_serial: rc.include_serial,
@@ -122,7 +126,8 @@ impl Rule {
             tmpl.render(ev, self.include_namespaces, true, &mut t);
             return t;
         }
-        self.prefix.render(ev, self.include_namespaces, true, &mut t);
+        self.prefix
+            .render(ev, self.include_namespaces, true, &mut t);
         if self.include_condition_name {
             t.push_str("/event/");
             mqtt_path(&ev.topic, self.include_namespaces, &mut t);
@@ -178,7 +183,11 @@ impl RuleSet {
     /// Compiles every rule of a config.
     pub fn compile(cfg: &Config) -> Result<Self, RuleError> {
         Ok(Self {
-            rules: cfg.rule.iter().map(Rule::compile).collect::<Result<_, _>>()?,
+            rules: cfg
+                .rule
+                .iter()
+                .map(Rule::compile)
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -235,7 +244,8 @@ mod tests {
     use crate::event::{EventKind, Items};
 
     fn rule(toml_body: &str) -> Rule {
-        let rc: RuleConfig = toml::from_str(&format!("name = \"r\"\nto = [\"d\"]\n{toml_body}")).unwrap();
+        let rc: RuleConfig =
+            toml::from_str(&format!("name = \"r\"\nto = [\"d\"]\n{toml_body}")).unwrap();
         Rule::compile(&rc).unwrap()
     }
 
@@ -265,8 +275,14 @@ mod tests {
             rule("include_namespaces = false").topic_for(&e),
             "axis/B8A44F3E9D21/event/Device/IO/VirtualInput/$source/port/7"
         );
-        assert_eq!(rule("include_condition_name = false").topic_for(&e), "axis/B8A44F3E9D21");
-        assert_eq!(rule("mqtt_topic = \"site/{camera}/{topic}\"").topic_for(&e), "site/lobby/tns:onvif/Device/tns:axis/IO/VirtualInput");
+        assert_eq!(
+            rule("include_condition_name = false").topic_for(&e),
+            "axis/B8A44F3E9D21"
+        );
+        assert_eq!(
+            rule("mqtt_topic = \"site/{camera}/{topic}\"").topic_for(&e),
+            "site/lobby/tns:onvif/Device/tns:axis/IO/VirtualInput"
+        );
     }
 
     #[test]
@@ -305,7 +321,10 @@ mod tests {
         let rs = RuleSet::compile(&cfg).unwrap();
         let mut out = Vec::new();
         rs.route(&vi(None), 0, &mut out);
-        assert_eq!(out.iter().map(|r| &*r.destination).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(
+            out.iter().map(|r| &*r.destination).collect::<Vec<_>>(),
+            ["a"]
+        );
         out.clear();
         let mut storage = vi(None);
         storage.topic = "tnsaxis:Storage/Alert".into();

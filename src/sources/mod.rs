@@ -1,8 +1,8 @@
 //! Camera event sources. Each runs on its own, reconnects with back-off, and reports its state.
 
 pub mod backoff;
-pub mod status;
 pub mod catalog;
 pub mod emulator;
+pub mod status;
 pub mod vapix;
 pub mod websocket;

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+};
 
 use crate::config::{MessageConfig, MqttDestination};
 use crate::delivery::Delivery;
@@ -73,14 +75,22 @@ impl MqttSink {
         let (default_port, tls) = match url.scheme() {
             "mqtt" | "tcp" => (1883, false),
             "mqtts" | "ssl" => (8883, true),
-            _ => return Err(UrlError(c.url.clone(), "scheme must be mqtt:// (TLS and WebSocket come later)")),
+            _ => {
+                return Err(UrlError(
+                    c.url.clone(),
+                    "scheme must be mqtt:// (TLS and WebSocket come later)",
+                ));
+            }
         };
         if tls {
             return Err(UrlError(c.url.clone(), "mqtts:// is not supported yet"));
         }
         let host = url.host_str().ok_or(UrlError(c.url.clone(), "no host"))?;
         let port = url.port().unwrap_or(default_port);
-        let client_id = c.client_id.clone().unwrap_or_else(|| format!("edgerelay-{}", self.name));
+        let client_id = c
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("edgerelay-{}", self.name));
         let mut o = MqttOptions::new(client_id, host, port);
         o.set_keep_alive(Duration::from_secs(c.keep_alive_s.max(1)));
         o.set_clean_session(c.clean_session);
@@ -90,13 +100,23 @@ impl MqttSink {
             o.set_credentials(user, c.password.clone().unwrap_or_default());
         }
         if let Some(w) = &c.last_will {
-            o.set_last_will(LastWill::new(&w.topic, w.message.clone(), qos(w.qos), w.retain));
+            o.set_last_will(LastWill::new(
+                &w.topic,
+                w.message.clone(),
+                qos(w.qos),
+                w.retain,
+            ));
         }
         Ok(o)
     }
 
     /// Drains the outbox forever (until the task is aborted), reconnecting with back-off.
-    pub async fn run(self, outbox: Arc<SharedOutbox>, mut dead: DeadLetters, stats: Arc<SinkStats>) {
+    pub async fn run(
+        self,
+        outbox: Arc<SharedOutbox>,
+        mut dead: DeadLetters,
+        stats: Arc<SinkStats>,
+    ) {
         let opts = match self.options() {
             Ok(o) => o,
             Err(e) => {
@@ -113,7 +133,14 @@ impl MqttSink {
             net.set_connection_timeout(self.config.connect_timeout_s.max(1));
             eventloop.set_network_options(net);
             let error = self
-                .connection(&client, &mut eventloop, &outbox, &mut dead, &stats, &mut backoff)
+                .connection(
+                    &client,
+                    &mut eventloop,
+                    &outbox,
+                    &mut dead,
+                    &stats,
+                    &mut backoff,
+                )
                 .await;
             if error != last_error {
                 tracing::warn!(destination = %self.name, %error, "broker connection lost; resending unacknowledged deliveries after reconnect");
@@ -197,7 +224,12 @@ impl MqttSink {
 /// Publishes one of the relay's own messages (connect message) through the window.
 fn publish_own(client: &AsyncClient, window: &mut AckWindow, m: &MessageConfig) {
     if client
-        .try_publish(&m.topic, qos(m.qos), m.retain, m.message.clone().into_bytes())
+        .try_publish(
+            &m.topic,
+            qos(m.qos),
+            m.retain,
+            m.message.clone().into_bytes(),
+        )
         .is_ok()
     {
         window.push(None, m.qos);

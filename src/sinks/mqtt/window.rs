@@ -125,7 +125,11 @@ mod tests {
         w.on_outgoing(2);
         w.on_outgoing(0);
         w.on_ack(2);
-        assert_eq!(w.release(), (None, 0), "11 acked before 10: nothing leaves yet");
+        assert_eq!(
+            w.release(),
+            (None, 0),
+            "11 acked before 10: nothing leaves yet"
+        );
         w.on_ack(1);
         assert_eq!(w.release(), (Some(12), 3));
         assert!(w.is_empty());

@@ -84,15 +84,27 @@ pub async fn run(
     let mut catalog = Catalog::default();
     let mut serial: Option<Arc<str>> = cam.serial.as_deref().map(Arc::from);
     let mut first = true;
+    // The error last logged: a camera failing the same way on every retry is logged once.
+    let mut logged_error = String::new();
     loop {
         if !first {
             status.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         first = false;
-        if status.set(SourceState::Connecting) {
-            tracing::debug!(camera = %cam.name, "connecting");
+        status.set(SourceState::Connecting);
+        let result = session(
+            &cam,
+            &tx,
+            &status,
+            &clock,
+            &mut catalog,
+            &mut serial,
+            &mut backoff,
+        )
+        .await;
+        if status.state() == SourceState::Streaming {
+            logged_error.clear();
         }
-        let result = session(&cam, &tx, &status, &clock, &mut catalog, &mut serial, &mut backoff).await;
         if tx.is_closed() {
             return;
         }
@@ -100,8 +112,12 @@ pub async fn run(
             Ok(()) => "stream closed by the camera".to_string(),
             Err(e) => e.to_string(),
         };
-        if status.set(SourceState::Backoff { error: error.clone() }) {
+        status.set(SourceState::Backoff {
+            error: error.clone(),
+        });
+        if error != logged_error {
             tracing::warn!(camera = %cam.name, %error, "camera connection lost; reconnecting with back-off");
+            logged_error = error;
         }
         let delay = backoff.next_delay(rand::random::<f64>());
         tokio::time::sleep(delay).await;
@@ -122,9 +138,13 @@ async fn session(
         *serial = Some(cam.vapix.serial().await?.into());
     }
     let serial = serial.clone().expect("set above");
-    match cam.vapix.event_instances().await.map_err(SourceError::from).and_then(|xml| {
-        Catalog::parse(&xml).map_err(|e| SourceError::Unavailable(e.to_string()))
-    }) {
+    match cam
+        .vapix
+        .event_instances()
+        .await
+        .map_err(SourceError::from)
+        .and_then(|xml| Catalog::parse(&xml).map_err(|e| SourceError::Unavailable(e.to_string())))
+    {
         Ok(c) => *catalog = c,
         Err(SourceError::Auth(e)) => return Err(SourceError::Auth(e)),
         Err(e) => tracing::warn!(camera = %cam.name, error = %e,
@@ -133,9 +153,11 @@ async fn session(
 
     let mut ws = upgrade(cam).await?;
     let context = format!("edgerelay-{}", cam.name);
-    ws.send(Message::Text(configure_request(&context, &cam.filters).into()))
-        .await
-        .map_err(|e| SourceError::Unavailable(format!("sending events:configure: {e}")))?;
+    ws.send(Message::Text(
+        configure_request(&context, &cam.filters).into(),
+    ))
+    .await
+    .map_err(|e| SourceError::Unavailable(format!("sending events:configure: {e}")))?;
 
     let configure_deadline = tokio::time::sleep(CONFIGURE_TIMEOUT);
     tokio::pin!(configure_deadline);
@@ -186,7 +208,8 @@ async fn session(
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens the WebSocket, answering a Digest challenge on the upgrade request.
 async fn upgrade(cam: &WsCamera) -> Result<Ws, SourceError> {
@@ -211,24 +234,30 @@ async fn upgrade(cam: &WsCamera) -> Result<Ws, SourceError> {
             .map(str::to_string)
             .ok_or_else(|| SourceError::Auth("401 without a challenge".into()))?,
         Err(tungstenite::Error::Http(resp)) => {
-            return Err(SourceError::Unavailable(format!("upgrade refused: HTTP {}", resp.status())));
+            return Err(SourceError::Unavailable(format!(
+                "upgrade refused: HTTP {}",
+                resp.status()
+            )));
         }
         Err(e) => return Err(SourceError::Unavailable(format!("connect: {e}"))),
     };
     let auth = cam
         .vapix
         .authorization(&challenge, "GET", STREAM_PATH)?
-        .ok_or_else(|| SourceError::Auth("the camera wants credentials and none are configured".into()))?;
+        .ok_or_else(|| {
+            SourceError::Auth("the camera wants credentials and none are configured".into())
+        })?;
     let mut req = request()?;
     req.headers_mut().insert(
         "Authorization",
-        auth.parse().map_err(|_| SourceError::Auth("unusable Authorization header".into()))?,
+        auth.parse()
+            .map_err(|_| SourceError::Auth("unusable Authorization header".into()))?,
     );
     match tokio_tungstenite::connect_async(req).await {
         Ok((ws, _)) => Ok(ws),
-        Err(tungstenite::Error::Http(resp)) if resp.status() == 401 || resp.status() == 403 => {
-            Err(SourceError::Auth(format!("upgrade refused: HTTP {}", resp.status())))
-        }
+        Err(tungstenite::Error::Http(resp)) if resp.status() == 401 || resp.status() == 403 => Err(
+            SourceError::Auth(format!("upgrade refused: HTTP {}", resp.status())),
+        ),
         Err(e) => Err(SourceError::Unavailable(format!("upgrade: {e}"))),
     }
 }
