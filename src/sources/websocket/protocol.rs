@@ -12,7 +12,7 @@ use crate::sources::catalog::Catalog;
 #[derive(Debug, PartialEq)]
 pub enum Incoming {
     /// An `events:notify`.
-    Notify(Notification),
+    Notify(Box<Notification>),
     /// The reply accepting `events:configure`.
     ConfigureAck,
     /// The reply rejecting `events:configure` (a config problem: report, back off).
@@ -107,7 +107,7 @@ pub fn parse_frame(text: &str) -> Result<Incoming, FrameError> {
         Some("events:notify") => f
             .params
             .and_then(|p| p.notification)
-            .map(Incoming::Notify)
+            .map(|n| Incoming::Notify(Box::new(n)))
             .ok_or_else(|| FrameError("events:notify without params.notification".into())),
         Some("events:configure") => Ok(match f.error {
             Some(e) => Incoming::ConfigureError {
