@@ -92,6 +92,38 @@ impl Mosquitto {
         assert!(ok.success());
     }
 
+    /// Starts a broker that saves sessions and queued messages when stopped gracefully, so a
+    /// persistent subscriber misses nothing across a broker restart.
+    pub async fn start_persistent() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // Mosquitto started as root drops to its own user before it writes the database.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let extra = format!(
+            "persistence_location {}/\npersistence_file mosquitto.db",
+            dir.path().display()
+        );
+        let mut m = Self {
+            port: free_port(),
+            dir,
+            child: None,
+            extra,
+        };
+        m.restart().await;
+        m
+    }
+
+    /// Stops the broker with SIGTERM and waits: it saves its state first.
+    pub fn stop_graceful(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+
     /// Starts a broker with extra lines in its config.
     pub async fn start_with(extra: &str) -> Self {
         let mut m = Self {
@@ -213,8 +245,28 @@ impl Subscriber {
 
     /// The same, with credentials.
     pub async fn connect_as(port: u16, filter: &str, login: Option<(&str, &str)>) -> Self {
-        let id = format!("test-sub-{}", rand::random::<u32>());
+        Self::connect_opts(port, filter, login, None).await
+    }
+
+    /// A subscriber whose session the broker keeps (clean session off, fixed id) and that
+    /// reconnects on its own: with [`Mosquitto::start_persistent`] it misses nothing.
+    pub async fn persistent(port: u16, filter: &str, id: &str) -> Self {
+        Self::connect_opts(port, filter, None, Some(id)).await
+    }
+
+    async fn connect_opts(
+        port: u16,
+        filter: &str,
+        login: Option<(&str, &str)>,
+        persistent_id: Option<&str>,
+    ) -> Self {
+        let id = persistent_id.map_or_else(
+            || format!("test-sub-{}", rand::random::<u32>()),
+            str::to_string,
+        );
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_clean_session(persistent_id.is_none());
+        opts.set_inflight(1000);
         if let Some((u, p)) = login {
             opts.set_credentials(u, p);
         }
@@ -222,12 +274,21 @@ impl Subscriber {
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut el) = AsyncClient::new(opts, 100);
         client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        let resubscribe = (client.clone(), filter.to_string());
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let mut ready = Some(ready_tx);
             loop {
                 match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(ack)))
+                        if !ack.session_present && ready.is_none() =>
+                    {
+                        // The broker forgot us: subscribe again.
+                        let _ = resubscribe
+                            .0
+                            .try_subscribe(&resubscribe.1, QoS::AtLeastOnce);
+                    }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         if let Some(r) = ready.take() {
                             let _ = r.send(());
@@ -259,6 +320,14 @@ impl Subscriber {
             .await
             .expect("timed out waiting for an MQTT message")
             .expect("subscriber closed")
+    }
+
+    /// The next message, or `None` after `timeout`.
+    pub async fn try_next(&mut self, timeout: Duration) -> Option<Received> {
+        tokio::time::timeout(timeout, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// The next message whose topic does not start with `edgerelay/` (skips the relay's own).
