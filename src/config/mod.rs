@@ -1,5 +1,23 @@
 //! The config file: typed structs ([`types`]), loading with `${VAR}` and `*_file` secrets, and
 //! validation that reports every problem as `file:line: key: what is wrong`.
+//!
+//! [`load`] reads a file; [`load_str`] / [`load_str_with`] take text (tests, injected env).
+//! [`units`] parses the sizes, durations and rates that the runtime uses too.
 
+mod error;
+mod expand;
+mod load;
+mod locate;
 pub mod types;
+pub mod units;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{ConfigError, ConfigErrors, Problem};
+pub use expand::{EnvLookup, expand_str};
+pub use load::{check, load, load_str, load_str_with};
+pub use locate::{KeyPath, Seg};
 pub use types::*;
+pub use validate::validate;

@@ -1,0 +1,265 @@
+//! `${VAR}` substitution in every string value, and secrets read from `*_file` keys.
+//!
+//! `${NAME}` (NAME of letters, digits and `_`) is replaced by the variable's value; `$${` is a
+//! literal `${`; any other `$` is kept as is. Substitution runs on the typed config, so a value
+//! is never re-parsed as TOML. A `X_file` key whose sibling `X` is a secret is read (one trailing
+//! newline trimmed) into `X`; a relative path is relative to the config file's directory.
+
+use std::path::{Path, PathBuf};
+
+use super::error::Problem;
+use super::locate::KeyPath;
+use super::types::{Config, DestinationConfig, MessageConfig};
+
+/// Looks up an environment variable; injected so tests need not touch the process environment.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Replaces `${VAR}` in `s`; on error, one message per problem (unset or malformed variable).
+pub fn expand_str(s: &str, env: EnvLookup<'_>) -> Result<String, Vec<String>> {
+    let mut out = String::with_capacity(s.len());
+    let mut errors = Vec::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${") {
+            let Some(end) = tail.find('}') else {
+                errors.push("unterminated \"${\" (write \"$${\" for a literal \"${\")".into());
+                rest = "";
+                break;
+            };
+            let name = &tail[..end];
+            let valid = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                errors.push(format!(
+                    "\"${{{name}}}\" is not a valid variable name (letters, digits and _; write \"$${{\" for a literal \"${{\")"
+                ));
+            } else if let Some(value) = env(name) {
+                out.push_str(&value);
+            } else {
+                errors.push(format!("environment variable {name} is not set"));
+            }
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+struct Expander<'a> {
+    env: EnvLookup<'a>,
+    problems: Vec<Problem>,
+}
+
+impl Expander<'_> {
+    fn string(&mut self, s: &mut String, path: KeyPath) {
+        if !s.contains('$') {
+            return;
+        }
+        match expand_str(s, self.env) {
+            Ok(v) => *s = v,
+            Err(errors) => self
+                .problems
+                .extend(errors.into_iter().map(|m| Problem::new(path.clone(), m))),
+        }
+    }
+
+    fn opt(&mut self, s: &mut Option<String>, path: KeyPath) {
+        if let Some(s) = s {
+            self.string(s, path);
+        }
+    }
+
+    fn list(&mut self, v: &mut [String], path: KeyPath) {
+        for (i, s) in v.iter_mut().enumerate() {
+            self.string(s, path.index(i));
+        }
+    }
+
+    fn path(&mut self, p: &mut PathBuf, path: KeyPath) {
+        // Non-UTF-8 paths cannot hold `${`, which is ASCII text from the TOML file.
+        if let Some(s) = p.to_str() {
+            let mut s = s.to_string();
+            self.string(&mut s, path);
+            *p = PathBuf::from(s);
+        }
+    }
+
+    fn opt_path(&mut self, p: &mut Option<PathBuf>, path: KeyPath) {
+        if let Some(p) = p {
+            self.path(p, path);
+        }
+    }
+
+    fn message(&mut self, m: &mut Option<MessageConfig>, path: KeyPath) {
+        if let Some(m) = m {
+            self.string(&mut m.topic, path.key("topic"));
+            self.string(&mut m.message, path.key("message"));
+        }
+    }
+}
+
+/// Substitutes `${VAR}` in every string value of `config`; returns every problem.
+pub fn expand_env(config: &mut Config, env: EnvLookup<'_>) -> Vec<Problem> {
+    let mut x = Expander {
+        env,
+        problems: Vec::new(),
+    };
+    let root = KeyPath::root();
+    let relay = root.key("relay");
+    x.path(&mut config.relay.data_dir, relay.key("data_dir"));
+    x.opt(&mut config.relay.http, relay.key("http"));
+    x.opt(&mut config.relay.broker, relay.key("broker"));
+    for (i, c) in config.camera.iter_mut().enumerate() {
+        let p = root.key("camera").index(i);
+        x.string(&mut c.name, p.key("name"));
+        x.string(&mut c.url, p.key("url"));
+        x.opt(&mut c.username, p.key("username"));
+        x.opt(&mut c.password, p.key("password"));
+        x.opt_path(&mut c.password_file, p.key("password_file"));
+        x.opt(&mut c.serial, p.key("serial"));
+    }
+    for (name, d) in config.destination.iter_mut() {
+        let p = root.key("destination").key(name);
+        match d {
+            DestinationConfig::Mqtt(m) => {
+                x.string(&mut m.url, p.key("url"));
+                x.opt(&mut m.client_id, p.key("client_id"));
+                x.opt(&mut m.username, p.key("username"));
+                x.opt(&mut m.password, p.key("password"));
+                x.opt_path(&mut m.password_file, p.key("password_file"));
+                x.message(&mut m.last_will, p.key("last_will"));
+                x.message(&mut m.connect_message, p.key("connect_message"));
+                let b = p.key("buffer");
+                x.string(&mut m.buffer.max_bytes, b.key("max_bytes"));
+                x.opt(&mut m.buffer.max_age, b.key("max_age"));
+            }
+        }
+    }
+    for (i, r) in config.rule.iter_mut().enumerate() {
+        let p = root.key("rule").index(i);
+        x.string(&mut r.name, p.key("name"));
+        if let Some(cameras) = &mut r.cameras {
+            x.list(cameras, p.key("cameras"));
+        }
+        x.opt(&mut r.topic, p.key("topic"));
+        x.opt(&mut r.when, p.key("when"));
+        x.list(&mut r.to, p.key("to"));
+        x.string(&mut r.prefix, p.key("prefix"));
+        x.opt(&mut r.mqtt_topic, p.key("mqtt_topic"));
+        x.string(&mut r.payload, p.key("payload"));
+        x.opt(&mut r.max_rate, p.key("max_rate"));
+    }
+    x.problems
+}
+
+/// Reads every secret `X_file` into `X` (currently `password_file` of cameras and mqtt
+/// destinations); relative paths are joined to `base_dir`. Returns every problem.
+pub fn read_secret_files(config: &mut Config, base_dir: Option<&Path>) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let root = KeyPath::root();
+    for (i, c) in config.camera.iter_mut().enumerate() {
+        let p = root.key("camera").index(i);
+        fill_secret(
+            &mut c.password,
+            c.password_file.as_deref(),
+            base_dir,
+            &p,
+            &mut problems,
+        );
+    }
+    for (name, d) in config.destination.iter_mut() {
+        let p = root.key("destination").key(name);
+        match d {
+            DestinationConfig::Mqtt(m) => {
+                let file = m.password_file.as_deref();
+                fill_secret(&mut m.password, file, base_dir, &p, &mut problems);
+            }
+        }
+    }
+    problems
+}
+
+fn fill_secret(
+    secret: &mut Option<String>,
+    file: Option<&Path>,
+    base_dir: Option<&Path>,
+    table: &KeyPath,
+    problems: &mut Vec<Problem>,
+) {
+    let Some(file) = file else { return };
+    let at = table.key("password_file");
+    if secret.is_some() {
+        problems.push(Problem::new(
+            at,
+            "both password and password_file are set: keep one",
+        ));
+        return;
+    }
+    let full = match base_dir {
+        Some(dir) if file.is_relative() => dir.join(file),
+        _ => file.to_path_buf(),
+    };
+    match std::fs::read_to_string(&full) {
+        Ok(text) => {
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            let text = text.strip_suffix('\r').unwrap_or(text);
+            *secret = Some(text.to_string());
+        }
+        Err(e) => problems.push(Problem::new(
+            at,
+            format!("cannot read \"{}\": {e}", full.display()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "HOST" => Some("broker.local".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn variables_are_replaced_and_dollars_kept() {
+        assert_eq!(
+            expand_str("mqtt://${HOST}:1883", &env).unwrap(),
+            "mqtt://broker.local:1883"
+        );
+        assert_eq!(expand_str("a${EMPTY}b", &env).unwrap(), "ab");
+        assert_eq!(expand_str("$.x $5 $", &env).unwrap(), "$.x $5 $");
+        assert_eq!(expand_str("$${HOST}", &env).unwrap(), "${HOST}");
+        assert_eq!(expand_str("$$${HOST}", &env).unwrap(), "$${HOST}");
+    }
+
+    #[test]
+    fn unset_and_malformed_variables_are_each_reported() {
+        let errs = expand_str("${NOPE} ${ALSO_NOPE} ${HOST}", &env).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![
+                "environment variable NOPE is not set",
+                "environment variable ALSO_NOPE is not set"
+            ]
+        );
+        assert!(expand_str("${1X}", &env).is_err());
+        assert!(expand_str("${HOST", &env).unwrap_err()[0].starts_with("unterminated"));
+    }
+}

@@ -1,0 +1,532 @@
+//! Loading behaviours: each problem reads `file:line: key: what is wrong`.
+
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn load_text(text: &str) -> Result<Config, ConfigErrors> {
+    load_str_with(text, "config.toml", &no_env, None)
+}
+
+/// The error lines of `text`, which must fail to load.
+fn errors(text: &str) -> Vec<String> {
+    match load_text(text) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e.to_string().lines().map(str::to_string).collect(),
+    }
+}
+
+/// The single error line of `text`, checked to start with `prefix`.
+#[track_caller]
+fn assert_one_error(text: &str, prefix: &str) -> String {
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1, "expected one error, got {errs:#?}");
+    assert!(
+        errs[0].starts_with(prefix),
+        "expected prefix {prefix:?}, got {:?}",
+        errs[0]
+    );
+    errs[0].clone()
+}
+
+const CAMERA: &str = "[[camera]]\nname = \"lobby\"\nurl = \"http://192.0.2.10\"\n";
+const CLOUD: &str = "[destination.cloud]\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"\n";
+
+fn with_base(extra: &str) -> String {
+    format!("{CAMERA}\n{CLOUD}\n{extra}")
+}
+
+// Line numbers in `with_base`: camera 1-3, blank 4, destination 5-7, blank 8, extra from 9.
+
+const FULL: &str = r#"
+[relay]
+data_dir = "/var/lib/edgerelay"
+http = "0.0.0.0:9090"
+broker = "127.0.0.1:1883"
+
+[[camera]]
+name = "lobby"
+url = "http://192.0.2.10"
+username = "bridge"
+password = "${LOBBY_PASSWORD}"
+transport = "websocket"
+analytics = false
+ptz = false
+rtsp_port = 554
+
+[destination.cloud]
+kind = "mqtt"
+url = "mqtts://broker.example:8883"
+client_id = "edgerelay-1"
+keep_alive_s = 60
+clean_session = true
+last_will = { topic = "edgerelay/edgerelay-1/status", message = "offline", retain = true, qos = 1 }
+connect_message = { topic = "edgerelay/edgerelay-1/status", message = "online", retain = true, qos = 1 }
+buffer = { max_bytes = "1GiB", when_full = "drop_oldest", max_age = "7d" }
+
+[[rule]]
+name = "io-to-cloud"
+cameras = ["lobby"]
+topic = "tns1:Device/tnsaxis:IO//."
+when = "$.message.data[?(@.active == '1')]"
+to = ["cloud"]
+prefix = "axis/{serial}"
+mqtt_topic = "site1/{camera}/{topic}"
+include_namespaces = false
+include_condition_name = true
+include_serial = true
+payload = "axis"
+qos = 1
+retain = "property"
+only_changes = false
+max_rate = "10/s"
+"#;
+
+#[test]
+fn full_example_config_loads_cleanly() {
+    let env = |name: &str| (name == "LOBBY_PASSWORD").then(|| "s3cret".to_string());
+    let config = load_str_with(FULL, "config.toml", &env, None).unwrap();
+    assert_eq!(config.camera[0].password.as_deref(), Some("s3cret"));
+    assert_eq!(config.rule[0].max_rate.as_deref(), Some("10/s"));
+    assert_eq!(config.rule[0].retain, RetainPolicy::Property);
+    let DestinationConfig::Mqtt(cloud) = &config.destination["cloud"];
+    assert_eq!(cloud.url, "mqtts://broker.example:8883");
+    assert_eq!(cloud.last_will.as_ref().unwrap().message, "offline");
+}
+
+#[test]
+fn empty_file_is_a_valid_config() {
+    let config = load_text("").unwrap();
+    assert!(config.camera.is_empty());
+}
+
+#[test]
+fn unknown_key_in_relay() {
+    let msg = assert_one_error(
+        "[relay]\nhttp = \"127.0.0.1:9090\"\nbogus = 1\n",
+        "config.toml:3: relay.bogus: unknown key",
+    );
+    assert!(msg.contains("expected"), "{msg}");
+}
+
+#[test]
+fn unknown_key_in_camera() {
+    assert_one_error(
+        "[[camera]]\nname = \"a\"\nurl = \"emulator:\"\n\n[[camera]]\nname = \"b\"\nurl = \"emulator:\"\nurll = \"x\"\n",
+        "config.toml:8: camera[1].urll: unknown key",
+    );
+}
+
+#[test]
+fn unknown_key_in_rule() {
+    assert_one_error(
+        &with_base("[[rule]]\nname = \"r\"\nto = [\"cloud\"]\nqoss = 1\n"),
+        "config.toml:12: rule[0].qoss: unknown key",
+    );
+}
+
+#[test]
+fn unknown_key_in_destination() {
+    assert_one_error(
+        "[destination.cloud]\nkind = \"mqtt\"\nurl = \"mqtt://h\"\nkeepalive = 5\n",
+        "config.toml:4: destination.cloud.keepalive: unknown key",
+    );
+}
+
+#[test]
+fn unknown_key_in_inline_table() {
+    assert_one_error(
+        "[destination.cloud]\nkind = \"mqtt\"\nurl = \"mqtt://h\"\nlast_will = { topic = \"t\", message = \"m\", retian = true }\n",
+        "config.toml:4: destination.cloud.last_will.retian: unknown key",
+    );
+}
+
+#[test]
+fn unknown_key_at_top_level() {
+    assert_one_error("cameras = []\n", "config.toml:1: cameras: unknown key");
+}
+
+#[test]
+fn unknown_destination_kind() {
+    assert_one_error(
+        "[destination.cloud]\nkind = \"carrier-pigeon\"\nurl = \"mqtt://h\"\n",
+        "config.toml:2: destination.cloud.kind: unknown variant `carrier-pigeon`",
+    );
+}
+
+#[test]
+fn missing_url_of_camera() {
+    assert_one_error(
+        "[[camera]]\nname = \"a\"\nurl = \"emulator:\"\n\n[[camera]]\nname = \"b\"\n",
+        "config.toml:5: camera[1].url: required key is missing",
+    );
+}
+
+#[test]
+fn missing_name_of_rule() {
+    assert_one_error(
+        &with_base("[[rule]]\nto = [\"cloud\"]\n"),
+        "config.toml:9: rule[0].name: required key is missing",
+    );
+}
+
+#[test]
+fn missing_url_of_destination() {
+    assert_one_error(
+        "\n[destination.cloud]\nkind = \"mqtt\"\n",
+        "config.toml:2: destination.cloud.url: required key is missing",
+    );
+}
+
+#[test]
+fn wrong_type_is_located() {
+    assert_one_error(
+        "[relay]\nhttp = 9090\n",
+        "config.toml:2: relay.http: invalid type",
+    );
+    assert_one_error(
+        "[destination.cloud]\nkind = \"mqtt\"\nurl = \"mqtt://h\"\nkeep_alive_s = \"60\"\n",
+        "config.toml:4: destination.cloud.keep_alive_s: invalid type",
+    );
+}
+
+#[test]
+fn toml_syntax_error_has_a_line() {
+    assert_one_error("[relay]\nhttp = \"x\n", "config.toml:2: ");
+}
+
+#[test]
+fn malformed_camera_url() {
+    assert_one_error(
+        "[[camera]]\nname = \"a\"\nurl = \"ftp://192.0.2.10\"\n",
+        "config.toml:3: camera[0].url: unsupported scheme \"ftp\"",
+    );
+    assert_one_error(
+        "[[camera]]\nname = \"a\"\nurl = \"192.0.2.10\"\n",
+        "config.toml:3: camera[0].url: invalid URL",
+    );
+}
+
+#[test]
+fn malformed_destination_url() {
+    assert_one_error(
+        "[destination.cloud]\nkind = \"mqtt\"\nurl = \"http://broker:1883\"\n",
+        "config.toml:3: destination.cloud.url: unsupported scheme \"http\"",
+    );
+    assert_one_error(
+        "[destination.cloud]\nkind = \"mqtt\"\nurl = \"mqtt://\"\n",
+        "config.toml:3: destination.cloud.url: ",
+    );
+}
+
+#[test]
+fn destination_url_schemes_for_later_are_accepted() {
+    for url in [
+        "mqtt://h",
+        "mqtts://h:8883",
+        "ws://h:8080/mqtt",
+        "wss://h/mqtt",
+    ] {
+        let text = format!("[destination.d]\nkind = \"mqtt\"\nurl = \"{url}\"\n");
+        load_text(&text).unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+}
+
+#[test]
+fn rule_to_unknown_destination() {
+    assert_one_error(
+        &with_base(
+            "[destination.archive]\nkind = \"mqtt\"\nurl = \"mqtt://h\"\n\n[[rule]]\nname = \"r\"\nto = [\"cloud\", \"clod\"]\n",
+        ),
+        "config.toml:15: rule[0].to[1]: unknown destination \"clod\" (known: archive, cloud)",
+    );
+}
+
+#[test]
+fn rule_without_to_or_drop() {
+    assert_one_error(
+        &with_base("[[rule]]\nname = \"r\"\n"),
+        "config.toml:9: rule[0]: rule has neither `to` nor `drop = true`",
+    );
+    load_text(&with_base("[[rule]]\nname = \"r\"\ndrop = true\n")).unwrap();
+}
+
+#[test]
+fn invalid_topic_expression_names_the_position() {
+    let msg = assert_one_error(
+        &with_base("[[rule]]\nname = \"r\"\nto = [\"cloud\"]\ntopic = \"tns1:Device//\"\n"),
+        "config.toml:12: rule[0].topic: invalid topic expression at position",
+    );
+    assert!(msg.chars().any(|c| c.is_ascii_digit()), "{msg}");
+}
+
+#[test]
+fn invalid_json_path_names_the_position() {
+    assert_one_error(
+        &with_base("[[rule]]\nname = \"r\"\nto = [\"cloud\"]\nwhen = \"$.a[\"\n"),
+        "config.toml:12: rule[0].when: invalid JSONPath \"$.a[\" at position 4",
+    );
+}
+
+#[test]
+fn duplicate_camera_name() {
+    assert_one_error(
+        &format!("{CAMERA}\n[[camera]]\nname = \"lobby\"\nurl = \"emulator:\"\n"),
+        "config.toml:6: camera[1].name: duplicate camera name \"lobby\" (also camera[0])",
+    );
+}
+
+#[test]
+fn duplicate_rule_name() {
+    assert_one_error(
+        &with_base(
+            "[[rule]]\nname = \"r\"\nto = [\"cloud\"]\n\n[[rule]]\nname = \"r\"\nto = [\"cloud\"]\n",
+        ),
+        "config.toml:14: rule[1].name: duplicate rule name \"r\" (also rule[0])",
+    );
+}
+
+#[test]
+fn unknown_camera_in_rule() {
+    assert_one_error(
+        &with_base("[[rule]]\nname = \"r\"\ncameras = [\"lobby\", \"lobbby\"]\nto = [\"cloud\"]\n"),
+        "config.toml:11: rule[0].cameras[1]: unknown camera \"lobbby\" (known: lobby)",
+    );
+}
+
+#[test]
+fn bad_qos_in_rule_last_will_and_connect_message() {
+    assert_one_error(
+        &with_base("[[rule]]\nname = \"r\"\nto = [\"cloud\"]\nqos = 3\n"),
+        "config.toml:12: rule[0].qos: qos 3 is not 0, 1 or 2",
+    );
+    let errs = errors(
+        "[destination.cloud]\nkind = \"mqtt\"\nurl = \"mqtt://h\"\nlast_will = { topic = \"t\", message = \"m\", qos = 5 }\nconnect_message = { topic = \"t\", message = \"m\", qos = 9 }\n",
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "config.toml:4: destination.cloud.last_will.qos: qos 5 is not 0, 1 or 2",
+            "config.toml:5: destination.cloud.connect_message.qos: qos 9 is not 0, 1 or 2",
+        ]
+    );
+}
+
+#[test]
+fn bad_max_rate() {
+    assert_one_error(
+        &with_base("[[rule]]\nname = \"r\"\nto = [\"cloud\"]\nmax_rate = \"10 per second\"\n"),
+        "config.toml:12: rule[0].max_rate: \"10 per second\": ",
+    );
+}
+
+#[test]
+fn bad_buffer_size_and_duration() {
+    let errs = errors(
+        "[destination.cloud]\nkind = \"mqtt\"\nurl = \"mqtt://h\"\nbuffer = { max_bytes = \"1 GiBs\", max_age = \"7 days\" }\n",
+    );
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs[0].starts_with("config.toml:4: destination.cloud.buffer.max_bytes: \"1 GiBs\": "));
+    assert!(errs[1].starts_with("config.toml:4: destination.cloud.buffer.max_age: \"7 days\": "));
+}
+
+#[test]
+fn bad_relay_addresses() {
+    let errs = errors("[relay]\nhttp = \"0.0.0.0\"\nbroker = \"local host:1883\"\n");
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("config.toml:2: relay.http: "),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].starts_with("config.toml:3: relay.broker: "),
+        "{}",
+        errs[1]
+    );
+    load_text("[relay]\nhttp = \"localhost:9090\"\nbroker = \"[::1]:1883\"\n").unwrap();
+}
+
+#[test]
+fn unset_variable_is_named_at_its_line() {
+    assert_one_error(
+        &format!("{CAMERA}password = \"${{LOBBY_PASSWORD}}\"\n"),
+        "config.toml:4: camera[0].password: environment variable LOBBY_PASSWORD is not set",
+    );
+}
+
+#[test]
+fn unset_variable_in_url_is_not_also_called_malformed() {
+    assert_one_error(
+        "[destination.cloud]\nkind = \"mqtt\"\nurl = \"${BROKER_URL}\"\n",
+        "config.toml:3: destination.cloud.url: environment variable BROKER_URL is not set",
+    );
+}
+
+#[test]
+fn variables_are_substituted_from_the_injected_environment() {
+    let env = |name: &str| match name {
+        "BROKER" => Some("broker.example".to_string()),
+        "SITE" => Some("site1".to_string()),
+        _ => None,
+    };
+    let text = format!(
+        "{CAMERA}\n[destination.cloud]\nkind = \"mqtt\"\nurl = \"mqtts://${{BROKER}}:8883\"\n\n[[rule]]\nname = \"r\"\nto = [\"cloud\"]\nmqtt_topic = \"${{SITE}}/{{camera}}/$${{literal}}\"\n"
+    );
+    let config = load_str_with(&text, "config.toml", &env, None).unwrap();
+    let DestinationConfig::Mqtt(cloud) = &config.destination["cloud"];
+    assert_eq!(cloud.url, "mqtts://broker.example:8883");
+    assert_eq!(
+        config.rule[0].mqtt_topic.as_deref(),
+        Some("site1/{camera}/${literal}")
+    );
+}
+
+#[test]
+fn password_file_fills_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cam.pw"), "hunter2\n").unwrap();
+    let text =
+        format!("{CAMERA}password_file = \"cam.pw\"\n\n{CLOUD}password_file = \"missing.pw\"\n");
+    let errs = match load_str_with(&text, "config.toml", &no_env, Some(dir.path())) {
+        Ok(_) => panic!("missing.pw should not load"),
+        Err(e) => e,
+    };
+    assert_eq!(errs.len(), 1, "{errs}");
+    assert!(
+        errs.to_string()
+            .starts_with("config.toml:9: destination.cloud.password_file: cannot read"),
+        "{errs}"
+    );
+
+    let text = format!("{CAMERA}password_file = \"cam.pw\"\n");
+    let config = load_str_with(&text, "config.toml", &no_env, Some(dir.path())).unwrap();
+    assert_eq!(config.camera[0].password.as_deref(), Some("hunter2"));
+}
+
+#[test]
+fn password_and_password_file_together() {
+    assert_one_error(
+        &format!("{CAMERA}password = \"x\"\npassword_file = \"/nonexistent\"\n"),
+        "config.toml:5: camera[0].password_file: both password and password_file are set",
+    );
+}
+
+#[test]
+fn load_reads_a_file_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, "[relay]\nhttp = \"nope\"\n").unwrap();
+    let err = load(&path).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("{}:2: relay.http: ", path.display())),
+        "{err}"
+    );
+    assert!(check(&dir.path().join("absent.toml")).is_err());
+}
+
+#[test]
+fn several_errors_are_reported_together_in_file_order() {
+    let text = r#"[relay]
+broker = "nowhere"
+
+[[camera]]
+name = "lobby"
+url = "gopher://x"
+
+[[camera]]
+name = "lobby"
+url = "emulator:"
+
+[destination.cloud]
+kind = "mqtt"
+url = "mqtt://h"
+
+[[rule]]
+name = "r"
+cameras = ["hall"]
+to = ["clod"]
+when = "$[?"
+qos = 7
+"#;
+    let errs = errors(text);
+    let prefixes = [
+        "config.toml:2: relay.broker: ",
+        "config.toml:6: camera[0].url: ",
+        "config.toml:9: camera[1].name: duplicate camera name",
+        "config.toml:18: rule[0].cameras[0]: unknown camera \"hall\"",
+        "config.toml:19: rule[0].to[0]: unknown destination \"clod\" (known: cloud)",
+        "config.toml:20: rule[0].when: invalid JSONPath",
+        "config.toml:21: rule[0].qos: ",
+    ];
+    assert_eq!(errs.len(), prefixes.len(), "{errs:#?}");
+    for (e, p) in errs.iter().zip(prefixes) {
+        assert!(e.starts_with(p), "expected {p:?}, got {e:?}");
+    }
+}
+
+#[test]
+fn garbage_input_never_panics() {
+    let samples = [
+        "",
+        "[",
+        "]]",
+        "[[camera]",
+        "a = ",
+        "= 1",
+        "\u{0}",
+        "[relay]\n[relay]",
+        "camera = 5",
+        "[[rule]]\nname = 1",
+        "destination = []",
+        "[destination]\ncloud = 3",
+        "[destination.x]\nkind = 5",
+        "rule = [{}]",
+        "${",
+        "[[camera]]\nname=\"${\"\nurl=\"$${\"",
+        "[[rule]]\nname=\"r\"\ndrop=true\nwhen=\"$$$$[[[[\"\ntopic=\"||//.//*\"",
+        "[destination.x]\nkind=\"mqtt\"\nurl=\"mqtt://[::1\"\nbuffer={max_bytes=\"\", max_age=\"\"}",
+    ];
+    for s in samples {
+        let _ = load_text(s);
+    }
+    // Pseudo-random bytes mixed from TOML-ish pieces.
+    let pieces = [
+        "[",
+        "]",
+        "[[rule]]",
+        "[[camera]]",
+        "[destination.d]",
+        "name",
+        "=",
+        "\"",
+        "${X}",
+        "\n",
+        "url",
+        "{",
+        "}",
+        ",",
+        "qos",
+        "7",
+        "kind",
+        "\"mqtt\"",
+        "to",
+        "[\"d\"]",
+        "'",
+        "#",
+        ".",
+    ];
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..500 {
+        let mut text = String::new();
+        for _ in 0..(seed % 40) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            text.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+        }
+        let _ = load_text(&text);
+    }
+}
