@@ -142,12 +142,15 @@ mod tests {
             source: Items::from([("port".into(), "a/b".into())]),
             key: Items::new(),
             data: Items::from([("active".into(), "1".into())]),
+            analytics: None,
+            ptz: None,
         }
     }
 
     #[test]
     fn renders_placeholders_and_escapes_topic_levels() {
-        let t = Template::parse("site/{camera}/{topic}/{source.port}/{data.active}{key.x}").unwrap();
+        let t =
+            Template::parse("site/{camera}/{topic}/{source.port}/{data.active}{key.x}").unwrap();
         let mut s = String::new();
         t.render(&ev(), false, true, &mut s);
         assert_eq!(s, "site/lobby/Device/IO/VirtualInput/a%2Fb/1");

@@ -3,5 +3,6 @@
 pub mod backoff;
 pub mod catalog;
 pub mod emulator;
+pub mod status;
 pub mod vapix;
 pub mod websocket;

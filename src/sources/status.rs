@@ -1,0 +1,69 @@
+//! Per-source state and counters, read by logs now and by /metrics and /status later.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Where a source's connection stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceState {
+    /// Opening the connection (HTTP calls, upgrade, configure).
+    Connecting,
+    /// Configured and receiving events.
+    Streaming,
+    /// Waiting before the next attempt, with the error that ended the last one.
+    Backoff {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// Live status of one camera source.
+#[derive(Debug)]
+pub struct SourceStatus {
+    /// Camera name.
+    pub name: String,
+    state: Mutex<SourceState>,
+    /// Events received and accepted.
+    pub events: AtomicU64,
+    /// Frames that could not be parsed (skipped).
+    pub malformed: AtomicU64,
+    /// Connections opened after the first.
+    pub reconnects: AtomicU64,
+    /// Arrival time of the last event (epoch ms), 0 before any.
+    pub last_event_ms: AtomicI64,
+}
+
+impl SourceStatus {
+    /// A status in `Connecting` state.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            state: Mutex::new(SourceState::Connecting),
+            events: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            last_event_ms: AtomicI64::new(0),
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> SourceState {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sets the state; returns true when it changed (log only then: one line per change).
+    pub fn set(&self, s: SourceState) -> bool {
+        let mut cur = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if *cur == s {
+            return false;
+        }
+        *cur = s;
+        true
+    }
+
+    /// Counts a malformed frame; true for the first one of a burst (log it, then stay quiet).
+    pub fn count_malformed(&self) -> bool {
+        let n = self.malformed.fetch_add(1, Ordering::Relaxed);
+        n == 0 || n.is_power_of_two()
+    }
+}
