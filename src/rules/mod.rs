@@ -90,11 +90,7 @@ impl Rule {
             })?,
             to: rc.to.iter().map(|s| s.as_str().into()).collect(),
             prefix: tmpl("prefix", &rc.prefix)?,
-            mqtt_topic: rc
-                .mqtt_topic
-                .as_deref()
-                .map(|t| tmpl("mqtt_topic", t))
-                .transpose()?,
+            mqtt_topic: rc.mqtt_topic.as_deref().map(|t| tmpl("mqtt_topic", t)).transpose()?,
             include_namespaces: rc.include_namespaces,
             include_condition_name: rc.include_condition_name,
             include_serial: rc.include_serial,
@@ -131,8 +127,7 @@ impl Rule {
             tmpl.render(ev, self.include_namespaces, true, &mut t);
             return t;
         }
-        self.prefix
-            .render(ev, self.include_namespaces, true, &mut t);
+        self.prefix.render(ev, self.include_namespaces, true, &mut t);
         match ev.kind {
             EventKind::Event => {}
             EventKind::Analytics => {
@@ -199,11 +194,7 @@ impl RuleSet {
     /// Compiles every rule of a config.
     pub fn compile(cfg: &Config) -> Result<Self, RuleError> {
         Ok(Self {
-            rules: cfg
-                .rule
-                .iter()
-                .map(Rule::compile)
-                .collect::<Result<_, _>>()?,
+            rules: cfg.rule.iter().map(Rule::compile).collect::<Result<_, _>>()?,
         })
     }
 
@@ -260,8 +251,7 @@ mod tests {
     use crate::event::{Frame, Items, PtzStatus};
 
     fn rule(toml_body: &str) -> Rule {
-        let rc: RuleConfig =
-            toml::from_str(&format!("name = \"r\"\nto = [\"d\"]\n{toml_body}")).unwrap();
+        let rc: RuleConfig = toml::from_str(&format!("name = \"r\"\nto = [\"d\"]\n{toml_body}")).unwrap();
         Rule::compile(&rc).unwrap()
     }
 
@@ -293,14 +283,8 @@ mod tests {
             rule("include_namespaces = false").topic_for(&e),
             "axis/B8A44F3E9D21/event/Device/IO/VirtualInput/$source/port/7"
         );
-        assert_eq!(
-            rule("include_condition_name = false").topic_for(&e),
-            "axis/B8A44F3E9D21"
-        );
-        assert_eq!(
-            rule("mqtt_topic = \"site/{camera}/{topic}\"").topic_for(&e),
-            "site/lobby/tns:onvif/Device/tns:axis/IO/VirtualInput"
-        );
+        assert_eq!(rule("include_condition_name = false").topic_for(&e), "axis/B8A44F3E9D21");
+        assert_eq!(rule("mqtt_topic = \"site/{camera}/{topic}\"").topic_for(&e), "site/lobby/tns:onvif/Device/tns:axis/IO/VirtualInput");
     }
 
     #[test]
@@ -339,10 +323,7 @@ mod tests {
         let rs = RuleSet::compile(&cfg).unwrap();
         let mut out = Vec::new();
         rs.route(&vi(None), 0, &mut out);
-        assert_eq!(
-            out.iter().map(|r| &*r.destination).collect::<Vec<_>>(),
-            ["a"]
-        );
+        assert_eq!(out.iter().map(|r| &*r.destination).collect::<Vec<_>>(), ["a"]);
         out.clear();
         let mut storage = vi(None);
         storage.topic = "tnsaxis:Storage/Alert".into();
@@ -369,17 +350,11 @@ mod tests {
             rule("include_condition_name = false").topic_for(&p),
             "axis/B8A44F3E9D21/ptz/status"
         );
-        assert_eq!(
-            rule("mqtt_topic = \"site/{camera}\"").topic_for(&p),
-            "site/lobby"
-        );
+        assert_eq!(rule("mqtt_topic = \"site/{camera}\"").topic_for(&p), "site/lobby");
         assert!(rule("").matches(&a) && rule("topic = \"\"").matches(&p));
         let io = rule("topic = \"tns1:Device//.\"");
         assert!(io.matches(&vi(None)));
         assert!(!io.matches(&a) && !io.matches(&p));
-        assert_eq!(
-            rule("").payload_for(&p).0,
-            br#"{"timestamp":1750148043512}"#
-        );
+        assert_eq!(rule("").payload_for(&p).0, br#"{"timestamp":1750148043512}"#);
     }
 }

@@ -149,8 +149,7 @@ mod tests {
 
     #[test]
     fn renders_placeholders_and_escapes_topic_levels() {
-        let t =
-            Template::parse("site/{camera}/{topic}/{source.port}/{data.active}{key.x}").unwrap();
+        let t = Template::parse("site/{camera}/{topic}/{source.port}/{data.active}{key.x}").unwrap();
         let mut s = String::new();
         t.render(&ev(), false, true, &mut s);
         assert_eq!(s, "site/lobby/Device/IO/VirtualInput/a%2Fb/1");

@@ -95,13 +95,7 @@ fn walk(node: roxmltree::Node, path: &mut Vec<String>, out: &mut HashMap<String,
             })
             .and_then(|n| n.attribute("Name"))
             .map(str::to_string);
-        out.insert(
-            path.join("/"),
-            TopicInfo {
-                stateful,
-                state_item,
-            },
-        );
+        out.insert(path.join("/"), TopicInfo { stateful, state_item });
     }
     for child in node.children().filter(|n| n.is_element()) {
         walk(child, path, out);
@@ -121,10 +115,7 @@ mod tests {
         assert_eq!(vi.state_item.as_deref(), Some("active"));
         assert!(!c.is_stateful("tns1:VideoSource/tnsaxis:Tampering"));
         assert_eq!(
-            c.get("tnsaxis:Storage/Alert")
-                .unwrap()
-                .state_item
-                .as_deref(),
+            c.get("tnsaxis:Storage/Alert").unwrap().state_item.as_deref(),
             Some("alert")
         );
         assert!(c.is_stateful("tnsaxis:CameraApplicationPlatform/FenceGuard/Camera1Profile2"));

@@ -120,9 +120,7 @@ impl VapixClient {
             return Err(VapixError::Auth(status.as_u16()));
         }
         if !status.is_success() {
-            return Err(VapixError::Unavailable(format!(
-                "HTTP {status} for {path_and_query}"
-            )));
+            return Err(VapixError::Unavailable(format!("HTTP {status} for {path_and_query}")));
         }
         Ok(resp.bytes().await.map_err(unavailable)?.to_vec())
     }
@@ -131,13 +129,7 @@ impl VapixClient {
     pub async fn serial(&self) -> Result<String, VapixError> {
         let body = br#"{"apiVersion":"1.0","context":"edgerelay","method":"getProperties","params":{"propertyList":["SerialNumber"]}}"#;
         let reply = self
-            .call(
-                Method::POST,
-                "/axis-cgi/basicdeviceinfo.cgi",
-                "application/json",
-                &[],
-                body.to_vec(),
-            )
+            .call(Method::POST, "/axis-cgi/basicdeviceinfo.cgi", "application/json", &[], body.to_vec())
             .await?;
         let v: serde_json::Value = serde_json::from_slice(&reply)
             .map_err(|e| VapixError::BadReply(format!("basicdeviceinfo: {e}")))?;
@@ -155,10 +147,7 @@ impl VapixClient {
                 Method::POST,
                 "/vapix/services",
                 "application/soap+xml; charset=utf-8",
-                &[(
-                    "SOAPAction",
-                    "http://www.axis.com/vapix/ws/event1/GetEventInstances",
-                )],
+                &[("SOAPAction", "http://www.axis.com/vapix/ws/event1/GetEventInstances")],
                 body.as_bytes().to_vec(),
             )
             .await?;

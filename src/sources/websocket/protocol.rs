@@ -175,25 +175,18 @@ mod tests {
 
     #[test]
     fn every_fixture_line_is_a_notification() {
-        let cat =
-            Catalog::parse(include_str!("../../../tests/fixtures/event-instances.xml")).unwrap();
+        let cat = Catalog::parse(include_str!("../../../tests/fixtures/event-instances.xml")).unwrap();
         let (cam, serial) = ("lobby".into(), "B8A44F3E9D21".into());
         let expected: Vec<Value> = include_str!("../../../tests/fixtures/expected-mqtt.jsonl")
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         for (line, exp) in LINES.lines().zip(&expected) {
-            let Incoming::Notify(n) = parse_frame(line).unwrap() else {
-                panic!("{line}")
-            };
+            let Incoming::Notify(n) = parse_frame(line).unwrap() else { panic!("{line}") };
             let ev = n.into_event(&cam, &serial, &cat, 0);
             let payload: Value = serde_json::from_str(&ev.payload(true)).unwrap();
             assert_eq!(payload, exp["payload"], "{line}");
-            assert_eq!(
-                ev.payload(true),
-                exp["payload"].to_string(),
-                "byte form, key order"
-            );
+            assert_eq!(ev.payload(true), exp["payload"].to_string(), "byte form, key order");
             assert_eq!(ev.stateful, exp["retain_under_property"].as_bool().unwrap());
         }
     }
@@ -203,43 +196,26 @@ mod tests {
         let ack = include_str!("../../../tests/fixtures/ws-configure-ack.json");
         assert_eq!(parse_frame(ack).unwrap(), Incoming::ConfigureAck);
         let err = include_str!("../../../tests/fixtures/ws-configure-error.json");
-        assert!(matches!(
-            parse_frame(err).unwrap(),
-            Incoming::ConfigureError { code: 2104, .. }
-        ));
-        assert_eq!(
-            parse_frame(r#"{"method":"events:whatever"}"#).unwrap(),
-            Incoming::Other
-        );
+        assert!(matches!(parse_frame(err).unwrap(), Incoming::ConfigureError { code: 2104, .. }));
+        assert_eq!(parse_frame(r#"{"method":"events:whatever"}"#).unwrap(), Incoming::Other);
         assert!(parse_frame("not json").is_err());
         assert!(parse_frame(r#"{"method":"events:notify","params":{}}"#).is_err());
-        assert!(
-            parse_frame(r#"{"method":"events:notify","params":{"notification":{"topic":5}}}"#)
-                .is_err()
-        );
+        assert!(parse_frame(r#"{"method":"events:notify","params":{"notification":{"topic":5}}}"#).is_err());
     }
 
     #[test]
     fn missing_timestamp_uses_arrival_and_unknown_fields_are_ignored() {
         let f = r#"{"method":"events:notify","extra":1,"params":{"notification":{"topic":"tns1:A","new":true,"message":{"data":{"n":1}}}}}"#;
-        let Incoming::Notify(n) = parse_frame(f).unwrap() else {
-            panic!()
-        };
+        let Incoming::Notify(n) = parse_frame(f).unwrap() else { panic!() };
         let ev = n.into_event(&"c".into(), &"S".into(), &Catalog::default(), 42);
         assert_eq!(ev.time_ms, 42);
         assert_eq!(ev.data["n"], "1");
-        assert_eq!(
-            ev.payload(false),
-            r#"{"topic":"onvif:A","timestamp":42,"message":{"source":{},"key":{},"data":{"n":"1"}}}"#
-        );
+        assert_eq!(ev.payload(false), r#"{"topic":"onvif:A","timestamp":42,"message":{"source":{},"key":{},"data":{"n":"1"}}}"#);
     }
 
     #[test]
     fn configure_is_never_empty() {
         let r = configure_request("ctx", &[]);
-        assert!(
-            r.contains(r#""eventFilterList":[{"topicFilter":"//."}]"#),
-            "{r}"
-        );
+        assert!(r.contains(r#""eventFilterList":[{"topicFilter":"//."}]"#), "{r}");
     }
 }
