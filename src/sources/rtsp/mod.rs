@@ -381,7 +381,12 @@ async fn connection(
                 c.send("GET_PARAMETER", &media.aggregate_url, &[]).await?;
             }
             _ = shut => {
-                let _ = c.send("TEARDOWN", &media.aggregate_url, &[]).await;
+                // TEARDOWN and wait briefly for its reply, so the camera frees the session.
+                let teardown = async {
+                    let cseq = c.send("TEARDOWN", &media.aggregate_url, &[]).await?;
+                    c.reply(cseq).await
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(2), teardown).await;
                 let _ = c.stream.shutdown().await;
                 return Ok(());
             }

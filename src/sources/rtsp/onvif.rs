@@ -252,7 +252,7 @@ fn ptz(s: Node, ctx: &Context) -> Event {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::RuleConfig;
     use crate::rules::Rule;
