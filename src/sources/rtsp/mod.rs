@@ -349,11 +349,11 @@ async fn connection(
                 now_ms: clock.now_ms(),
             };
             events.clear();
-            if let Err(e) = onvif::parse_document(&doc, &ctx, &mut events) {
-                if status.count_malformed() {
-                    tracing::warn!(camera = %cam.name, error = %e,
-                        count = status.malformed.load(Ordering::Relaxed), "skipping malformed metadata document");
-                }
+            if let Err(e) = onvif::parse_document(&doc, &ctx, &mut events)
+                && status.count_malformed()
+            {
+                tracing::warn!(camera = %cam.name, error = %e,
+                    count = status.malformed.load(Ordering::Relaxed), "skipping malformed metadata document");
             }
             for ev in events.drain(..) {
                 status.events.fetch_add(1, Ordering::Relaxed);
