@@ -46,6 +46,72 @@ impl Operation {
 pub enum EventKind {
     /// An ONVIF/VAPIX event notification.
     Event,
+    /// An analytics scene description frame (`tt:VideoAnalytics/tt:Frame`); see [`Event::analytics`].
+    Analytics,
+    /// A PTZ status report (`tt:PTZ/tt:PTZStatus`); see [`Event::ptz`].
+    Ptz,
+}
+
+/// ONVIF normalised bounding box (x and y from -1 to 1, y pointing up).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BoundingBox {
+    /// Left edge.
+    pub left: f64,
+    /// Top edge.
+    pub top: f64,
+    /// Right edge.
+    pub right: f64,
+    /// Bottom edge.
+    pub bottom: f64,
+}
+
+/// One object of an analytics frame.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Object {
+    /// `ObjectId`, as received.
+    pub id: String,
+    /// Most likely class (`tt:Class/tt:Type`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// Likelihood of that class, if given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Bounding box, if given.
+    #[serde(rename = "box", skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<BoundingBox>,
+}
+
+/// An analytics scene description frame.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Frame {
+    /// The video source the frame names (`Source` attribute), if any.
+    pub source: Option<String>,
+    /// The objects, in document order.
+    pub objects: Vec<Object>,
+}
+
+/// PTZ move state of one axis group, as received (`IDLE`, `MOVING`, `UNKNOWN`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PtzMoving {
+    /// Pan/tilt move status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pan_tilt: Option<String>,
+    /// Zoom move status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zoom: Option<String>,
+}
+
+/// A PTZ status report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PtzStatus {
+    /// Pan position (generic space, -1..1).
+    pub pan: Option<f64>,
+    /// Tilt position (generic space, -1..1).
+    pub tilt: Option<f64>,
+    /// Zoom position (generic space, 0..1).
+    pub zoom: Option<f64>,
+    /// Move status, when the device sent `tt:MoveStatus`.
+    pub moving: Option<PtzMoving>,
 }
 
 /// One normalized camera event.
@@ -71,6 +137,10 @@ pub struct Event {
     pub key: Items,
     /// Data items (the state and other values).
     pub data: Items,
+    /// The frame of an [`EventKind::Analytics`] event (shared: clones stay cheap).
+    pub analytics: Option<Arc<Frame>>,
+    /// The status of an [`EventKind::Ptz`] event.
+    pub ptz: Option<Arc<PtzStatus>>,
 }
 
 /// The camera's own MQTT payload, in its exact key order.
@@ -90,9 +160,85 @@ struct Message<'a> {
     data: &'a Items,
 }
 
+/// Analytics frame payload (DESIGN.md §4).
+#[derive(Serialize)]
+struct FramePayload<'a> {
+    timestamp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    serial: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
+    objects: &'a [Object],
+}
+
+/// PTZ status payload (DESIGN.md §4).
+#[derive(Serialize)]
+struct PtzPayload<'a> {
+    timestamp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    serial: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pan: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tilt: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zoom: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    moving: Option<&'a PtzMoving>,
+}
+
 impl Event {
-    /// The camera-format JSON payload (DESIGN.md §4), compact, keys in camera order.
+    /// A notification event with empty items and no frame/PTZ body.
+    pub fn new(camera: Arc<str>, serial: Arc<str>, topic: String, time_ms: i64) -> Self {
+        Self {
+            camera,
+            serial,
+            kind: EventKind::Event,
+            topic,
+            time_ms,
+            operation: None,
+            stateful: false,
+            source: Items::new(),
+            key: Items::new(),
+            data: Items::new(),
+            analytics: None,
+            ptz: None,
+        }
+    }
+
+    /// The JSON payload (DESIGN.md §4), compact, keys in camera order; its shape follows
+    /// [`Event::kind`]. Numbers in frames and PTZ status are written in their shortest form.
     pub fn payload(&self, include_serial: bool) -> String {
+        let serial = include_serial.then_some(&*self.serial);
+        let json = match self.kind {
+            EventKind::Event => return self.event_payload(include_serial),
+            EventKind::Analytics => {
+                let empty = Frame::default();
+                let f = self.analytics.as_deref().unwrap_or(&empty);
+                serde_json::to_string(&FramePayload {
+                    timestamp: self.time_ms,
+                    serial,
+                    source: f.source.as_deref(),
+                    objects: &f.objects,
+                })
+            }
+            EventKind::Ptz => {
+                let empty = PtzStatus::default();
+                let p = self.ptz.as_deref().unwrap_or(&empty);
+                serde_json::to_string(&PtzPayload {
+                    timestamp: self.time_ms,
+                    serial,
+                    pan: p.pan,
+                    tilt: p.tilt,
+                    zoom: p.zoom,
+                    moving: p.moving.as_ref(),
+                })
+            }
+        };
+        json.expect("serializing strings and numbers cannot fail")
+    }
+
+    fn event_payload(&self, include_serial: bool) -> String {
         let p = Payload {
             topic: payload_topic(&self.topic),
             timestamp: self.time_ms,

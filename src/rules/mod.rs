@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, RetainPolicy, RuleConfig};
 use crate::delivery::Delivery;
-use crate::event::{Event, Operation, mqtt_path, push_level};
+use crate::event::{Event, EventKind, Operation, mqtt_path, push_level};
 use template::{Template, TemplateError};
 use topic_filter::{TopicFilter, TopicFilterError};
 
@@ -116,7 +116,12 @@ impl Rule {
     }
 
     fn matches(&self, ev: &Event) -> bool {
-        self.applies_to_camera(&ev.camera) && self.filter.matches(&ev.topic)
+        // Analytics frames and PTZ status have no event topic: only rules taking "all" see them.
+        let topic_ok = match ev.kind {
+            EventKind::Event => self.filter.matches(&ev.topic),
+            EventKind::Analytics | EventKind::Ptz => self.filter.is_all(),
+        };
+        self.applies_to_camera(&ev.camera) && topic_ok
     }
 
     /// The MQTT topic of an event under this rule (DESIGN.md §4).
@@ -126,8 +131,18 @@ impl Rule {
             tmpl.render(ev, self.include_namespaces, true, &mut t);
             return t;
         }
-        self.prefix
-            .render(ev, self.include_namespaces, true, &mut t);
+        self.prefix.render(ev, self.include_namespaces, true, &mut t);
+        match ev.kind {
+            EventKind::Event => {}
+            EventKind::Analytics => {
+                t.push_str("/analytics/frame");
+                return t;
+            }
+            EventKind::Ptz => {
+                t.push_str("/ptz/status");
+                return t;
+            }
+        }
         if self.include_condition_name {
             t.push_str("/event/");
             mqtt_path(&ev.topic, self.include_namespaces, &mut t);
@@ -241,7 +256,7 @@ impl RuleSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventKind, Items};
+    use crate::event::{Frame, Items, PtzStatus};
 
     fn rule(toml_body: &str) -> Rule {
         let rc: RuleConfig =
@@ -261,6 +276,8 @@ mod tests {
             source: Items::from([("port".into(), "7".into())]),
             key: Items::new(),
             data: Items::from([("active".into(), "1".into())]),
+            analytics: None,
+            ptz: None,
         }
     }
 
@@ -334,5 +351,28 @@ mod tests {
         rs.route(&storage, 0, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(rs.camera_filters("lobby"), vec!["//."]);
+    }
+
+    #[test]
+    fn analytics_and_ptz_topics_and_matching() {
+        let mut a = vi(None);
+        a.kind = EventKind::Analytics;
+        a.topic = String::new();
+        a.analytics = Some(Frame::default().into());
+        let mut p = vi(None);
+        p.kind = EventKind::Ptz;
+        p.topic = String::new();
+        p.ptz = Some(PtzStatus::default().into());
+        assert_eq!(rule("").topic_for(&a), "axis/B8A44F3E9D21/analytics/frame");
+        assert_eq!(
+            rule("include_condition_name = false").topic_for(&p),
+            "axis/B8A44F3E9D21/ptz/status"
+        );
+        assert_eq!(rule("mqtt_topic = \"site/{camera}\"").topic_for(&p), "site/lobby");
+        assert!(rule("").matches(&a) && rule("topic = \"\"").matches(&p));
+        let io = rule("topic = \"tns1:Device//.\"");
+        assert!(io.matches(&vi(None)));
+        assert!(!io.matches(&a) && !io.matches(&p));
+        assert_eq!(rule("").payload_for(&p).0, br#"{"timestamp":1750148043512}"#);
     }
 }

@@ -142,6 +142,8 @@ mod tests {
             source: Items::from([("port".into(), "a/b".into())]),
             key: Items::new(),
             data: Items::from([("active".into(), "1".into())]),
+            analytics: None,
+            ptz: None,
         }
     }
 

@@ -6,3 +6,4 @@ pub mod emulator;
 pub mod status;
 pub mod vapix;
 pub mod websocket;
+pub mod rtsp;

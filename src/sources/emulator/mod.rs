@@ -7,8 +7,9 @@
 //! injected to test the client's error paths.
 //!
 //! Files: `digest` server-side HTTP Digest, `http` routes, `ws` the stream sessions,
-//! `script` frames, fixtures and static replies.
+//! `script` frames, fixtures and static replies; `rtsp` the ONVIF metadata stream over RTSP.
 
+pub mod rtsp;
 mod digest;
 mod http;
 mod script;

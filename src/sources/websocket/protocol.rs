@@ -161,6 +161,8 @@ impl Notification {
             source: items(self.message.source),
             key: items(self.message.key),
             data: items(self.message.data),
+            analytics: None,
+            ptz: None,
         }
     }
 }

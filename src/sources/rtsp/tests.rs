@@ -1,0 +1,206 @@
+//! The client against the RTSP emulator on loopback, end to end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::*;
+use crate::clock::SystemClock;
+use crate::sources::emulator::rtsp::{RtspEmulator, RtspEmulatorConfig};
+use crate::sources::rtsp::onvif::tests::{check_expected, metadata_fixtures};
+
+const T: Duration = Duration::from_secs(10);
+
+fn camera(emu: &RtspEmulator, password: &str) -> (RtspCamera, watch::Sender<bool>) {
+    let (stop, rx) = watch::channel(false);
+    let cam = RtspCamera {
+        name: "lobby".into(),
+        host: "127.0.0.1".into(),
+        port: emu.addr().port(),
+        channel: 1,
+        analytics: true,
+        ptz: true,
+        username: Some("bridge".into()),
+        password: Some(password.into()),
+        serial: None,
+        max_backoff: Duration::from_secs(2),
+        shutdown: Some(rx),
+    };
+    (cam, stop)
+}
+
+struct Running {
+    rx: mpsc::Receiver<Event>,
+    status: Arc<SourceStatus>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start(emu: &RtspEmulator, password: &str) -> Running {
+    let (cam, stop) = camera(emu, password);
+    let (tx, rx) = mpsc::channel(64);
+    let status = Arc::new(SourceStatus::new("lobby"));
+    let task = tokio::spawn(run(cam, tx, status.clone(), Arc::new(SystemClock)));
+    Running {
+        rx,
+        status,
+        stop,
+        task,
+    }
+}
+
+async fn next(r: &mut Running) -> Event {
+    tokio::time::timeout(T, r.rx.recv())
+        .await
+        .expect("an event in time")
+        .expect("source alive")
+}
+
+/// Waits (checking every 5 ms) until the source state satisfies `f`.
+async fn until(r: &Running, f: impl Fn(&SourceState) -> bool) -> SourceState {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let st = r.status.state();
+        if f(&st) {
+            return st;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "state stuck at {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn every_fixture_end_to_end_with_small_fragments_and_garbage() {
+    let emu = RtspEmulator::start(RtspEmulatorConfig {
+        fragment: 97,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut r = start(&emu, "fixture-pass").await;
+    assert!(emu.wait_for_sessions(1, T).await);
+    until(&r, |s| *s == SourceState::Streaming).await;
+    for (i, (name, xml)) in metadata_fixtures().into_iter().enumerate() {
+        emu.set_garbage_between_frames(i % 2 == 1);
+        emu.send_document(std::str::from_utf8(&xml).unwrap());
+        let mut got = Vec::new();
+        let want = if name.contains("00-empty") {
+            0
+        } else if name.contains("11-two") {
+            2
+        } else {
+            1
+        };
+        for _ in 0..want {
+            got.push(next(&mut r).await);
+        }
+        check_expected(&name, &got);
+        assert!(
+            got.iter()
+                .all(|e| &*e.serial == "B8A44F3E9D21" && &*e.camera == "lobby")
+        );
+    }
+    // The client asked for what the config says, authenticated, and tears down on shutdown.
+    r.stop.send(true).unwrap();
+    tokio::time::timeout(T, r.task).await.unwrap().unwrap();
+    let reqs = emu.requests();
+    assert!(reqs[0].starts_with("OPTIONS rtsp://127.0.0.1:"));
+    assert!(reqs.iter().any(|q| q.starts_with("DESCRIBE")
+        && q.ends_with("camera=1&video=0&audio=0&event=on&analytics=polygon&ptz=all")));
+    assert!(
+        reqs.iter()
+            .any(|q| q.starts_with("SETUP") && q.contains("/stream=0?"))
+    );
+    assert!(reqs.last().unwrap().starts_with("TEARDOWN"), "{reqs:?}");
+    assert_eq!(r.status.malformed.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn dropped_mid_document_recovers_and_loses_only_that_document() {
+    let emu = RtspEmulator::start(RtspEmulatorConfig {
+        fragment: 200,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut r = start(&emu, "fixture-pass").await;
+    assert!(emu.wait_for_sessions(1, T).await);
+    let doc01 = fixture("rtsp-metadata-01-pir-initialized.xml");
+    let doc02 = fixture("rtsp-metadata-02-pir-changed.xml");
+    let doc05 = fixture("rtsp-metadata-05-tampering-stateless.xml");
+    emu.send_document(&doc01);
+    assert!(next(&mut r).await.topic.ends_with("Sensor/PIR"));
+    emu.drop_mid_next_document();
+    emu.send_document(&doc02);
+    assert!(emu.wait_for_sessions(2, T).await, "reconnected");
+    emu.send_document(&doc05);
+    let ev = next(&mut r).await;
+    assert_eq!(
+        ev.topic, "tns1:VideoSource/tnsaxis:Tampering",
+        "doc 02 lost, nothing else"
+    );
+    assert!(r.rx.try_recv().is_err());
+    assert_eq!(r.status.reconnects.load(Ordering::Relaxed), 1);
+    emu.drop_connections();
+    assert!(
+        emu.wait_for_sessions(3, T).await,
+        "reconnects after a plain drop too"
+    );
+}
+
+#[tokio::test]
+async fn wrong_credentials_give_a_clear_error_and_back_off() {
+    let emu = RtspEmulator::start(RtspEmulatorConfig::default())
+        .await
+        .unwrap();
+    let mut r = start(&emu, "wrong").await;
+    let st = until(&r, |s| matches!(s, SourceState::Backoff { .. })).await;
+    let SourceState::Backoff { error } = st else {
+        unreachable!()
+    };
+    assert!(
+        error.contains("authentication failed") && error.contains("wrong user name or password"),
+        "{error}"
+    );
+    // Back-off, not a hot loop: the second attempt waits at least 0.75 s.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(emu.connections(), 1);
+    assert!(r.rx.try_recv().is_err());
+    r.task.abort();
+}
+
+#[tokio::test]
+async fn refused_auth_after_it_worked_is_reported_then_recovers() {
+    let emu = RtspEmulator::start(RtspEmulatorConfig::default())
+        .await
+        .unwrap();
+    let mut r = start(&emu, "fixture-pass").await;
+    assert!(emu.wait_for_sessions(1, T).await);
+    emu.set_bad_auth(true);
+    emu.drop_connections();
+    until(
+        &r,
+        |s| matches!(s, SourceState::Backoff { error } if error.contains("authentication")),
+    )
+    .await;
+    emu.set_bad_auth(false);
+    assert!(emu.wait_for_sessions(2, T).await);
+    emu.send_document(&fixture("rtsp-metadata-08-daynight-root-namespaces.xml"));
+    assert_eq!(
+        next(&mut r).await.topic,
+        "tns1:VideoSource/tnsaxis:DayNightVision"
+    );
+    r.task.abort();
+}
