@@ -310,6 +310,41 @@ fn damage_found_while_reading_skips_the_rest_of_that_segment() {
 }
 
 #[test]
+fn a_segment_shortened_under_a_running_outbox_is_damage_not_an_endless_error() {
+    let d = tempfile::tempdir().unwrap();
+    let (mut ob, _) =
+        Outbox::open(d.path(), small_segments(1 << 20, WhenFull::DropOldest)).unwrap();
+    for i in 0..50 {
+        ob.append(&[&rec(i, 100)], 0).unwrap();
+    }
+    let segs = segment_files(d.path());
+    let f = fs::OpenOptions::new().write(true).open(&segs[0]).unwrap();
+    f.set_len(16 + 10 * 124 + 60).unwrap();
+    let want: Vec<u64> = (0..10).chain(32..50).collect();
+    assert_eq!(seqs(&read_all(&mut ob)), want);
+    assert_eq!(ob.stats().lost_corrupt, 22);
+}
+
+#[test]
+fn fsync_mode_stores_and_recovers_the_same_way() {
+    let d = tempfile::tempdir().unwrap();
+    let o = OutboxOptions {
+        fsync: true,
+        ..small_segments(1 << 20, WhenFull::DropOldest)
+    };
+    {
+        let (mut ob, _) = Outbox::open(d.path(), o.clone()).unwrap();
+        for i in 0..40 {
+            ob.append(&[&rec(i, 100), &rec(i, 10)], i as i64).unwrap();
+        }
+        ob.ack_through(9).unwrap();
+    }
+    let (mut ob, rep) = Outbox::open(d.path(), o).unwrap();
+    assert_eq!((rep.recovered_entries, rep.next_seq), (70, 80));
+    assert_eq!(seqs(&read_all(&mut ob)), (10..80).collect::<Vec<_>>());
+}
+
+#[test]
 fn drop_oldest_drops_exactly_enough_old_records() {
     let d = tempfile::tempdir().unwrap();
     // 10 records of 100 framed bytes fit.
