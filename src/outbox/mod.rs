@@ -281,7 +281,14 @@ impl Cursor {
     /// The header at the cursor, if it is plausible for `seg` (else the segment is damaged).
     fn header(&mut self, seg: &Segment) -> io::Result<Option<([u8; 24], FrameHeader)>> {
         let mut raw = [0; FRAME_HEADER as usize];
-        self.file.read_exact(&mut raw)?;
+        if let Err(e) = self.file.read_exact(&mut raw) {
+            // Shorter than we wrote it: damage, like a bad header.
+            return if e.kind() == io::ErrorKind::UnexpectedEof {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
         let h = FrameHeader::parse(&raw);
         let ok = h.seq == self.pos.seq
             && u64::from(h.len) <= MAX_RECORD_LEN
@@ -639,8 +646,14 @@ impl Outbox {
                     break;
                 };
                 let mut data = vec![0; h.len as usize];
-                cur.file.read_exact(&mut data).map_err(io_at(&path))?;
-                if !h.check(&raw, &data) {
+                let got = match cur.file.read_exact(&mut data) {
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => false,
+                    r => {
+                        r.map_err(io_at(&path))?;
+                        h.check(&raw, &data)
+                    }
+                };
+                if !got {
                     damaged = Some(cur.pos);
                     break;
                 }
@@ -781,6 +794,9 @@ impl Outbox {
             t.len = SEGMENT_HEADER;
             t.sealed = false;
             self.tail_file = Some(f);
+            // Their buffers may hold the bytes that were just cut off.
+            self.read_cur = None;
+            self.ack_cur = None;
             return Ok(());
         }
         let old_empty = t.count == 0;
@@ -964,6 +980,30 @@ impl Outbox {
     }
 
     fn refresh_oldest(&mut self) -> Result<(), OutboxError> {
+        // A sink that acknowledges what it just read leaves its read cursor on the new head:
+        // peek there instead of opening the segment again.
+        let s0 = &self.segments[0];
+        if self.ack_cur.is_none()
+            && self.depth > 0
+            && self.ack.seq < s0.end_seq()
+            && let Some(rc) = self.read_cur.as_mut()
+            && rc.seg_first == s0.first_seq
+            && rc.pos == self.ack
+        {
+            let peeked = match rc.header(s0) {
+                Ok(Some((_, h))) => rc.unread_header().map(|()| Some(h.time_ms)),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
+            match peeked {
+                Ok(Some(t)) => {
+                    self.oldest_time_ms = Some(t);
+                    return Ok(());
+                }
+                // Let the ack cursor find and handle whatever is wrong there.
+                _ => self.read_cur = None,
+            }
+        }
         self.oldest_time_ms = self.head_header()?.map(|h| h.time_ms);
         Ok(())
     }
