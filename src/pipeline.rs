@@ -15,12 +15,13 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 
 use crate::clock::SharedClock;
-use crate::config::{BufferConfig, Config, DestinationConfig, units};
+use crate::config::{BufferConfig, CameraConfig, Config, DestinationConfig, Transport, units};
 use crate::event::Event;
 use crate::outbox::{DeadLetters, Outbox, OutboxOptions, SharedOutbox};
 use crate::rules::{Routed, RuleSet};
 use crate::sinks::mqtt::{MqttSink, SinkStats};
 use crate::sources::emulator::{Emulator, EmulatorConfig};
+use crate::sources::rtsp::{self, RtspCamera};
 use crate::sources::status::SourceStatus;
 use crate::sources::vapix::VapixClient;
 use crate::sources::websocket::{self, WsCamera};
@@ -85,32 +86,22 @@ impl Relay {
         let mut emulators = Vec::new();
         for cam in &cfg.camera {
             let status = Arc::new(SourceStatus::new(&cam.name));
-            let (base, user, pass) = if cam.url.trim() == "emulator:" {
-                let emu = Emulator::start(EmulatorConfig::default()).await?;
-                let c = EmulatorConfig::default();
-                tasks.push(emu.spawn_generator(DEMO_RATE, None));
-                let base = emu.base_url();
-                emulators.push(emu);
-                (base, Some(c.username), Some(c.password))
-            } else {
-                (cam.url.clone(), cam.username.clone(), cam.password.clone())
+            let task = match cam.transport {
+                Transport::Websocket => {
+                    let ws = websocket_camera(cam, &rules, &mut tasks, &mut emulators).await?;
+                    tokio::spawn(websocket::run(
+                        ws,
+                        tx.clone(),
+                        status.clone(),
+                        clock.clone(),
+                    ))
+                }
+                Transport::Rtsp => {
+                    let rtsp = rtsp_camera(cam)?;
+                    tokio::spawn(rtsp::run(rtsp, tx.clone(), status.clone(), clock.clone()))
+                }
             };
-            let base =
-                url::Url::parse(&base).with_context(|| format!("camera {}: url", cam.name))?;
-            let ws = WsCamera {
-                name: cam.name.as_str().into(),
-                vapix: VapixClient::new(base.clone(), user, pass, cam.tls_verify)?,
-                base,
-                serial: cam.serial.clone(),
-                filters: rules.camera_filters(&cam.name),
-                max_backoff: Duration::from_secs(cam.max_backoff_s),
-            };
-            tasks.push(tokio::spawn(websocket::run(
-                ws,
-                tx.clone(),
-                status.clone(),
-                clock.clone(),
-            )));
+            tasks.push(task);
             sources.push(status);
         }
         drop(tx);
@@ -135,6 +126,58 @@ impl Relay {
             let _ = tokio::task::spawn_blocking(move || r.join()).await;
         }
     }
+}
+
+/// A WebSocket camera from config; `emulator:` starts an emulated camera in this process.
+async fn websocket_camera(
+    cam: &CameraConfig,
+    rules: &RuleSet,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+    emulators: &mut Vec<Emulator>,
+) -> anyhow::Result<WsCamera> {
+    let (base, user, pass) = if cam.url.trim() == "emulator:" {
+        let c = EmulatorConfig::default();
+        let emu = Emulator::start(c.clone()).await?;
+        tasks.push(emu.spawn_generator(DEMO_RATE, None));
+        let base = emu.base_url();
+        emulators.push(emu);
+        (base, Some(c.username), Some(c.password))
+    } else {
+        (cam.url.clone(), cam.username.clone(), cam.password.clone())
+    };
+    let base = url::Url::parse(&base).with_context(|| format!("camera {}: url", cam.name))?;
+    Ok(WsCamera {
+        name: cam.name.as_str().into(),
+        vapix: VapixClient::new(base.clone(), user, pass, cam.tls_verify)?,
+        base,
+        serial: cam.serial.clone(),
+        filters: rules.camera_filters(&cam.name),
+        max_backoff: Duration::from_secs(cam.max_backoff_s),
+    })
+}
+
+/// An RTSP camera from config: the host of its `http(s)://` URL, the RTSP port apart.
+fn rtsp_camera(cam: &CameraConfig) -> anyhow::Result<RtspCamera> {
+    let url = url::Url::parse(&cam.url).with_context(|| format!("camera {}: url", cam.name))?;
+    let host = url.host_str().with_context(|| {
+        format!(
+            "camera {}: url has no host (the emulator speaks WebSocket only)",
+            cam.name
+        )
+    })?;
+    Ok(RtspCamera {
+        name: cam.name.as_str().into(),
+        host: host.to_string(),
+        port: cam.rtsp_port.unwrap_or(554),
+        channel: 1,
+        analytics: cam.analytics,
+        ptz: cam.ptz,
+        username: cam.username.clone(),
+        password: cam.password.clone(),
+        serial: cam.serial.clone(),
+        max_backoff: Duration::from_secs(cam.max_backoff_s),
+        shutdown: None,
+    })
 }
 
 fn open_outbox(

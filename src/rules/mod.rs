@@ -131,7 +131,8 @@ impl Rule {
             tmpl.render(ev, self.include_namespaces, true, &mut t);
             return t;
         }
-        self.prefix.render(ev, self.include_namespaces, true, &mut t);
+        self.prefix
+            .render(ev, self.include_namespaces, true, &mut t);
         match ev.kind {
             EventKind::Event => {}
             EventKind::Analytics => {
@@ -368,11 +369,17 @@ mod tests {
             rule("include_condition_name = false").topic_for(&p),
             "axis/B8A44F3E9D21/ptz/status"
         );
-        assert_eq!(rule("mqtt_topic = \"site/{camera}\"").topic_for(&p), "site/lobby");
+        assert_eq!(
+            rule("mqtt_topic = \"site/{camera}\"").topic_for(&p),
+            "site/lobby"
+        );
         assert!(rule("").matches(&a) && rule("topic = \"\"").matches(&p));
         let io = rule("topic = \"tns1:Device//.\"");
         assert!(io.matches(&vi(None)));
         assert!(!io.matches(&a) && !io.matches(&p));
-        assert_eq!(rule("").payload_for(&p).0, br#"{"timestamp":1750148043512}"#);
+        assert_eq!(
+            rule("").payload_for(&p).0,
+            br#"{"timestamp":1750148043512}"#
+        );
     }
 }

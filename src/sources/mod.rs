@@ -3,7 +3,7 @@
 pub mod backoff;
 pub mod catalog;
 pub mod emulator;
+pub mod rtsp;
 pub mod status;
 pub mod vapix;
 pub mod websocket;
-pub mod rtsp;

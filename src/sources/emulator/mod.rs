@@ -9,9 +9,9 @@
 //! Files: `digest` server-side HTTP Digest, `http` routes, `ws` the stream sessions,
 //! `script` frames, fixtures and static replies; `rtsp` the ONVIF metadata stream over RTSP.
 
-pub mod rtsp;
 mod digest;
 mod http;
+pub mod rtsp;
 mod script;
 mod ws;
 
