@@ -5,56 +5,17 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Mosquitto, RelayProcess, Subscriber};
-use edgerelay::sources::emulator::{Emulator, EmulatorConfig, Notification};
+use common::{INFLIGHT, Mosquitto, RelayProcess, Subscriber, load_config, numbered};
+use edgerelay::sources::emulator::{Emulator, EmulatorConfig};
 
 const T: Duration = Duration::from_secs(60);
-/// The relay's in-flight window in these tests: the bound on duplicates per disconnection.
-const INFLIGHT: usize = 100;
-
-/// A numbered event: its `n` lets the test check loss, order and duplicates.
-pub fn numbered(n: u64) -> Notification {
-    Notification {
-        topic: "tns1:Device/tnsaxis:IO/VirtualInput".into(),
-        timestamp: Some(1_750_000_000_000 + n as i64),
-        source: vec![("port".into(), "1".into())],
-        key: vec![],
-        data: vec![("n".into(), n.to_string())],
-    }
-}
-
-pub fn relay_config(emu: &Emulator, broker: &Mosquitto, extra_dest: &str) -> String {
-    format!(
-        r#"[relay]
-data_dir = "{{data_dir}}"
-[[camera]]
-name = "lobby"
-url = "{}"
-username = "bridge"
-password = "fixture-pass"
-[destination.broker]
-kind = "mqtt"
-url = "{}"
-client_id = "relay-under-test"
-inflight = {INFLIGHT}
-{extra_dest}
-[[rule]]
-name = "load"
-to = ["broker"]
-mqtt_topic = "load/{{camera}}"
-payload = "{{data.n}}"
-"#,
-        emu.base_url(),
-        broker.url()
-    )
-}
 
 #[tokio::test]
 async fn broker_stopped_under_load_and_restarted_loses_nothing_and_keeps_order() {
     let mut broker = Mosquitto::start_persistent().await;
     let mut sub = Subscriber::persistent(broker.port, "load/#", "outage-watcher").await;
     let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let relay = RelayProcess::start(&relay_config(&emu, &broker, ""));
+    let relay = RelayProcess::start(&load_config(&emu, &broker, ""));
     assert!(emu.wait_for_clients(1, T).await);
 
     const N: u64 = 3000;

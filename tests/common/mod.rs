@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use edgerelay::sources::emulator::{Emulator, Notification};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
@@ -417,4 +418,45 @@ impl Drop for RelayProcess {
             eprintln!("--- relay log ---\n{}", self.log());
         }
     }
+}
+
+/// The relay's in-flight window in load tests: the bound on duplicates per disconnection.
+pub const INFLIGHT: usize = 100;
+
+/// A numbered event: its `n` lets the test check loss, order and duplicates.
+pub fn numbered(n: u64) -> Notification {
+    Notification {
+        topic: "tns1:Device/tnsaxis:IO/VirtualInput".into(),
+        timestamp: Some(1_750_000_000_000 + n as i64),
+        source: vec![("port".into(), "1".into())],
+        key: vec![],
+        data: vec![("n".into(), n.to_string())],
+    }
+}
+
+/// A relay config that sends every event as `load/{camera}` with payload `n`.
+pub fn load_config(emu: &Emulator, broker: &Mosquitto, extra_dest: &str) -> String {
+    format!(
+        r#"[relay]
+data_dir = "{{data_dir}}"
+[[camera]]
+name = "lobby"
+url = "{}"
+username = "bridge"
+password = "fixture-pass"
+[destination.broker]
+kind = "mqtt"
+url = "{}"
+client_id = "relay-under-test"
+inflight = {INFLIGHT}
+{extra_dest}
+[[rule]]
+name = "load"
+to = ["broker"]
+mqtt_topic = "load/{{camera}}"
+payload = "{{data.n}}"
+"#,
+        emu.base_url(),
+        broker.url()
+    )
 }
