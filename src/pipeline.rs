@@ -224,6 +224,7 @@ fn route_loop(
 ) {
     let mut routed: Vec<Routed> = Vec::with_capacity(ROUTE_BATCH);
     let mut per_dest: HashMap<Arc<str>, Vec<Vec<u8>>> = HashMap::new();
+    let mut drops: HashMap<Arc<str>, DropLog> = HashMap::new();
     while let Some(first) = rx.blocking_recv() {
         let now = clock.now_ms();
         rules.route(&first, now, &mut routed);
@@ -248,13 +249,76 @@ fn route_loop(
             match outboxes.get(dest) {
                 Some(outbox) => {
                     let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-                    if let Err(e) = outbox.append(&refs, now) {
-                        tracing::error!(destination = %dest, error = %e, count = refs.len(), "outbox append failed");
-                    }
+                    append_or_wait(
+                        dest,
+                        outbox,
+                        &refs,
+                        now,
+                        drops.entry(dest.clone()).or_default(),
+                    );
                 }
                 None => tracing::warn!(destination = %dest, "rule names an unknown destination"),
             }
             records.clear();
+        }
+    }
+}
+
+/// Drops at a full outbox, logged once per burst (a burst ends after [`DROP_BURST_QUIET`]).
+#[derive(Debug, Default)]
+struct DropLog {
+    total: u64,
+    last: Option<std::time::Instant>,
+}
+
+/// Quiet time after which the next drop starts a new burst (and a new log line).
+const DROP_BURST_QUIET: Duration = Duration::from_secs(10);
+/// Wait between attempts when the disk refuses a write (full, read-only, I/O error).
+const APPEND_RETRY: Duration = Duration::from_secs(1);
+
+/// Appends one destination's batch. Drops by policy are counted and logged once per burst; a
+/// disk error is retried until it clears: the router stalls, the bounded event queue fills,
+/// and sources stop reading, so nothing accepted is lost.
+fn append_or_wait(
+    dest: &str,
+    outbox: &SharedOutbox,
+    records: &[&[u8]],
+    now: i64,
+    log: &mut DropLog,
+) {
+    let mut logged_error = false;
+    loop {
+        match outbox.append(records, now) {
+            Ok(outcome) => {
+                let dropped = outcome.rejected + outcome.dropped_oldest;
+                if dropped > 0 {
+                    log.total += dropped;
+                    let new_burst = log.last.is_none_or(|t| t.elapsed() > DROP_BURST_QUIET);
+                    log.last = Some(std::time::Instant::now());
+                    if new_burst {
+                        tracing::warn!(
+                            destination = dest,
+                            rejected_new = outcome.rejected,
+                            dropped_oldest = outcome.dropped_oldest,
+                            total = log.total,
+                            "outbox full: dropping deliveries by the buffer policy"
+                        );
+                    }
+                }
+                return;
+            }
+            Err(e) if e.is_retryable() => {
+                if !logged_error {
+                    tracing::error!(destination = dest, error = %e, count = records.len(),
+                        "cannot write the outbox; holding events until it works again");
+                    logged_error = true;
+                }
+                std::thread::sleep(APPEND_RETRY);
+            }
+            Err(e) => {
+                tracing::error!(destination = dest, error = %e, count = records.len(), "outbox refused the batch");
+                return;
+            }
         }
     }
 }
