@@ -72,6 +72,13 @@ impl Relay {
                     tasks.push(tokio::spawn(sink.run(outbox.clone(), dead, stats.clone())));
                 }
             }
+            if has_max_age(dest) {
+                tasks.push(tokio::spawn(expire_loop(
+                    name.clone(),
+                    outbox.clone(),
+                    clock.clone(),
+                )));
+            }
             outboxes.insert(name.clone(), outbox.clone());
             destinations.push((name, outbox, stats));
         }
@@ -260,6 +267,37 @@ fn route_loop(
                 None => tracing::warn!(destination = %dest, "rule names an unknown destination"),
             }
             records.clear();
+        }
+    }
+}
+
+/// How often queued deliveries are checked against `buffer.max_age`.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+fn has_max_age(dest: &DestinationConfig) -> bool {
+    match dest {
+        DestinationConfig::Mqtt(m) => m.buffer.max_age.is_some(),
+    }
+}
+
+/// Drops deliveries older than `max_age`, counted and logged once per burst.
+async fn expire_loop(name: Arc<str>, outbox: Arc<SharedOutbox>, clock: SharedClock) {
+    let mut tick = tokio::time::interval(EXPIRE_EVERY);
+    let mut last_log: Option<std::time::Instant> = None;
+    loop {
+        tick.tick().await;
+        match outbox.expire(clock.now_ms()) {
+            Ok(0) => {}
+            Ok(n) => {
+                if last_log.is_none_or(|t| t.elapsed() > DROP_BURST_QUIET) {
+                    tracing::warn!(destination = %name, expired = n, total = outbox.stats().dropped_age,
+                        "dropping deliveries older than buffer.max_age");
+                }
+                last_log = Some(std::time::Instant::now());
+            }
+            Err(e) => {
+                tracing::error!(destination = %name, error = %e, "cannot expire old deliveries")
+            }
         }
     }
 }
