@@ -169,3 +169,26 @@ async fn a_dead_destination_does_not_hold_up_a_live_one() {
         "the dead destination keeps its own backlog"
     );
 }
+
+#[tokio::test]
+async fn deliveries_older_than_max_age_are_dropped_and_counted() {
+    let mut broker = Mosquitto::start_with_users(&[("watcher", "w")]).await;
+    let mut sub = Subscriber::connect_as(broker.port, "load/#", Some(("watcher", "w"))).await;
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let dest = "username = \"relay\"\npassword = \"r\"\nbuffer = { max_age = \"1s\" }";
+    let relay = RelayProcess::start(&load_config(&emu, &broker, dest));
+    assert!(emu.wait_for_clients(1, T).await);
+    for n in 0..5 {
+        emu.emit(&numbered(n));
+    }
+    let deadline = tokio::time::Instant::now() + T;
+    while !relay.log().contains("older than buffer.max_age") {
+        assert!(tokio::time::Instant::now() < deadline, "{}", relay.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(relay.log().contains("expired=5"), "{}", relay.log());
+    broker.add_user("relay", "r");
+    emu.emit(&numbered(77));
+    let n: u64 = sub.next(T).await.payload.parse().unwrap();
+    assert_eq!(n, 77, "the expired deliveries are gone");
+}
