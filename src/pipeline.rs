@@ -62,12 +62,13 @@ impl Relay {
             let (outbox, dead) = open_outbox(data_dir, &name, dest)?;
             let stats = Arc::new(SinkStats::default());
             match dest {
-                DestinationConfig::Mqtt(m) => {
-                    let sink = MqttSink {
-                        name: name.clone(),
-                        config: m.clone(),
-                        print: cfg.relay.print,
-                    };
+                DestinationConfig::Mqtt(_)
+                | DestinationConfig::AzureIotHub(_)
+                | DestinationConfig::AwsIotCore(_) => {
+                    let sink =
+                        MqttSink::from_config(name.clone(), dest, cfg.relay.print, clock.clone())
+                            .map_err(anyhow::Error::msg)
+                            .with_context(|| format!("destination.{name}"))?;
                     tasks.push(tokio::spawn(sink.run(outbox.clone(), dead, stats.clone())));
                 }
             }
@@ -142,9 +143,7 @@ fn open_outbox(
     name: &str,
     dest: &DestinationConfig,
 ) -> anyhow::Result<(Arc<SharedOutbox>, DeadLetters)> {
-    let buffer = match dest {
-        DestinationConfig::Mqtt(m) => &m.buffer,
-    };
+    let buffer = dest.buffer();
     let opts = outbox_options(buffer).with_context(|| format!("destination.{name}.buffer"))?;
     let dir = data_dir.join("outbox").join(name);
     let (outbox, report) =

@@ -8,9 +8,14 @@ use std::net::{Ipv6Addr, SocketAddr};
 
 use super::error::Problem;
 use super::locate::KeyPath;
-use super::types::{Config, DestinationConfig, MessageConfig, MqttDestination};
+use super::types::{
+    AwsIotCoreDestination, AzureIotHubDestination, BufferConfig, Config, DestinationConfig,
+    MessageConfig, MqttDestination, RetainPolicy, RuleConfig,
+};
 use super::units;
 use crate::rules::topic_filter::TopicFilter;
+use crate::sinks::mqtt::aws;
+use crate::sinks::mqtt::azure::ConnectionString;
 
 /// Every problem in `config`, in file order.
 pub fn validate(config: &Config) -> Vec<Problem> {
@@ -41,6 +46,8 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         let p = root.key("destination").key(name);
         match d {
             DestinationConfig::Mqtt(m) => check_mqtt(m, &p, &mut out),
+            DestinationConfig::AzureIotHub(a) => check_azure(a, &p, &mut out),
+            DestinationConfig::AwsIotCore(a) => check_aws(a, &p, &mut out),
         }
     }
 
@@ -98,6 +105,9 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                         known(config.destination.keys().map(String::as_str))
                     ),
                 ));
+            }
+            if let Some(DestinationConfig::AwsIotCore(_)) = config.destination.get(dest) {
+                check_rule_for_aws(r, dest, &p, j, &mut out);
             }
         }
         check_qos(r.qos, p.key("qos"), &mut out);
@@ -162,8 +172,55 @@ fn check_mqtt(m: &MqttDestination, p: &KeyPath, out: &mut Vec<Problem>) {
             check_qos(*qos, p.key(key).key("qos"), out);
         }
     }
+    check_buffer(&m.buffer, p, out);
+    let tls_scheme = m.url.starts_with("mqtts://") || m.url.starts_with("wss://");
+    for (key, set) in [
+        ("ca_file", m.ca_file.is_some()),
+        ("cert_file", m.cert_file.is_some()),
+        ("key_file", m.key_file.is_some()),
+        ("alpn", m.alpn.is_some()),
+        ("tls_insecure_skip_verify", m.tls_insecure_skip_verify),
+    ] {
+        if set && !tls_scheme {
+            out.push(Problem::new(
+                p.key(key),
+                format!(
+                    "{key} is a TLS setting, but url \"{}\" is not mqtts:// or wss://",
+                    m.url
+                ),
+            ));
+        }
+    }
+    check_client_cert(m.cert_file.is_some(), m.key_file.is_some(), p, out);
+    if let Some(alpn) = &m.alpn {
+        for (i, a) in alpn.iter().enumerate() {
+            if a.is_empty() || a.len() > 255 {
+                out.push(Problem::new(
+                    p.key("alpn").index(i),
+                    "an ALPN protocol name has 1 to 255 bytes",
+                ));
+            }
+        }
+    }
+}
+
+fn check_client_cert(cert: bool, key: bool, p: &KeyPath, out: &mut Vec<Problem>) {
+    match (cert, key) {
+        (true, false) => out.push(Problem::new(
+            p.key("cert_file"),
+            "cert_file needs key_file (the certificate's private key)",
+        )),
+        (false, true) => out.push(Problem::new(
+            p.key("key_file"),
+            "key_file needs cert_file (the client certificate)",
+        )),
+        _ => {}
+    }
+}
+
+fn check_buffer(buffer: &BufferConfig, p: &KeyPath, out: &mut Vec<Problem>) {
     let b = p.key("buffer");
-    match units::parse_bytes(&m.buffer.max_bytes) {
+    match units::parse_bytes(&buffer.max_bytes) {
         Ok(0) => out.push(Problem::new(
             b.key("max_bytes"),
             "must be more than 0 bytes",
@@ -171,14 +228,185 @@ fn check_mqtt(m: &MqttDestination, p: &KeyPath, out: &mut Vec<Problem>) {
         Ok(_) => {}
         Err(e) => out.push(Problem::new(
             b.key("max_bytes"),
-            format!("\"{}\": {e}", m.buffer.max_bytes),
+            format!("\"{}\": {e}", buffer.max_bytes),
         )),
     }
-    if let Some(age) = &m.buffer.max_age
+    if let Some(age) = &buffer.max_age
         && let Err(e) = units::parse_duration(age)
     {
         out.push(Problem::new(b.key("max_age"), format!("\"{age}\": {e}")));
     }
+}
+
+fn check_azure(a: &AzureIotHubDestination, p: &KeyPath, out: &mut Vec<Problem>) {
+    check_buffer(&a.buffer, p, out);
+    check_client_cert(a.cert_file.is_some(), a.key_file.is_some(), p, out);
+    let at = match a.connection_string_file {
+        Some(_) => p.key("connection_string_file"),
+        None => p.key("connection_string"),
+    };
+    match &a.connection_string {
+        None => out.push(Problem::new(
+            p.clone(),
+            "needs connection_string (HostName=...;DeviceId=...;SharedAccessKey=...) or connection_string_file",
+        )),
+        Some(cs) => match ConnectionString::parse(cs) {
+            Err(e) => out.push(Problem::new(at, e)),
+            Ok(cs) if cs.shared_access_key.is_none() && a.cert_file.is_none() => {
+                out.push(Problem::new(
+                    at,
+                    "connection string has no SharedAccessKey: add it, or set cert_file and key_file for an X.509 device",
+                ))
+            }
+            Ok(_) => {}
+        },
+    }
+    match units::parse_duration(&a.sas_ttl) {
+        Ok(d) if d.as_secs() == 0 => out.push(Problem::new(
+            p.key("sas_ttl"),
+            "must be at least 1s (\"1h\" is usual)",
+        )),
+        Ok(_) => {}
+        Err(e) => out.push(Problem::new(
+            p.key("sas_ttl"),
+            format!("\"{}\": {e}", a.sas_ttl),
+        )),
+    }
+}
+
+fn check_aws(a: &AwsIotCoreDestination, p: &KeyPath, out: &mut Vec<Problem>) {
+    check_buffer(&a.buffer, p, out);
+    let advice = [
+        (
+            "endpoint",
+            a.endpoint.as_deref().is_some_and(|e| !e.is_empty()),
+            "the device data endpoint, e.g. \"abc123-ats.iot.eu-north-1.amazonaws.com\" (aws iot describe-endpoint --endpoint-type iot:Data-ATS)",
+        ),
+        (
+            "thing_name",
+            a.thing_name.as_deref().is_some_and(|e| !e.is_empty()),
+            "the thing's name, used as client id",
+        ),
+        (
+            "cert_file",
+            a.cert_file.is_some(),
+            "the thing's certificate (PEM)",
+        ),
+        (
+            "key_file",
+            a.key_file.is_some(),
+            "the certificate's private key (PEM)",
+        ),
+        (
+            "ca_file",
+            a.ca_file.is_some(),
+            "the Amazon root CA, AmazonRootCA1.pem",
+        ),
+    ];
+    for (key, present, what) in advice {
+        if !present {
+            out.push(Problem::new(
+                p.clone(),
+                format!("required key {key} is missing: {what}"),
+            ));
+        }
+    }
+    if let Some(e) = &a.endpoint
+        && (e.contains("://") || e.contains('/') || e.contains(':'))
+    {
+        out.push(Problem::new(
+            p.key("endpoint"),
+            format!("\"{e}\": give the host name only (set the port with `port`)"),
+        ));
+    }
+    for (key, msg) in [
+        ("last_will", &a.last_will),
+        ("connect_message", &a.connect_message),
+    ] {
+        if let Some(m) = msg {
+            check_qos(m.qos, p.key(key).key("qos"), out);
+            if let Err(e) = aws::check_topic(&m.topic) {
+                out.push(Problem::new(p.key(key).key("topic"), e));
+            }
+        }
+    }
+}
+
+/// Topics a rule can produce that AWS IoT Core refuses (more than 7 slashes, 256 bytes).
+fn check_rule_for_aws(r: &RuleConfig, dest: &str, p: &KeyPath, j: usize, out: &mut Vec<Problem>) {
+    let limits = "AWS IoT Core refuses topics with more than 7 slashes or 256 bytes";
+    if let Some(t) = &r.mqtt_topic {
+        if let Err(e) = aws::check_topic(t) {
+            out.push(Problem::new(
+                p.key("mqtt_topic"),
+                format!("rule sends to \"{dest}\" ({limits}): the template alone breaks it: {e}"),
+            ));
+        }
+    } else if r.include_condition_name {
+        out.push(Problem::new(
+            p.key("to").index(j),
+            format!(
+                "\"{dest}\" is AWS IoT Core ({limits}), and this rule's default topic \
+                 {{prefix}}/event/{{path}} can exceed 7 slashes \
+                 (axis/{{serial}}/event/tns:onvif/Device/tns:axis/IO/VirtualInput/$source/port/1 has 10): \
+                 set include_condition_name = false (the topic is then {{prefix}} alone), or a short \
+                 mqtt_topic such as \"{{camera}}/events\"; include_namespaces = false shortens the \
+                 topic but event paths with sources can still exceed 7 slashes"
+            ),
+        ));
+    } else if let Err(e) = aws::check_topic(&r.prefix) {
+        out.push(Problem::new(
+            p.key("prefix"),
+            format!("rule sends to \"{dest}\" ({limits}): {e}"),
+        ));
+    }
+}
+
+/// Settings that work but not as written (printed by `check`, logged by `run`).
+pub fn warnings(config: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let root = KeyPath::root();
+    for (i, r) in config.rule.iter().enumerate() {
+        let p = root.key("rule").index(i);
+        for dest in &r.to {
+            match config.destination.get(dest) {
+                Some(DestinationConfig::AzureIotHub(_)) => {
+                    if r.retain != RetainPolicy::None {
+                        out.push(Problem::new(
+                            p.key("retain"),
+                            format!("\"{dest}\" is Azure IoT Hub, which has no retained messages: sent without retain (set retain = \"none\")"),
+                        ));
+                    }
+                    if r.qos == 2 {
+                        out.push(Problem::new(
+                            p.key("qos"),
+                            format!("\"{dest}\" is Azure IoT Hub, which has no QoS 2: sent with QoS 1 (set qos = 1)"),
+                        ));
+                    }
+                }
+                Some(DestinationConfig::AwsIotCore(_)) if r.qos == 2 => {
+                    out.push(Problem::new(
+                        p.key("qos"),
+                        format!("\"{dest}\" is AWS IoT Core, which has no QoS 2: sent with QoS 1 (set qos = 1)"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    for (name, d) in &config.destination {
+        if let DestinationConfig::Mqtt(m) = d
+            && m.tls_insecure_skip_verify
+        {
+            out.push(Problem::new(
+                root.key("destination")
+                    .key(name)
+                    .key("tls_insecure_skip_verify"),
+                "the broker's certificate is not checked: for tests only",
+            ));
+        }
+    }
+    out
 }
 
 fn check_qos(qos: u8, at: KeyPath, out: &mut Vec<Problem>) {
