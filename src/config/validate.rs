@@ -511,3 +511,146 @@ fn check_json_path(s: &str) -> Result<(), String> {
         Err(e) => Err(format!("invalid JSONPath \"{s}\": {e}")),
     }
 }
+
+#[cfg(test)]
+mod cloud_tests {
+    //! Cloud destinations: required keys, connection strings, AWS topic limits, warnings.
+
+    use crate::config::{load_str_with, locate_warnings};
+
+    const KEY: &str = "c2VjcmV0LWRldmljZS1rZXktZm9yLXRlc3Rz";
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match load_str_with(text, "c.toml", &no_env, None) {
+            Ok(_) => panic!("expected errors for:\n{text}"),
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    fn warnings(text: &str) -> Vec<String> {
+        let config = load_str_with(text, "c.toml", &no_env, None).unwrap();
+        locate_warnings(&config, text, "c.toml")
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn aws(rule: &str) -> String {
+        format!(
+            "[destination.aws]\nkind = \"aws-iot-core\"\nendpoint = \"a-ats.iot.eu-north-1.amazonaws.com\"\nthing_name = \"t\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nca_file = \"AmazonRootCA1.pem\"\n\n[[rule]]\nname = \"r\"\nto = [\"aws\"]\n{rule}"
+        )
+    }
+
+    fn azure(cs: &str, rule: &str) -> String {
+        format!(
+            "[destination.hub]\nkind = \"azure-iot-hub\"\nconnection_string = \"{cs}\"\n\n[[rule]]\nname = \"r\"\nto = [\"hub\"]\n{rule}"
+        )
+    }
+
+    #[test]
+    fn aws_needs_endpoint_thing_and_three_pem_files() {
+        let errs = errors("[destination.aws]\nkind = \"aws-iot-core\"\n");
+        for key in ["endpoint", "thing_name", "cert_file", "key_file", "ca_file"] {
+            assert!(
+                errs.iter()
+                    .any(|e| e.contains(&format!("required key {key} is missing"))),
+                "{key}: {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), 5, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("c.toml:1: destination.aws: "),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn aws_rule_with_the_default_topic_is_refused_with_advice() {
+        let errs = errors(&aws(""));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("c.toml:11: rule[0].to[0]: \"aws\" is AWS IoT Core"),
+            "{}",
+            errs[0]
+        );
+        assert!(errs[0].contains("include_condition_name = false"));
+        assert!(errs[0].contains("mqtt_topic"));
+        // The advice works.
+        load_str_with(&aws("include_condition_name = false\n"), "c", &no_env, None).unwrap();
+        load_str_with(
+            &aws("mqtt_topic = \"{camera}/events\"\n"),
+            "c",
+            &no_env,
+            None,
+        )
+        .unwrap();
+        let errs = errors(&aws("mqtt_topic = \"a/b/c/d/e/f/g/h/{camera}\"\n"));
+        assert!(
+            errs[0].starts_with("c.toml:12: rule[0].mqtt_topic: "),
+            "{errs:#?}"
+        );
+        assert!(errs[0].contains("8 slashes"), "{errs:#?}");
+        let errs = errors(&aws(
+            "include_condition_name = false\nprefix = \"a/b/c/d/e/f/g/h/i\"\n",
+        ));
+        assert!(
+            errs[0].starts_with("c.toml:13: rule[0].prefix: "),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn azure_connection_string_must_name_host_device_and_key() {
+        let errs = errors(&azure("DeviceId=d;SharedAccessKey=abc=", ""));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].starts_with(
+                "c.toml:3: destination.hub.connection_string: connection string lacks HostName"
+            ),
+            "{errs:#?}"
+        );
+        let errs = errors(&azure("HostName=h.azure-devices.net;DeviceId=d", ""));
+        assert!(errs[0].contains("no SharedAccessKey"), "{errs:#?}");
+        let errs = errors("[destination.hub]\nkind = \"azure-iot-hub\"\n");
+        assert!(errs[0].contains("needs connection_string"), "{errs:#?}");
+        // X.509 devices: the certificate replaces the key.
+        let x509 = "[destination.hub]\nkind = \"azure-iot-hub\"\nconnection_string = \"HostName=h.azure-devices.net;DeviceId=d;x509=true\"\ncert_file = \"d.pem\"\nkey_file = \"d.key\"\n";
+        load_str_with(x509, "c", &no_env, None).unwrap();
+    }
+
+    #[test]
+    fn azure_retain_and_qos_2_are_warnings_not_errors() {
+        let cs = format!("HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey={KEY}");
+        assert!(warnings(&azure(&cs, "")).is_empty());
+        let w = warnings(&azure(&cs, "retain = \"property\"\nqos = 2\n"));
+        assert_eq!(w.len(), 2, "{w:#?}");
+        assert!(
+            w[0].starts_with("c.toml:8: rule[0].retain: \"hub\" is Azure IoT Hub"),
+            "{w:#?}"
+        );
+        assert!(w[1].starts_with("c.toml:9: rule[0].qos: "), "{w:#?}");
+    }
+
+    #[test]
+    fn tls_keys_need_a_tls_url_and_come_in_pairs() {
+        let errs =
+            errors("[destination.b]\nkind = \"mqtt\"\nurl = \"mqtt://h\"\nca_file = \"ca.pem\"\n");
+        assert!(
+            errs[0].starts_with("c.toml:4: destination.b.ca_file: ca_file is a TLS setting"),
+            "{errs:#?}"
+        );
+        let errs = errors(
+            "[destination.b]\nkind = \"mqtt\"\nurl = \"mqtts://h\"\ncert_file = \"c.pem\"\n",
+        );
+        assert!(
+            errs[0].starts_with("c.toml:4: destination.b.cert_file: cert_file needs key_file"),
+            "{errs:#?}"
+        );
+        let ok = "[destination.b]\nkind = \"mqtt\"\nurl = \"wss://h/mqtt\"\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nalpn = [\"mqtt\"]\n";
+        load_str_with(ok, "c", &no_env, None).unwrap();
+    }
+}
