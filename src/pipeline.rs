@@ -149,7 +149,7 @@ fn open_outbox(
     let (outbox, report) =
         Outbox::open(&dir, opts).with_context(|| format!("opening outbox {}", dir.display()))?;
     tracing::info!(destination = name, ?report, "outbox open");
-    let dead = DeadLetters::open(&data_dir.join("dead-letter"), name)
+    let dead = DeadLetters::open(data_dir, name)
         .with_context(|| format!("opening dead-letter file for {name}"))?;
     Ok((SharedOutbox::new(outbox), dead))
 }
