@@ -371,6 +371,27 @@ fn describe(e: &ConnectionError) -> String {
             format!("broker refused the connection: {why} ({code:?})")
         }
         ConnectionError::Tls(t) => format!("TLS: {t}"),
-        other => other.to_string(),
+        other => {
+            // With TLS 1.3 the broker judges the client certificate after the client finished
+            // its handshake, so a refusal surfaces as an alert on the first read.
+            let text = other.to_string();
+            let client_cert_alerts = [
+                "UnknownCA",
+                "BadCertificate",
+                "CertificateUnknown",
+                "CertificateRequired",
+                "CertificateExpired",
+                "CertificateRevoked",
+            ];
+            match text.split_once("received fatal alert: ") {
+                Some((_, alert)) if client_cert_alerts.iter().any(|a| alert.starts_with(a)) => {
+                    format!(
+                        "TLS: the broker does not accept the client certificate (cert_file): alert {alert}"
+                    )
+                }
+                Some((_, alert)) => format!("TLS: the broker ended the handshake: alert {alert}"),
+                None => text,
+            }
+        }
     }
 }
