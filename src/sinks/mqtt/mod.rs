@@ -229,7 +229,17 @@ impl MqttSink {
             let error = match ended {
                 Ended::Renew => {
                     tracing::info!(destination = %self.name, "SAS token renewal: reconnecting with a new token");
+                    // A clean DISCONNECT, so the broker does not treat the renewal as a failure.
                     let _ = client.try_disconnect();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                        loop {
+                            match eventloop.poll().await {
+                                Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                                Ok(_) => {}
+                            }
+                        }
+                    })
+                    .await;
                     continue;
                 }
                 Ended::Error(e) => e,
