@@ -233,7 +233,7 @@ async fn tls_and_login_failures_name_the_destination_and_reason_and_the_relay_ke
         )
     };
     let config = format!(
-        "[relay]\ndata_dir = \"{{data_dir}}\"\n\n{}\n{}{}{}{}{}{}{}{}",
+        "[relay]\ndata_dir = \"{{data_dir}}\"\n\n{}\n{}{}{}{}{}{}{}{}{}{}",
         camera("lobby", &emu),
         dest(
             "wrong_ca",
@@ -250,6 +250,15 @@ async fn tls_and_login_failures_name_the_destination_and_reason_and_the_relay_ke
             )
         ),
         dest("good", broker.tls_cert, &certs("ca.pem", "client")),
+        dest(
+            "insecure",
+            broker.tls_cert,
+            &format!(
+                "{}tls_insecure_skip_verify = true\n",
+                certs("other-ca.pem", "client")
+            )
+        ),
+        rule("e", "insecure", "x"),
         rule("a", "wrong_ca", "x"),
         rule("b", "unknown_cert", "x"),
         rule("c", "bad_password", "x"),
@@ -284,74 +293,147 @@ async fn tls_and_login_failures_name_the_destination_and_reason_and_the_relay_ke
             "{name} must not connect"
         );
     }
+    // The same wrong CA is let through only when verification is switched off, loudly.
+    wait_for_log_line(&relay, &["broker connected", "destination=insecure"]).await;
+    wait_for_log_line(
+        &relay,
+        &["WARN", "destination=insecure", "tls_insecure_skip_verify"],
+    )
+    .await;
     assert!(emu.wait_for_clients(1, T).await, "relay never subscribed");
     wait_for_log_line(&relay, &["broker connected", "destination=good"]).await;
     emu.emit_fixture_line(1);
     assert_eq!(sub.next_event(T).await.topic, "good/lobby");
 }
 
-/// A WebSocket endpoint (subprotocol `mqtt`) that pipes each connection to a TCP port.
-#[allow(clippy::result_large_err)] // tungstenite's handshake callback type
-async fn websocket_bridge(to: u16) -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
-
+/// A WebSocket endpoint (subprotocol `mqtt`), over TLS when given an acceptor, that pipes each
+/// connection to a TCP port and reports the request path of each.
+async fn websocket_bridge(
+    to: u16,
+    tls: Option<rumqttc::tokio_rustls::TlsAcceptor>,
+) -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (paths_tx, paths_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let paths_tx = paths_tx.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let callback = |req: &Request, mut resp: Response| {
-                    let _ = paths_tx.send(req.uri().path().to_string());
-                    resp.headers_mut()
-                        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
-                    Ok(resp)
-                };
-                let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
-                    return;
-                };
-                let Ok(broker) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
-                    return;
-                };
-                let (mut ws_tx, mut ws_rx) = ws.split();
-                let (mut b_rx, mut b_tx) = broker.into_split();
-                let up = async move {
-                    while let Some(Ok(m)) = ws_rx.next().await {
-                        if let Message::Binary(b) = m
-                            && b_tx.write_all(&b).await.is_err()
-                        {
-                            break;
+                match tls {
+                    None => serve_websocket(tcp, to, paths_tx).await,
+                    Some(acceptor) => {
+                        if let Ok(s) = acceptor.accept(tcp).await {
+                            serve_websocket(s, to, paths_tx).await
                         }
                     }
-                };
-                let down = async move {
-                    let mut buf = vec![0u8; 16 * 1024];
-                    while let Ok(n) = b_rx.read(&mut buf).await {
-                        if n == 0
-                            || ws_tx
-                                .send(Message::Binary(buf[..n].to_vec().into()))
-                                .await
-                                .is_err()
-                        {
-                            break;
-                        }
-                    }
-                };
-                tokio::select! { _ = up => {}, _ = down => {} }
+                }
             });
         }
     });
     (port, paths_rx)
 }
 
+#[allow(clippy::result_large_err)] // tungstenite's handshake callback type
+async fn serve_websocket<S>(
+    stream: S,
+    to: u16,
+    paths_tx: tokio::sync::mpsc::UnboundedSender<String>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+
+    let callback = |req: &Request, mut resp: Response| {
+        let _ = paths_tx.send(req.uri().path().to_string());
+        resp.headers_mut()
+            .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+        Ok(resp)
+    };
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+        return;
+    };
+    let Ok(broker) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+        return;
+    };
+    let (mut ws_tx, mut ws_rx) = ws.split();
+    let (mut b_rx, mut b_tx) = broker.into_split();
+    let up = async move {
+        while let Some(Ok(m)) = ws_rx.next().await {
+            if let Message::Binary(b) = m
+                && b_tx.write_all(&b).await.is_err()
+            {
+                break;
+            }
+        }
+    };
+    let down = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = b_rx.read(&mut buf).await {
+            if n == 0
+                || ws_tx
+                    .send(Message::Binary(buf[..n].to_vec().into()))
+                    .await
+                    .is_err()
+            {
+                break;
+            }
+        }
+    };
+    tokio::select! { _ = up => {}, _ = down => {} }
+}
+
+/// A TLS acceptor with the test server certificate.
+fn tls_acceptor(pki: &Pki) -> rumqttc::tokio_rustls::TlsAcceptor {
+    use rumqttc::tokio_rustls::rustls::{self, pki_types::pem::PemObject};
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(pki.path("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(pki.path("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    rumqttc::tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+}
+
+#[tokio::test]
+async fn wss_url_carries_mqtt_over_a_websocket_over_tls() {
+    let pki = Pki::new();
+    let broker = Mosquitto::start().await;
+    let (wss_port, mut paths) = websocket_bridge(broker.port, Some(tls_acceptor(&pki))).await;
+    let emu = start_camera().await;
+    let mut sub = Subscriber::connect(broker.port, "wss/#").await;
+    let config = format!(
+        "[relay]\ndata_dir = \"{{data_dir}}\"\n\n{}\n[destination.web]\nkind = \"mqtt\"\nurl = \"wss://127.0.0.1:{wss_port}/$iothub/websocket\"\nclient_id = \"relay-wss\"\nca_file = \"{}\"\n\n{}",
+        camera("lobby", &emu),
+        pki.path("ca.pem"),
+        rule("r", "web", "wss/{camera}")
+    );
+    let relay = RelayProcess::start(&config);
+    let path = tokio::time::timeout(T, paths.recv())
+        .await
+        .expect("the relay never opened a WebSocket")
+        .unwrap();
+    assert_eq!(path, "/$iothub/websocket");
+    wait_for_log_line(&relay, &["broker connected", "destination=web"]).await;
+    assert!(emu.wait_for_clients(1, T).await, "relay never subscribed");
+    emu.emit_fixture_line(1);
+    assert_eq!(sub.next_event(T).await.topic, "wss/lobby");
+}
+
 #[tokio::test]
 async fn ws_url_carries_mqtt_over_a_websocket() {
     let broker = Mosquitto::start().await;
-    let (ws_port, mut paths) = websocket_bridge(broker.port).await;
+    let (ws_port, mut paths) = websocket_bridge(broker.port, None).await;
     let emu = start_camera().await;
     let mut sub = Subscriber::connect(broker.port, "ws/#").await;
     let config = format!(
