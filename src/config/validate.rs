@@ -246,6 +246,8 @@ fn check_azure(a: &AzureIotHubDestination, p: &KeyPath, out: &mut Vec<Problem>) 
         None => p.key("connection_string"),
     };
     match &a.connection_string {
+        // An unreadable connection_string_file is reported where it is read.
+        None if a.connection_string_file.is_some() => {}
         None => out.push(Problem::new(
             p.clone(),
             "needs connection_string (HostName=...;DeviceId=...;SharedAccessKey=...) or connection_string_file",
@@ -652,5 +654,69 @@ mod cloud_tests {
         );
         let ok = "[destination.b]\nkind = \"mqtt\"\nurl = \"wss://h/mqtt\"\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nalpn = [\"mqtt\"]\n";
         load_str_with(ok, "c", &no_env, None).unwrap();
+    }
+
+    #[test]
+    fn design_example_destinations_load() {
+        let text = r#"
+[destination.cloud]
+kind = "mqtt"                     # mqtt | azure-iot-hub | aws-iot-core | s3 | azure-blob
+url = "mqtts://broker.example:8883"   # mqtt://, mqtts://, ws://, wss://
+client_id = "edgerelay-1"
+ca_file = "/etc/edgerelay/ca.pem"
+cert_file = "/etc/edgerelay/client.pem"
+key_file = "/etc/edgerelay/client.key"
+keep_alive_s = 60
+clean_session = true
+last_will = { topic = "edgerelay/edgerelay-1/status", message = "offline", retain = true, qos = 1 }
+connect_message = { topic = "edgerelay/edgerelay-1/status", message = "online", retain = true, qos = 1 }
+buffer = { max_bytes = "1GiB", when_full = "drop_oldest", max_age = "7d" }
+
+[destination.hub]
+kind = "azure-iot-hub"
+connection_string = "${IOTHUB_DEVICE_CONNECTION_STRING}"   # HostName=...;DeviceId=...;SharedAccessKey=...
+sas_ttl = "1h"                    # token renewed before it expires
+"#;
+        let env = |name: &str| {
+            (name == "IOTHUB_DEVICE_CONNECTION_STRING")
+                .then(|| format!("HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey={KEY}"))
+        };
+        let config = load_str_with(text, "c.toml", &env, None).unwrap();
+        use crate::config::DestinationConfig;
+        let DestinationConfig::Mqtt(m) = &config.destination["cloud"] else {
+            panic!("mqtt")
+        };
+        assert_eq!(
+            m.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/edgerelay/ca.pem"))
+        );
+        assert!(matches!(
+            config.destination["hub"],
+            DestinationConfig::AzureIotHub(_)
+        ));
+    }
+
+    #[test]
+    fn connection_string_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("iothub"),
+            format!("HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey={KEY}\n"),
+        )
+        .unwrap();
+        let text =
+            "[destination.hub]\nkind = \"azure-iot-hub\"\nconnection_string_file = \"iothub\"\n";
+        let config = load_str_with(text, "c.toml", &no_env, Some(dir.path())).unwrap();
+        let crate::config::DestinationConfig::AzureIotHub(a) = &config.destination["hub"] else {
+            panic!("azure")
+        };
+        assert!(a.connection_string.as_deref().unwrap().ends_with(KEY));
+        let errs = errors(
+            "[destination.hub]\nkind = \"azure-iot-hub\"\nconnection_string_file = \"/nonexistent/iothub\"\n",
+        );
+        assert!(
+            errs[0].starts_with("c.toml:3: destination.hub.connection_string_file: cannot read"),
+            "{errs:#?}"
+        );
     }
 }

@@ -12,7 +12,7 @@
 //!   URL-encoded `name=value` pairs joined by `&`; `$.ct` / `$.ce` are the system properties
 //!   content type and content encoding. The rule's own topic travels as the application
 //!   property `mqtt_topic`;
-//! - no retain, QoS 0 or 1, messages up to 256 KB.
+//! - no retain, QoS 0 or 1, messages up to 256 KB (body and properties together).
 //!
 //! A SAS token expires; IoT Hub then closes the connection. The sink reconnects with a fresh
 //! token when 80% of `sas_ttl` has passed ([`SasKey::issue`]); deliveries in flight stay in

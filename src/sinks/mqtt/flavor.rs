@@ -40,15 +40,20 @@ impl Flavor {
                 if d.retain && d.payload.is_empty() {
                     return Prepared::Skip;
                 }
-                if d.payload.len() > azure::MAX_PAYLOAD {
+                // IoT Hub counts the properties into the message size; the property bag is a
+                // close upper bound of what they take.
+                let json = serde_json::from_slice::<serde::de::IgnoredAny>(&d.payload).is_ok();
+                let topic = azure::event_topic(device_id, &d.topic, json);
+                let bag = topic.len() - format!("devices/{device_id}/messages/events/").len();
+                if d.payload.len() + bag > azure::MAX_PAYLOAD {
                     return Prepared::Reject(format!(
-                        "payload is {} bytes; Azure IoT Hub allows {}",
+                        "message is {} bytes (payload {} + properties {bag}); Azure IoT Hub allows {}",
+                        d.payload.len() + bag,
                         d.payload.len(),
                         azure::MAX_PAYLOAD
                     ));
                 }
-                let json = serde_json::from_slice::<serde::de::IgnoredAny>(&d.payload).is_ok();
-                d.topic = azure::event_topic(device_id, &d.topic, json);
+                d.topic = topic;
                 d.retain = false;
                 d.qos = d.qos.min(1);
                 Prepared::Send(d)
@@ -103,12 +108,18 @@ mod tests {
         assert_eq!((d.qos, d.retain), (1, false));
         assert_eq!(f.prepare(delivery("t", vec![], 1, true)), Prepared::Skip);
         assert!(matches!(
-            f.prepare(delivery("t", vec![b'x'; 256 * 1024 + 1], 1, false)),
+            f.prepare(delivery("t", vec![b'x'; 256 * 1024], 1, false)),
             Prepared::Reject(r) if r.contains("Azure IoT Hub allows 262144")
         ));
+        // Property bag of topic "t" with text/plain: "mqtt_topic=t&$.ct=text%2Fplain&$.ce=utf-8".
+        let bag = "mqtt_topic=t&$.ct=text%2Fplain&$.ce=utf-8".len();
         assert!(matches!(
-            f.prepare(delivery("t", vec![b'x'; 256 * 1024], 1, false)),
+            f.prepare(delivery("t", vec![b'x'; 256 * 1024 - bag], 1, false)),
             Prepared::Send(_)
+        ));
+        assert!(matches!(
+            f.prepare(delivery("t", vec![b'x'; 256 * 1024 - bag + 1], 1, false)),
+            Prepared::Reject(_)
         ));
     }
 
