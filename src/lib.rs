@@ -11,7 +11,8 @@
 //! - [`rules`]: topic expressions, matching, and the shape of each delivery.
 //! - [`delivery`]: the record that crosses from rules to the outbox.
 //! - [`outbox`]: the durable per-destination FIFO.
-//! - [`sinks`]: destinations that drain the outbox (MQTT).
+//! - [`sinks`]: destinations that drain the outbox (MQTT over TCP, TLS or WebSocket: plain
+//!   brokers, Azure IoT Hub, AWS IoT Core).
 //! - [`pipeline`]: wires the above together for `edgerelay run`.
 //! - [`broker`]: the embedded MQTT broker.
 //! - [`clock`]: injected time, so back-off and rate limits are testable.

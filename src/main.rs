@@ -52,8 +52,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Check { config } => match edgerelay::config::load(&config) {
-            Ok(_) => {
+        Command::Check { config } => match edgerelay::config::load_with_warnings(&config) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }
@@ -63,8 +66,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => {
-            let cfg = match edgerelay::config::load(&config) {
-                Ok(c) => c,
+            let cfg = match edgerelay::config::load_with_warnings(&config) {
+                Ok(loaded) => {
+                    for w in &loaded.warnings {
+                        tracing::warn!("config: {w}");
+                    }
+                    loaded.config
+                }
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(2);

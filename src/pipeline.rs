@@ -63,16 +63,17 @@ impl Relay {
             let (outbox, dead) = open_outbox(data_dir, &name, dest)?;
             let stats = Arc::new(SinkStats::default());
             match dest {
-                DestinationConfig::Mqtt(m) => {
-                    let sink = MqttSink {
-                        name: name.clone(),
-                        config: m.clone(),
-                        print: cfg.relay.print,
-                    };
+                DestinationConfig::Mqtt(_)
+                | DestinationConfig::AzureIotHub(_)
+                | DestinationConfig::AwsIotCore(_) => {
+                    let sink =
+                        MqttSink::from_config(name.clone(), dest, cfg.relay.print, clock.clone())
+                            .map_err(anyhow::Error::msg)
+                            .with_context(|| format!("destination.{name}"))?;
                     tasks.push(tokio::spawn(sink.run(outbox.clone(), dead, stats.clone())));
                 }
             }
-            if has_max_age(dest) {
+            if dest.buffer().max_age.is_some() {
                 tasks.push(tokio::spawn(expire_loop(
                     name.clone(),
                     outbox.clone(),
@@ -192,15 +193,13 @@ fn open_outbox(
     name: &str,
     dest: &DestinationConfig,
 ) -> anyhow::Result<(Arc<SharedOutbox>, DeadLetters)> {
-    let buffer = match dest {
-        DestinationConfig::Mqtt(m) => &m.buffer,
-    };
+    let buffer = dest.buffer();
     let opts = outbox_options(buffer).with_context(|| format!("destination.{name}.buffer"))?;
     let dir = data_dir.join("outbox").join(name);
     let (outbox, report) =
         Outbox::open(&dir, opts).with_context(|| format!("opening outbox {}", dir.display()))?;
     tracing::info!(destination = name, ?report, "outbox open");
-    let dead = DeadLetters::open(&data_dir.join("dead-letter"), name)
+    let dead = DeadLetters::open(data_dir, name)
         .with_context(|| format!("opening dead-letter file for {name}"))?;
     Ok((SharedOutbox::new(outbox), dead))
 }
@@ -273,12 +272,6 @@ fn route_loop(
 
 /// How often queued deliveries are checked against `buffer.max_age`.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
-
-fn has_max_age(dest: &DestinationConfig) -> bool {
-    match dest {
-        DestinationConfig::Mqtt(m) => m.buffer.max_age.is_some(),
-    }
-}
 
 /// Drops deliveries older than `max_age`, counted and logged once per burst.
 async fn expire_loop(name: Arc<str>, outbox: Arc<SharedOutbox>, clock: SharedClock) {

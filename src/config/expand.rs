@@ -145,6 +145,38 @@ pub fn expand_env(config: &mut Config, env: EnvLookup<'_>) -> Vec<Problem> {
                 let b = p.key("buffer");
                 x.string(&mut m.buffer.max_bytes, b.key("max_bytes"));
                 x.opt(&mut m.buffer.max_age, b.key("max_age"));
+                x.opt_path(&mut m.ca_file, p.key("ca_file"));
+                x.opt_path(&mut m.cert_file, p.key("cert_file"));
+                x.opt_path(&mut m.key_file, p.key("key_file"));
+                if let Some(alpn) = &mut m.alpn {
+                    x.list(alpn, p.key("alpn"));
+                }
+            }
+            DestinationConfig::AzureIotHub(a) => {
+                x.opt(&mut a.connection_string, p.key("connection_string"));
+                x.opt_path(
+                    &mut a.connection_string_file,
+                    p.key("connection_string_file"),
+                );
+                x.string(&mut a.sas_ttl, p.key("sas_ttl"));
+                x.opt_path(&mut a.ca_file, p.key("ca_file"));
+                x.opt_path(&mut a.cert_file, p.key("cert_file"));
+                x.opt_path(&mut a.key_file, p.key("key_file"));
+                let b = p.key("buffer");
+                x.string(&mut a.buffer.max_bytes, b.key("max_bytes"));
+                x.opt(&mut a.buffer.max_age, b.key("max_age"));
+            }
+            DestinationConfig::AwsIotCore(a) => {
+                x.opt(&mut a.endpoint, p.key("endpoint"));
+                x.opt(&mut a.thing_name, p.key("thing_name"));
+                x.opt_path(&mut a.ca_file, p.key("ca_file"));
+                x.opt_path(&mut a.cert_file, p.key("cert_file"));
+                x.opt_path(&mut a.key_file, p.key("key_file"));
+                x.message(&mut a.last_will, p.key("last_will"));
+                x.message(&mut a.connect_message, p.key("connect_message"));
+                let b = p.key("buffer");
+                x.string(&mut a.buffer.max_bytes, b.key("max_bytes"));
+                x.opt(&mut a.buffer.max_age, b.key("max_age"));
             }
         }
     }
@@ -165,8 +197,9 @@ pub fn expand_env(config: &mut Config, env: EnvLookup<'_>) -> Vec<Problem> {
     x.problems
 }
 
-/// Reads every secret `X_file` into `X` (currently `password_file` of cameras and mqtt
-/// destinations); relative paths are joined to `base_dir`. Returns every problem.
+/// Reads every secret `X_file` into `X` (`password_file` of cameras and mqtt destinations,
+/// `connection_string_file` of Azure IoT Hub); relative paths are joined to `base_dir`.
+/// Returns every problem. (`ca_file`, `cert_file`, `key_file` name files the TLS layer reads.)
 pub fn read_secret_files(config: &mut Config, base_dir: Option<&Path>) -> Vec<Problem> {
     let mut problems = Vec::new();
     let root = KeyPath::root();
@@ -177,6 +210,7 @@ pub fn read_secret_files(config: &mut Config, base_dir: Option<&Path>) -> Vec<Pr
             c.password_file.as_deref(),
             base_dir,
             &p,
+            "password",
             &mut problems,
         );
     }
@@ -185,8 +219,28 @@ pub fn read_secret_files(config: &mut Config, base_dir: Option<&Path>) -> Vec<Pr
         match d {
             DestinationConfig::Mqtt(m) => {
                 let file = m.password_file.as_deref();
-                fill_secret(&mut m.password, file, base_dir, &p, &mut problems);
+                fill_secret(
+                    &mut m.password,
+                    file,
+                    base_dir,
+                    &p,
+                    "password",
+                    &mut problems,
+                );
             }
+            DestinationConfig::AzureIotHub(a) => {
+                let file = a.connection_string_file.as_deref();
+                let secret = &mut a.connection_string;
+                fill_secret(
+                    secret,
+                    file,
+                    base_dir,
+                    &p,
+                    "connection_string",
+                    &mut problems,
+                );
+            }
+            DestinationConfig::AwsIotCore(_) => {}
         }
     }
     problems
@@ -197,14 +251,15 @@ fn fill_secret(
     file: Option<&Path>,
     base_dir: Option<&Path>,
     table: &KeyPath,
+    key: &str,
     problems: &mut Vec<Problem>,
 ) {
     let Some(file) = file else { return };
-    let at = table.key("password_file");
+    let at = table.key(&format!("{key}_file"));
     if secret.is_some() {
         problems.push(Problem::new(
             at,
-            "both password and password_file are set: keep one",
+            format!("both {key} and {key}_file are set: keep one"),
         ));
         return;
     }

@@ -12,7 +12,7 @@ use toml::de::DeTable;
 use super::error::{ConfigError, ConfigErrors, Problem};
 use super::expand::{self, EnvLookup};
 use super::locate::{KeyPath, Locator, Seg};
-use super::types::{Config, MqttDestination};
+use super::types::{AwsIotCoreDestination, AzureIotHubDestination, Config, MqttDestination};
 use super::validate;
 
 /// Loads and validates the config file at `path`, with `${VAR}` from the process environment.
@@ -31,6 +31,39 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// Validates the config file at `path` (for `edgerelay check`): every problem, or nothing.
 pub fn check(path: &Path) -> Result<(), ConfigErrors> {
     load(path).map(drop)
+}
+
+/// A valid config and what in it works, but not as written.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The config, ready to run.
+    pub config: Config,
+    /// Warnings, in file order, formatted like errors.
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Like [`load`], keeping the warnings (for `edgerelay check` and the start of `run`).
+pub fn load_with_warnings(path: &Path) -> Result<Loaded, ConfigErrors> {
+    let config = load(path)?;
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let warnings = locate_warnings(&config, &text, &path.display().to_string());
+    Ok(Loaded { config, warnings })
+}
+
+/// Warnings of a loaded config, located in its text.
+pub fn locate_warnings(config: &Config, text: &str, file_label: &str) -> Vec<ConfigError> {
+    let locator = Locator::new(text);
+    let mut w: Vec<ConfigError> = validate::warnings(config)
+        .into_iter()
+        .map(|Problem { path, message }| ConfigError {
+            file: file_label.to_string(),
+            line: locator.line_of(&path),
+            key: path.to_string(),
+            message,
+        })
+        .collect();
+    w.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+    w
 }
 
 /// Loads config text (tests, embedded configs); errors name `file_label`. `${VAR}` come from the
@@ -180,6 +213,8 @@ fn refine_destination(
     let de = toml::de::Deserializer::from(Spanned::new(dest.span(), rest));
     let result = match kind {
         "mqtt" => MqttDestination::deserialize(de).map(drop),
+        "azure-iot-hub" => AzureIotHubDestination::deserialize(de).map(drop),
+        "aws-iot-core" => AwsIotCoreDestination::deserialize(de).map(drop),
         _ => return None,
     };
     let e = result.err()?;

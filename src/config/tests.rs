@@ -91,7 +91,9 @@ fn full_example_config_loads_cleanly() {
     assert_eq!(config.camera[0].password.as_deref(), Some("s3cret"));
     assert_eq!(config.rule[0].max_rate.as_deref(), Some("10/s"));
     assert_eq!(config.rule[0].retain, RetainPolicy::Property);
-    let DestinationConfig::Mqtt(cloud) = &config.destination["cloud"];
+    let DestinationConfig::Mqtt(cloud) = &config.destination["cloud"] else {
+        panic!("cloud is mqtt")
+    };
     assert_eq!(cloud.url, "mqtts://broker.example:8883");
     assert_eq!(cloud.last_will.as_ref().unwrap().message, "offline");
 }
@@ -376,7 +378,9 @@ fn variables_are_substituted_from_the_injected_environment() {
         "{CAMERA}\n[destination.cloud]\nkind = \"mqtt\"\nurl = \"mqtts://${{BROKER}}:8883\"\n\n[[rule]]\nname = \"r\"\nto = [\"cloud\"]\nmqtt_topic = \"${{SITE}}/{{camera}}/$${{literal}}\"\n"
     );
     let config = load_str_with(&text, "config.toml", &env, None).unwrap();
-    let DestinationConfig::Mqtt(cloud) = &config.destination["cloud"];
+    let DestinationConfig::Mqtt(cloud) = &config.destination["cloud"] else {
+        panic!("cloud is mqtt")
+    };
     assert_eq!(cloud.url, "mqtts://broker.example:8883");
     assert_eq!(
         config.rule[0].mqtt_topic.as_deref(),

@@ -121,13 +121,29 @@ fn default_true() -> bool {
 pub enum DestinationConfig {
     /// A standard MQTT broker (Mosquitto, the embedded broker, ...).
     Mqtt(MqttDestination),
+    /// Azure IoT Hub, as one device (MQTT 3.1.1 over TLS or WebSocket).
+    AzureIotHub(AzureIotHubDestination),
+    /// AWS IoT Core, as one thing (MQTT over mutual TLS).
+    AwsIotCore(AwsIotCoreDestination),
+}
+
+impl DestinationConfig {
+    /// Outbox limits of this destination.
+    pub fn buffer(&self) -> &BufferConfig {
+        match self {
+            Self::Mqtt(m) => &m.buffer,
+            Self::AzureIotHub(a) => &a.buffer,
+            Self::AwsIotCore(a) => &a.buffer,
+        }
+    }
 }
 
 /// `kind = "mqtt"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttDestination {
-    /// `mqtt://host:port` (later also mqtts://, ws://, wss://).
+    /// `mqtt://host[:1883]`, `mqtts://host[:8883]`, `ws://host[:80]/path` or
+    /// `wss://host[:443]/path`.
     pub url: String,
     /// MQTT client id. Default `edgerelay-{hostname}`.
     #[serde(default)]
@@ -162,6 +178,129 @@ pub struct MqttDestination {
     /// Outbox limits for this destination.
     #[serde(default)]
     pub buffer: BufferConfig,
+    /// PEM file of the CA certificate(s) that sign the broker's certificate (mqtts://, wss://).
+    /// Default: the system's trust store, else the Mozilla roots built in.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate (chain) for mutual TLS; needs `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// TLS ALPN protocol names to offer, e.g. `["x-amzn-mqtt-ca"]`. Default: none.
+    #[serde(default)]
+    pub alpn: Option<Vec<String>>,
+    /// Accept any broker certificate (testing only: anyone on the path can read and change
+    /// the traffic). Default false; a warning is logged on every connect when set.
+    #[serde(default)]
+    pub tls_insecure_skip_verify: bool,
+}
+
+/// How Azure IoT Hub is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AzureTransport {
+    /// MQTT over TLS on port 8883 (default).
+    #[default]
+    Mqtt,
+    /// MQTT over WebSocket over TLS on port 443 (`wss://{HostName}/$iothub/websocket`), for
+    /// networks that only let HTTPS out.
+    Websocket,
+}
+
+/// `kind = "azure-iot-hub"`: one IoT Hub device.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureIotHubDestination {
+    /// Device connection string `HostName=...;DeviceId=...;SharedAccessKey=...` (SAS), or
+    /// `HostName=...;DeviceId=...;x509=true` with `cert_file`/`key_file`.
+    #[serde(default)]
+    pub connection_string: Option<String>,
+    /// File holding the connection string (alternative to `connection_string`).
+    #[serde(default)]
+    pub connection_string_file: Option<PathBuf>,
+    /// Lifetime of each SAS token, e.g. `"1h"`. Default 1h. A new token (and connection) is
+    /// made when 80% of it has passed.
+    #[serde(default = "default_sas_ttl")]
+    pub sas_ttl: String,
+    /// `mqtt` (TLS, port 8883, default) or `websocket` (WSS, port 443).
+    #[serde(default)]
+    pub transport: AzureTransport,
+    /// PEM CA file for the hub's certificate. Default: system roots, else Mozilla roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// X.509 device certificate (PEM) instead of a SharedAccessKey; needs `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Private key of `cert_file` (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Keep-alive in seconds. Default 60 (IoT Hub closes idle connections after about 29 min).
+    #[serde(default = "default_keep_alive_s")]
+    pub keep_alive_s: u64,
+    /// Connect timeout in seconds. Default 10.
+    #[serde(default = "default_connect_timeout_s")]
+    pub connect_timeout_s: u64,
+    /// Unacknowledged publishes in flight. Default 100.
+    #[serde(default = "default_inflight")]
+    pub inflight: u16,
+    /// Outbox limits for this destination.
+    #[serde(default)]
+    pub buffer: BufferConfig,
+}
+
+fn default_sas_ttl() -> String {
+    "1h".into()
+}
+
+/// `kind = "aws-iot-core"`: one AWS IoT thing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsIotCoreDestination {
+    /// Device data endpoint, e.g. `abc123-ats.iot.eu-north-1.amazonaws.com`. Required.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Thing name, used as the MQTT client id. Required.
+    #[serde(default)]
+    pub thing_name: Option<String>,
+    /// 8883 (default) or 443 (then ALPN `x-amzn-mqtt-ca` is offered).
+    #[serde(default = "default_aws_port")]
+    pub port: u16,
+    /// The thing's certificate (PEM). Required.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM). Required.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Amazon root CA (PEM, `AmazonRootCA1.pem`). Required.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Keep-alive in seconds. Default 60 (AWS allows 30-1200).
+    #[serde(default = "default_keep_alive_s")]
+    pub keep_alive_s: u64,
+    /// Connect timeout in seconds. Default 10.
+    #[serde(default = "default_connect_timeout_s")]
+    pub connect_timeout_s: u64,
+    /// Clean session. Default true.
+    #[serde(default = "default_true")]
+    pub clean_session: bool,
+    /// Published by AWS IoT when the relay disappears.
+    #[serde(default)]
+    pub last_will: Option<MessageConfig>,
+    /// Published on every connect.
+    #[serde(default)]
+    pub connect_message: Option<MessageConfig>,
+    /// Unacknowledged publishes in flight. Default 100 (AWS allows 100 per connection).
+    #[serde(default = "default_inflight")]
+    pub inflight: u16,
+    /// Outbox limits for this destination.
+    #[serde(default)]
+    pub buffer: BufferConfig,
+}
+
+fn default_aws_port() -> u16 {
+    8883
 }
 
 fn default_keep_alive_s() -> u64 {

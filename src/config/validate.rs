@@ -8,9 +8,14 @@ use std::net::{Ipv6Addr, SocketAddr};
 
 use super::error::Problem;
 use super::locate::KeyPath;
-use super::types::{Config, DestinationConfig, MessageConfig, MqttDestination};
+use super::types::{
+    AwsIotCoreDestination, AzureIotHubDestination, BufferConfig, Config, DestinationConfig,
+    MessageConfig, MqttDestination, RetainPolicy, RuleConfig,
+};
 use super::units;
 use crate::rules::topic_filter::TopicFilter;
+use crate::sinks::mqtt::aws;
+use crate::sinks::mqtt::azure::ConnectionString;
 
 /// Every problem in `config`, in file order.
 pub fn validate(config: &Config) -> Vec<Problem> {
@@ -41,6 +46,8 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         let p = root.key("destination").key(name);
         match d {
             DestinationConfig::Mqtt(m) => check_mqtt(m, &p, &mut out),
+            DestinationConfig::AzureIotHub(a) => check_azure(a, &p, &mut out),
+            DestinationConfig::AwsIotCore(a) => check_aws(a, &p, &mut out),
         }
     }
 
@@ -98,6 +105,9 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                         known(config.destination.keys().map(String::as_str))
                     ),
                 ));
+            }
+            if let Some(DestinationConfig::AwsIotCore(_)) = config.destination.get(dest) {
+                check_rule_for_aws(r, dest, &p, j, &mut out);
             }
         }
         check_qos(r.qos, p.key("qos"), &mut out);
@@ -162,8 +172,55 @@ fn check_mqtt(m: &MqttDestination, p: &KeyPath, out: &mut Vec<Problem>) {
             check_qos(*qos, p.key(key).key("qos"), out);
         }
     }
+    check_buffer(&m.buffer, p, out);
+    let tls_scheme = m.url.starts_with("mqtts://") || m.url.starts_with("wss://");
+    for (key, set) in [
+        ("ca_file", m.ca_file.is_some()),
+        ("cert_file", m.cert_file.is_some()),
+        ("key_file", m.key_file.is_some()),
+        ("alpn", m.alpn.is_some()),
+        ("tls_insecure_skip_verify", m.tls_insecure_skip_verify),
+    ] {
+        if set && !tls_scheme {
+            out.push(Problem::new(
+                p.key(key),
+                format!(
+                    "{key} is a TLS setting, but url \"{}\" is not mqtts:// or wss://",
+                    m.url
+                ),
+            ));
+        }
+    }
+    check_client_cert(m.cert_file.is_some(), m.key_file.is_some(), p, out);
+    if let Some(alpn) = &m.alpn {
+        for (i, a) in alpn.iter().enumerate() {
+            if a.is_empty() || a.len() > 255 {
+                out.push(Problem::new(
+                    p.key("alpn").index(i),
+                    "an ALPN protocol name has 1 to 255 bytes",
+                ));
+            }
+        }
+    }
+}
+
+fn check_client_cert(cert: bool, key: bool, p: &KeyPath, out: &mut Vec<Problem>) {
+    match (cert, key) {
+        (true, false) => out.push(Problem::new(
+            p.key("cert_file"),
+            "cert_file needs key_file (the certificate's private key)",
+        )),
+        (false, true) => out.push(Problem::new(
+            p.key("key_file"),
+            "key_file needs cert_file (the client certificate)",
+        )),
+        _ => {}
+    }
+}
+
+fn check_buffer(buffer: &BufferConfig, p: &KeyPath, out: &mut Vec<Problem>) {
     let b = p.key("buffer");
-    match units::parse_bytes(&m.buffer.max_bytes) {
+    match units::parse_bytes(&buffer.max_bytes) {
         Ok(0) => out.push(Problem::new(
             b.key("max_bytes"),
             "must be more than 0 bytes",
@@ -171,14 +228,187 @@ fn check_mqtt(m: &MqttDestination, p: &KeyPath, out: &mut Vec<Problem>) {
         Ok(_) => {}
         Err(e) => out.push(Problem::new(
             b.key("max_bytes"),
-            format!("\"{}\": {e}", m.buffer.max_bytes),
+            format!("\"{}\": {e}", buffer.max_bytes),
         )),
     }
-    if let Some(age) = &m.buffer.max_age
+    if let Some(age) = &buffer.max_age
         && let Err(e) = units::parse_duration(age)
     {
         out.push(Problem::new(b.key("max_age"), format!("\"{age}\": {e}")));
     }
+}
+
+fn check_azure(a: &AzureIotHubDestination, p: &KeyPath, out: &mut Vec<Problem>) {
+    check_buffer(&a.buffer, p, out);
+    check_client_cert(a.cert_file.is_some(), a.key_file.is_some(), p, out);
+    let at = match a.connection_string_file {
+        Some(_) => p.key("connection_string_file"),
+        None => p.key("connection_string"),
+    };
+    match &a.connection_string {
+        // An unreadable connection_string_file is reported where it is read.
+        None if a.connection_string_file.is_some() => {}
+        None => out.push(Problem::new(
+            p.clone(),
+            "needs connection_string (HostName=...;DeviceId=...;SharedAccessKey=...) or connection_string_file",
+        )),
+        Some(cs) => match ConnectionString::parse(cs) {
+            Err(e) => out.push(Problem::new(at, e)),
+            Ok(cs) if cs.shared_access_key.is_none() && a.cert_file.is_none() => {
+                out.push(Problem::new(
+                    at,
+                    "connection string has no SharedAccessKey: add it, or set cert_file and key_file for an X.509 device",
+                ))
+            }
+            Ok(_) => {}
+        },
+    }
+    match units::parse_duration(&a.sas_ttl) {
+        Ok(d) if d.as_secs() == 0 => out.push(Problem::new(
+            p.key("sas_ttl"),
+            "must be at least 1s (\"1h\" is usual)",
+        )),
+        Ok(_) => {}
+        Err(e) => out.push(Problem::new(
+            p.key("sas_ttl"),
+            format!("\"{}\": {e}", a.sas_ttl),
+        )),
+    }
+}
+
+fn check_aws(a: &AwsIotCoreDestination, p: &KeyPath, out: &mut Vec<Problem>) {
+    check_buffer(&a.buffer, p, out);
+    let advice = [
+        (
+            "endpoint",
+            a.endpoint.as_deref().is_some_and(|e| !e.is_empty()),
+            "the device data endpoint, e.g. \"abc123-ats.iot.eu-north-1.amazonaws.com\" (aws iot describe-endpoint --endpoint-type iot:Data-ATS)",
+        ),
+        (
+            "thing_name",
+            a.thing_name.as_deref().is_some_and(|e| !e.is_empty()),
+            "the thing's name, used as client id",
+        ),
+        (
+            "cert_file",
+            a.cert_file.is_some(),
+            "the thing's certificate (PEM)",
+        ),
+        (
+            "key_file",
+            a.key_file.is_some(),
+            "the certificate's private key (PEM)",
+        ),
+        (
+            "ca_file",
+            a.ca_file.is_some(),
+            "the Amazon root CA, AmazonRootCA1.pem",
+        ),
+    ];
+    for (key, present, what) in advice {
+        if !present {
+            out.push(Problem::new(
+                p.clone(),
+                format!("required key {key} is missing: {what}"),
+            ));
+        }
+    }
+    if let Some(e) = &a.endpoint
+        && (e.contains("://") || e.contains('/') || e.contains(':'))
+    {
+        out.push(Problem::new(
+            p.key("endpoint"),
+            format!("\"{e}\": give the host name only (set the port with `port`)"),
+        ));
+    }
+    for (key, msg) in [
+        ("last_will", &a.last_will),
+        ("connect_message", &a.connect_message),
+    ] {
+        if let Some(m) = msg {
+            check_qos(m.qos, p.key(key).key("qos"), out);
+            if let Err(e) = aws::check_topic(&m.topic) {
+                out.push(Problem::new(p.key(key).key("topic"), e));
+            }
+        }
+    }
+}
+
+/// Topics a rule can produce that AWS IoT Core refuses (more than 7 slashes, 256 bytes).
+fn check_rule_for_aws(r: &RuleConfig, dest: &str, p: &KeyPath, j: usize, out: &mut Vec<Problem>) {
+    let limits = "AWS IoT Core refuses topics with more than 7 slashes or 256 bytes";
+    if let Some(t) = &r.mqtt_topic {
+        if let Err(e) = aws::check_topic(t) {
+            out.push(Problem::new(
+                p.key("mqtt_topic"),
+                format!("rule sends to \"{dest}\" ({limits}): the template alone breaks it: {e}"),
+            ));
+        }
+    } else if r.include_condition_name {
+        out.push(Problem::new(
+            p.key("to").index(j),
+            format!(
+                "\"{dest}\" is AWS IoT Core ({limits}), and this rule's default topic \
+                 {{prefix}}/event/{{path}} can exceed 7 slashes \
+                 (axis/{{serial}}/event/tns:onvif/Device/tns:axis/IO/VirtualInput/$source/port/1 has 10): \
+                 set include_condition_name = false (the topic is then {{prefix}} alone), or a short \
+                 mqtt_topic such as \"{{camera}}/events\"; include_namespaces = false shortens the \
+                 topic but event paths with sources can still exceed 7 slashes"
+            ),
+        ));
+    } else if let Err(e) = aws::check_topic(&r.prefix) {
+        out.push(Problem::new(
+            p.key("prefix"),
+            format!("rule sends to \"{dest}\" ({limits}): {e}"),
+        ));
+    }
+}
+
+/// Settings that work but not as written (printed by `check`, logged by `run`).
+pub fn warnings(config: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let root = KeyPath::root();
+    for (i, r) in config.rule.iter().enumerate() {
+        let p = root.key("rule").index(i);
+        for dest in &r.to {
+            match config.destination.get(dest) {
+                Some(DestinationConfig::AzureIotHub(_)) => {
+                    if r.retain != RetainPolicy::None {
+                        out.push(Problem::new(
+                            p.key("retain"),
+                            format!("\"{dest}\" is Azure IoT Hub, which has no retained messages: sent without retain (set retain = \"none\")"),
+                        ));
+                    }
+                    if r.qos == 2 {
+                        out.push(Problem::new(
+                            p.key("qos"),
+                            format!("\"{dest}\" is Azure IoT Hub, which has no QoS 2: sent with QoS 1 (set qos = 1)"),
+                        ));
+                    }
+                }
+                Some(DestinationConfig::AwsIotCore(_)) if r.qos == 2 => {
+                    out.push(Problem::new(
+                        p.key("qos"),
+                        format!("\"{dest}\" is AWS IoT Core, which has no QoS 2: sent with QoS 1 (set qos = 1)"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    for (name, d) in &config.destination {
+        if let DestinationConfig::Mqtt(m) = d
+            && m.tls_insecure_skip_verify
+        {
+            out.push(Problem::new(
+                root.key("destination")
+                    .key(name)
+                    .key("tls_insecure_skip_verify"),
+                "the broker's certificate is not checked: for tests only",
+            ));
+        }
+    }
+    out
 }
 
 fn check_qos(qos: u8, at: KeyPath, out: &mut Vec<Problem>) {
@@ -281,5 +511,212 @@ fn check_json_path(s: &str) -> Result<(), String> {
             }
         }
         Err(e) => Err(format!("invalid JSONPath \"{s}\": {e}")),
+    }
+}
+
+#[cfg(test)]
+mod cloud_tests {
+    //! Cloud destinations: required keys, connection strings, AWS topic limits, warnings.
+
+    use crate::config::{load_str_with, locate_warnings};
+
+    const KEY: &str = "c2VjcmV0LWRldmljZS1rZXktZm9yLXRlc3Rz";
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match load_str_with(text, "c.toml", &no_env, None) {
+            Ok(_) => panic!("expected errors for:\n{text}"),
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    fn warnings(text: &str) -> Vec<String> {
+        let config = load_str_with(text, "c.toml", &no_env, None).unwrap();
+        locate_warnings(&config, text, "c.toml")
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn aws(rule: &str) -> String {
+        format!(
+            "[destination.aws]\nkind = \"aws-iot-core\"\nendpoint = \"a-ats.iot.eu-north-1.amazonaws.com\"\nthing_name = \"t\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nca_file = \"AmazonRootCA1.pem\"\n\n[[rule]]\nname = \"r\"\nto = [\"aws\"]\n{rule}"
+        )
+    }
+
+    fn azure(cs: &str, rule: &str) -> String {
+        format!(
+            "[destination.hub]\nkind = \"azure-iot-hub\"\nconnection_string = \"{cs}\"\n\n[[rule]]\nname = \"r\"\nto = [\"hub\"]\n{rule}"
+        )
+    }
+
+    #[test]
+    fn aws_needs_endpoint_thing_and_three_pem_files() {
+        let errs = errors("[destination.aws]\nkind = \"aws-iot-core\"\n");
+        for key in ["endpoint", "thing_name", "cert_file", "key_file", "ca_file"] {
+            assert!(
+                errs.iter()
+                    .any(|e| e.contains(&format!("required key {key} is missing"))),
+                "{key}: {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), 5, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("c.toml:1: destination.aws: "),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn aws_rule_with_the_default_topic_is_refused_with_advice() {
+        let errs = errors(&aws(""));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("c.toml:11: rule[0].to[0]: \"aws\" is AWS IoT Core"),
+            "{}",
+            errs[0]
+        );
+        assert!(errs[0].contains("include_condition_name = false"));
+        assert!(errs[0].contains("mqtt_topic"));
+        // The advice works.
+        load_str_with(&aws("include_condition_name = false\n"), "c", &no_env, None).unwrap();
+        load_str_with(
+            &aws("mqtt_topic = \"{camera}/events\"\n"),
+            "c",
+            &no_env,
+            None,
+        )
+        .unwrap();
+        let errs = errors(&aws("mqtt_topic = \"a/b/c/d/e/f/g/h/{camera}\"\n"));
+        assert!(
+            errs[0].starts_with("c.toml:12: rule[0].mqtt_topic: "),
+            "{errs:#?}"
+        );
+        assert!(errs[0].contains("8 slashes"), "{errs:#?}");
+        let errs = errors(&aws(
+            "include_condition_name = false\nprefix = \"a/b/c/d/e/f/g/h/i\"\n",
+        ));
+        assert!(
+            errs[0].starts_with("c.toml:13: rule[0].prefix: "),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn azure_connection_string_must_name_host_device_and_key() {
+        let errs = errors(&azure("DeviceId=d;SharedAccessKey=abc=", ""));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].starts_with(
+                "c.toml:3: destination.hub.connection_string: connection string lacks HostName"
+            ),
+            "{errs:#?}"
+        );
+        let errs = errors(&azure("HostName=h.azure-devices.net;DeviceId=d", ""));
+        assert!(errs[0].contains("no SharedAccessKey"), "{errs:#?}");
+        let errs = errors("[destination.hub]\nkind = \"azure-iot-hub\"\n");
+        assert!(errs[0].contains("needs connection_string"), "{errs:#?}");
+        // X.509 devices: the certificate replaces the key.
+        let x509 = "[destination.hub]\nkind = \"azure-iot-hub\"\nconnection_string = \"HostName=h.azure-devices.net;DeviceId=d;x509=true\"\ncert_file = \"d.pem\"\nkey_file = \"d.key\"\n";
+        load_str_with(x509, "c", &no_env, None).unwrap();
+    }
+
+    #[test]
+    fn azure_retain_and_qos_2_are_warnings_not_errors() {
+        let cs = format!("HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey={KEY}");
+        assert!(warnings(&azure(&cs, "")).is_empty());
+        let w = warnings(&azure(&cs, "retain = \"property\"\nqos = 2\n"));
+        assert_eq!(w.len(), 2, "{w:#?}");
+        assert!(
+            w[0].starts_with("c.toml:8: rule[0].retain: \"hub\" is Azure IoT Hub"),
+            "{w:#?}"
+        );
+        assert!(w[1].starts_with("c.toml:9: rule[0].qos: "), "{w:#?}");
+    }
+
+    #[test]
+    fn tls_keys_need_a_tls_url_and_come_in_pairs() {
+        let errs =
+            errors("[destination.b]\nkind = \"mqtt\"\nurl = \"mqtt://h\"\nca_file = \"ca.pem\"\n");
+        assert!(
+            errs[0].starts_with("c.toml:4: destination.b.ca_file: ca_file is a TLS setting"),
+            "{errs:#?}"
+        );
+        let errs = errors(
+            "[destination.b]\nkind = \"mqtt\"\nurl = \"mqtts://h\"\ncert_file = \"c.pem\"\n",
+        );
+        assert!(
+            errs[0].starts_with("c.toml:4: destination.b.cert_file: cert_file needs key_file"),
+            "{errs:#?}"
+        );
+        let ok = "[destination.b]\nkind = \"mqtt\"\nurl = \"wss://h/mqtt\"\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nalpn = [\"mqtt\"]\n";
+        load_str_with(ok, "c", &no_env, None).unwrap();
+    }
+
+    #[test]
+    fn design_example_destinations_load() {
+        let text = r#"
+[destination.cloud]
+kind = "mqtt"                     # mqtt | azure-iot-hub | aws-iot-core | s3 | azure-blob
+url = "mqtts://broker.example:8883"   # mqtt://, mqtts://, ws://, wss://
+client_id = "edgerelay-1"
+ca_file = "/etc/edgerelay/ca.pem"
+cert_file = "/etc/edgerelay/client.pem"
+key_file = "/etc/edgerelay/client.key"
+keep_alive_s = 60
+clean_session = true
+last_will = { topic = "edgerelay/edgerelay-1/status", message = "offline", retain = true, qos = 1 }
+connect_message = { topic = "edgerelay/edgerelay-1/status", message = "online", retain = true, qos = 1 }
+buffer = { max_bytes = "1GiB", when_full = "drop_oldest", max_age = "7d" }
+
+[destination.hub]
+kind = "azure-iot-hub"
+connection_string = "${IOTHUB_DEVICE_CONNECTION_STRING}"   # HostName=...;DeviceId=...;SharedAccessKey=...
+sas_ttl = "1h"                    # token renewed before it expires
+"#;
+        let env = |name: &str| {
+            (name == "IOTHUB_DEVICE_CONNECTION_STRING")
+                .then(|| format!("HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey={KEY}"))
+        };
+        let config = load_str_with(text, "c.toml", &env, None).unwrap();
+        use crate::config::DestinationConfig;
+        let DestinationConfig::Mqtt(m) = &config.destination["cloud"] else {
+            panic!("mqtt")
+        };
+        assert_eq!(
+            m.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/edgerelay/ca.pem"))
+        );
+        assert!(matches!(
+            config.destination["hub"],
+            DestinationConfig::AzureIotHub(_)
+        ));
+    }
+
+    #[test]
+    fn connection_string_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("iothub"),
+            format!("HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey={KEY}\n"),
+        )
+        .unwrap();
+        let text =
+            "[destination.hub]\nkind = \"azure-iot-hub\"\nconnection_string_file = \"iothub\"\n";
+        let config = load_str_with(text, "c.toml", &no_env, Some(dir.path())).unwrap();
+        let crate::config::DestinationConfig::AzureIotHub(a) = &config.destination["hub"] else {
+            panic!("azure")
+        };
+        assert!(a.connection_string.as_deref().unwrap().ends_with(KEY));
+        let errs = errors(
+            "[destination.hub]\nkind = \"azure-iot-hub\"\nconnection_string_file = \"/nonexistent/iothub\"\n",
+        );
+        assert!(
+            errs[0].starts_with("c.toml:3: destination.hub.connection_string_file: cannot read"),
+            "{errs:#?}"
+        );
     }
 }

@@ -4,7 +4,16 @@
 //! for QoS 2) or, for QoS 0, after the client wrote it. On any connection error the client is
 //! dropped with its in-memory state and a new one resends from the outbox head, so order is
 //! kept across reconnects and duplicates are limited to the in-flight window.
+//!
+//! One sink serves every MQTT-speaking kind: [`destination`] turns `mqtt`, `azure-iot-hub` and
+//! `aws-iot-core` configs into connection settings plus a [`Flavor`] that shapes (or rejects)
+//! each delivery before it is published; [`tls`] builds the TLS side.
 
+pub mod aws;
+pub mod azure;
+pub mod destination;
+pub mod flavor;
+pub mod tls;
 pub mod window;
 
 use std::sync::Arc;
@@ -12,13 +21,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    AsyncClient, ConnectionError, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Outgoing,
+    Packet, QoS, TlsConfiguration, Transport,
 };
 
+use crate::clock::SharedClock;
 use crate::config::{MessageConfig, MqttDestination};
 use crate::delivery::Delivery;
 use crate::outbox::{DeadLetters, SharedOutbox};
 use crate::sources::backoff::Backoff;
+use flavor::{Flavor, Prepared};
 use window::AckWindow;
 
 /// Connection state of a destination, for logs and status.
@@ -52,6 +64,12 @@ pub struct MqttSink {
     pub config: MqttDestination,
     /// Print each delivery to stdout when published (demo).
     pub print: bool,
+    /// Per-kind shaping of deliveries.
+    pub flavor: Flavor,
+    /// Azure SAS devices: the key that makes a fresh password for every connection.
+    pub sas: Option<azure::SasKey>,
+    /// Clock of SAS tokens.
+    pub clock: SharedClock,
 }
 
 fn qos(q: u8) -> QoS {
@@ -67,31 +85,77 @@ fn qos(q: u8) -> QoS {
 #[error("destination url {0:?}: {1}")]
 pub struct UrlError(String, &'static str);
 
+/// Why a destination cannot be connected at all (a config problem: no retry helps).
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    /// The URL.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// Certificates, keys.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// SAS token.
+    #[error("SAS token: {0}")]
+    Sas(String),
+}
+
+/// How a connection ended.
+enum Ended {
+    /// An error; reconnect after back-off.
+    Error(String),
+    /// The SAS token is due for renewal; reconnect now.
+    Renew,
+}
+
 impl MqttSink {
     /// rumqttc options from the config.
-    pub fn options(&self) -> Result<MqttOptions, UrlError> {
+    pub fn options(&self) -> Result<MqttOptions, OptionsError> {
         let c = &self.config;
         let url = url::Url::parse(&c.url).map_err(|_| UrlError(c.url.clone(), "not a URL"))?;
-        let (default_port, tls) = match url.scheme() {
-            "mqtt" | "tcp" => (1883, false),
-            "mqtts" | "ssl" => (8883, true),
+        let host = url
+            .host_str()
+            .ok_or(UrlError(c.url.clone(), "no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let tls = || -> Result<TlsConfiguration, OptionsError> {
+            let s = tls::TlsSettings {
+                ca_file: c.ca_file.clone(),
+                cert_file: c.cert_file.clone(),
+                key_file: c.key_file.clone(),
+                alpn: c.alpn.clone().unwrap_or_default(),
+                insecure_skip_verify: c.tls_insecure_skip_verify,
+            };
+            Ok(TlsConfiguration::Rustls(tls::client_config(&s)?))
+        };
+        let (addr, port, transport) = match url.scheme() {
+            "mqtt" | "tcp" => (host, url.port().unwrap_or(1883), Transport::Tcp),
+            "mqtts" | "ssl" => (host, url.port().unwrap_or(8883), Transport::Tls(tls()?)),
+            // For WebSocket, rumqttc takes host, port and path from the whole URL.
+            "ws" => (
+                c.url.clone(),
+                url.port_or_known_default().unwrap_or(80),
+                Transport::Ws,
+            ),
+            "wss" => (
+                c.url.clone(),
+                url.port_or_known_default().unwrap_or(443),
+                Transport::Wss(tls()?),
+            ),
             _ => {
                 return Err(UrlError(
                     c.url.clone(),
-                    "scheme must be mqtt:// (TLS and WebSocket come later)",
-                ));
+                    "scheme must be mqtt://, mqtts://, ws:// or wss://",
+                )
+                .into());
             }
         };
-        if tls {
-            return Err(UrlError(c.url.clone(), "mqtts:// is not supported yet"));
-        }
-        let host = url.host_str().ok_or(UrlError(c.url.clone(), "no host"))?;
-        let port = url.port().unwrap_or(default_port);
         let client_id = c
             .client_id
             .clone()
             .unwrap_or_else(|| format!("edgerelay-{}", self.name));
-        let mut o = MqttOptions::new(client_id, host, port);
+        let mut o = MqttOptions::new(client_id, addr, port);
+        o.set_transport(transport);
         o.set_keep_alive(Duration::from_secs(c.keep_alive_s.max(1)));
         o.set_clean_session(c.clean_session);
         o.set_inflight(c.inflight.max(1));
@@ -110,6 +174,18 @@ impl MqttSink {
         Ok(o)
     }
 
+    /// Options for the next connection and, for SAS devices, when to renew its token (epoch
+    /// ms of the injected clock).
+    fn connect_options(&self) -> Result<(MqttOptions, Option<i64>), OptionsError> {
+        let Some(key) = &self.sas else {
+            return Ok((self.options()?, None));
+        };
+        let token = key.issue(self.clock.now_ms()).map_err(OptionsError::Sas)?;
+        let mut with_token = self.clone();
+        with_token.config.password = Some(token.token);
+        Ok((with_token.options()?, Some(token.renew_at_ms)))
+    }
+
     /// Drains the outbox forever (until the task is aborted), reconnecting with back-off.
     pub async fn run(
         self,
@@ -117,22 +193,29 @@ impl MqttSink {
         mut dead: DeadLetters,
         stats: Arc<SinkStats>,
     ) {
-        let opts = match self.options() {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::error!(destination = %self.name, error = %e, "destination disabled");
-                return;
-            }
-        };
+        if self.config.tls_insecure_skip_verify {
+            tracing::warn!(destination = %self.name, "tls_insecure_skip_verify = true: the broker's certificate is not checked; anyone on the path can read and change this traffic");
+        }
         let mut backoff = Backoff::new(Duration::from_secs(30));
         let mut last_error = String::new();
         loop {
+            let (opts, renew_at_ms) = match self.connect_options() {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::error!(destination = %self.name, error = %e, "destination disabled");
+                    return;
+                }
+            };
+            let renew_in = renew_at_ms.map(|at| {
+                Duration::from_millis(at.saturating_sub(self.clock.now_ms()).max(0) as u64)
+            });
             let window = self.config.inflight.max(1) as usize;
             let (client, mut eventloop) = AsyncClient::new(opts.clone(), window + 8);
             let mut net = eventloop.network_options();
             net.set_connection_timeout(self.config.connect_timeout_s.max(1));
             eventloop.set_network_options(net);
-            let error = self
+            let connects = stats.connects.load(Ordering::Relaxed);
+            let ended = self
                 .connection(
                     &client,
                     &mut eventloop,
@@ -140,17 +223,41 @@ impl MqttSink {
                     &mut dead,
                     &stats,
                     &mut backoff,
+                    renew_in,
                 )
                 .await;
+            let error = match ended {
+                Ended::Renew => {
+                    tracing::info!(destination = %self.name, "SAS token renewal: reconnecting with a new token");
+                    // A clean DISCONNECT, so the broker does not treat the renewal as a failure.
+                    let _ = client.try_disconnect();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                        loop {
+                            match eventloop.poll().await {
+                                Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                                Ok(_) => {}
+                            }
+                        }
+                    })
+                    .await;
+                    continue;
+                }
+                Ended::Error(e) => e,
+            };
             if error != last_error {
-                tracing::warn!(destination = %self.name, %error, "broker connection lost; resending unacknowledged deliveries after reconnect");
+                if stats.connects.load(Ordering::Relaxed) == connects {
+                    tracing::warn!(destination = %self.name, url = %self.config.url, %error, "cannot connect to the broker; retrying with back-off");
+                } else {
+                    tracing::warn!(destination = %self.name, %error, "broker connection lost; resending unacknowledged deliveries after reconnect");
+                }
                 last_error = error;
             }
             tokio::time::sleep(backoff.next_delay(rand::random::<f64>())).await;
         }
     }
 
-    /// One connection: returns the error that ended it.
+    /// One connection: returns what ended it.
+    #[allow(clippy::too_many_arguments)]
     async fn connection(
         &self,
         client: &AsyncClient,
@@ -159,14 +266,17 @@ impl MqttSink {
         dead: &mut DeadLetters,
         stats: &SinkStats,
         backoff: &mut Backoff,
-    ) -> String {
+        renew_in: Option<Duration>,
+    ) -> Ended {
+        let renew = tokio::time::sleep(renew_in.unwrap_or(Duration::from_secs(365 * 86_400)));
+        tokio::pin!(renew);
         let mut window = AckWindow::new(self.config.inflight.max(1) as usize);
         let mut next_read = 0u64;
         let mut connected = false;
         loop {
             tokio::select! {
                 ev = eventloop.poll() => match ev {
-                    Err(e) => return e.to_string(),
+                    Err(e) => return Ended::Error(describe(&e)),
                     Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                         connected = true;
                         backoff.reset();
@@ -181,10 +291,11 @@ impl MqttSink {
                     Ok(MqttEvent::Incoming(Packet::PubComp(a))) => window.on_ack(a.pkid),
                     Ok(_) => {}
                 },
+                _ = &mut renew, if renew_in.is_some() => return Ended::Renew,
                 _ = outbox.wait_for_data(next_read), if connected && window.room() > 0 => {
                     let entries = match outbox.read(next_read, window.room()) {
                         Ok(e) => e,
-                        Err(e) => return format!("reading the outbox: {e}"),
+                        Err(e) => return Ended::Error(format!("reading the outbox: {e}")),
                     };
                     for entry in entries {
                         next_read = entry.seq + 1;
@@ -200,11 +311,29 @@ impl MqttSink {
                                 continue;
                             }
                         };
+                        let d = match self.flavor.prepare(d) {
+                            Prepared::Send(d) => d,
+                            Prepared::Skip => {
+                                window.push_done(entry.seq);
+                                continue;
+                            }
+                            Prepared::Reject(reason) => {
+                                if let Err(io) = dead.put(entry.seq, entry.time_ms, &entry.data, &reason) {
+                                    tracing::error!(destination = %self.name, error = %io, "cannot write dead letter");
+                                }
+                                let n = stats.dead_lettered.fetch_add(1, Ordering::Relaxed) + 1;
+                                if n.is_power_of_two() {
+                                    tracing::warn!(destination = %self.name, %reason, dead_lettered = n, file = %dead.path().display(), "delivery can never be accepted by this destination: moved to the dead-letter file");
+                                }
+                                window.push_done(entry.seq);
+                                continue;
+                            }
+                        };
                         if self.print {
                             println!("{} {}", d.topic, String::from_utf8_lossy(&d.payload));
                         }
                         if let Err(e) = client.try_publish(d.topic, qos(d.qos), d.retain, d.payload) {
-                            return format!("client queue: {e}");
+                            return Ended::Error(format!("client queue: {e}"));
                         }
                         window.push(Some(entry.seq), d.qos);
                         stats.sent.fetch_add(1, Ordering::Relaxed);
@@ -213,7 +342,7 @@ impl MqttSink {
             }
             if let (Some(seq), count) = window.release() {
                 if let Err(e) = outbox.ack_through(seq) {
-                    return format!("acknowledging in the outbox: {e}");
+                    return Ended::Error(format!("acknowledging in the outbox: {e}"));
                 }
                 stats.acked.fetch_add(count, Ordering::Relaxed);
             }
@@ -233,5 +362,46 @@ fn publish_own(client: &AsyncClient, window: &mut AckWindow, m: &MessageConfig) 
         .is_ok()
     {
         window.push(None, m.qos);
+    }
+}
+
+/// A connection error in words that say what to check.
+fn describe(e: &ConnectionError) -> String {
+    use rumqttc::ConnectReturnCode as C;
+    match e {
+        ConnectionError::ConnectionRefused(code) => {
+            let why = match code {
+                C::BadUserNamePassword => "bad user name or password",
+                C::NotAuthorized => "not authorized",
+                C::BadClientId => "client id rejected",
+                C::ServiceUnavailable => "service unavailable",
+                C::RefusedProtocolVersion => "protocol version refused",
+                C::Success => "success",
+            };
+            format!("broker refused the connection: {why} ({code:?})")
+        }
+        ConnectionError::Tls(t) => format!("TLS: {t}"),
+        other => {
+            // With TLS 1.3 the broker judges the client certificate after the client finished
+            // its handshake, so a refusal surfaces as an alert on the first read.
+            let text = other.to_string();
+            let client_cert_alerts = [
+                "UnknownCA",
+                "BadCertificate",
+                "CertificateUnknown",
+                "CertificateRequired",
+                "CertificateExpired",
+                "CertificateRevoked",
+            ];
+            match text.split_once("received fatal alert: ") {
+                Some((_, alert)) if client_cert_alerts.iter().any(|a| alert.starts_with(a)) => {
+                    format!(
+                        "TLS: the broker does not accept the client certificate (cert_file): alert {alert}"
+                    )
+                }
+                Some((_, alert)) => format!("TLS: the broker ended the handshake: alert {alert}"),
+                None => text,
+            }
+        }
     }
 }

@@ -1,0 +1,39 @@
+//! From a destination's config to a ready [`MqttSink`]: connection settings, flavor, SAS key.
+
+use std::sync::Arc;
+
+use crate::clock::SharedClock;
+use crate::config::DestinationConfig;
+
+use super::flavor::Flavor;
+use super::{MqttSink, aws, azure};
+
+impl MqttSink {
+    /// The sink of destination `name`; an error names what in the config is unusable.
+    pub fn from_config(
+        name: Arc<str>,
+        dest: &DestinationConfig,
+        print: bool,
+        clock: SharedClock,
+    ) -> Result<MqttSink, String> {
+        let (config, flavor, sas) = match dest {
+            DestinationConfig::Mqtt(m) => (m.clone(), Flavor::Plain, None),
+            DestinationConfig::AzureIotHub(a) => {
+                let s = azure::setup(a)?;
+                let flavor = Flavor::Azure {
+                    device_id: s.device_id,
+                };
+                (s.mqtt, flavor, s.sas)
+            }
+            DestinationConfig::AwsIotCore(a) => (aws::setup(a)?, Flavor::Aws, None),
+        };
+        Ok(MqttSink {
+            name,
+            config,
+            print,
+            flavor,
+            sas,
+            clock,
+        })
+    }
+}
