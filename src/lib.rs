@@ -15,6 +15,7 @@
 //!   brokers, Azure IoT Hub, AWS IoT Core).
 //! - [`pipeline`]: wires the above together for `edgerelay run`.
 //! - [`broker`]: the embedded MQTT broker.
+//! - [`tls`]: rustls client configs shared by camera and broker connections.
 //! - [`clock`]: injected time, so back-off and rate limits are testable.
 
 pub mod broker;
@@ -28,3 +29,4 @@ pub mod rules;
 pub mod sinks;
 pub mod sources;
 pub mod time;
+pub mod tls;

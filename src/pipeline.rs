@@ -154,13 +154,22 @@ async fn websocket_camera(
         (cam.url.clone(), cam.username.clone(), cam.password.clone())
     };
     let base = url::Url::parse(&base).with_context(|| format!("camera {}: url", cam.name))?;
+    let tls = crate::tls::TlsSettings {
+        ca_file: cam.ca_file.clone(),
+        insecure_skip_verify: !cam.tls_verify,
+        ..Default::default()
+    };
+    if !cam.tls_verify {
+        tracing::warn!(camera = %cam.name, "tls_verify = false: the camera's certificate is not checked");
+    }
     Ok(WsCamera {
         name: cam.name.as_str().into(),
-        vapix: VapixClient::new(base.clone(), user, pass, cam.tls_verify)?,
+        vapix: VapixClient::new(base.clone(), user, pass, &tls)?,
         base,
         serial: cam.serial.clone(),
         filters: rules.camera_filters(&cam.name),
         max_backoff: Duration::from_secs(cam.max_backoff_s),
+        tls,
     })
 }
 

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Mosquitto, RelayProcess, Subscriber};
-use edgerelay::sources::emulator::{Emulator, EmulatorConfig, Fault, Notification};
+use edgerelay::sources::emulator::{Emulator, EmulatorConfig, EmulatorTls, Fault, Notification};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(20);
@@ -345,5 +345,65 @@ async fn events_wait_in_the_outbox_while_the_broker_refuses_the_relay() {
         relay.log().matches("cannot connect to the broker").count(),
         1,
         "logged once, not per retry"
+    );
+}
+
+#[tokio::test]
+async fn https_camera_is_verified_against_its_ca_and_streams_over_wss() {
+    let pki = common::pki::Pki::new();
+    let broker = Mosquitto::start().await;
+    let tls = Some(EmulatorTls {
+        cert_pem: pki.read("server.pem"),
+        key_pem: pki.read("server.key"),
+    });
+    let trusted = Emulator::start(EmulatorConfig {
+        tls: tls.clone(),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let unknown_ca = Emulator::start(EmulatorConfig {
+        tls,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    assert!(trusted.base_url().starts_with("https://"));
+    let mut sub = Subscriber::connect(broker.port, "axis/#").await;
+    // "yard" has no ca_file: the system roots do not know the test CA, so it must refuse.
+    let cams = format!(
+        "{}ca_file = \"{}\"\n{}",
+        camera("lobby", &trusted),
+        pki.path("ca.pem"),
+        camera("yard", &unknown_ca)
+    );
+    let relay = RelayProcess::start(&relay_config(&cams, &broker, ALL_RULE));
+    assert!(trusted.wait_for_clients(1, T).await, "{}", relay.log());
+    trusted.emit_fixture_line(2);
+    let m = sub.next_event(T).await;
+    assert!(m.topic.contains("Sensor/PIR"), "{m:?}");
+    let deadline = tokio::time::Instant::now() + T;
+    while !relay
+        .log()
+        .lines()
+        .any(|l| l.contains("camera=yard") && l.contains("camera connection lost"))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "{}", relay.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let line = relay
+        .log()
+        .lines()
+        .find(|l| l.contains("camera=yard") && l.contains("connection lost"))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.to_lowercase().contains("certificate") || line.contains("UnknownIssuer"),
+        "{line}"
+    );
+    assert_eq!(
+        unknown_ca.counters().upgrades_ok,
+        0,
+        "nothing is sent to a camera that failed verification"
     );
 }

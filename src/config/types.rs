@@ -105,6 +105,10 @@ pub struct CameraConfig {
     /// Verify the camera's TLS certificate (https). Default true.
     #[serde(default = "default_true")]
     pub tls_verify: bool,
+    /// PEM CA that signs the camera's certificate (https), e.g. the site's own CA or the
+    /// device's self-signed certificate. Default: the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_max_backoff_s() -> u64 {

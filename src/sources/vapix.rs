@@ -35,11 +35,13 @@ impl VapixClient {
         base: url::Url,
         username: Option<String>,
         password: Option<String>,
-        tls_verify: bool,
+        tls: &crate::tls::TlsSettings,
     ) -> Result<Self, VapixError> {
+        let tls = crate::tls::client_config(tls)
+            .map_err(|e| VapixError::Unavailable(format!("TLS: {e}")))?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
-            .danger_accept_invalid_certs(!tls_verify)
+            .use_preconfigured_tls((*tls).clone())
             .build()
             .map_err(|e| VapixError::Unavailable(e.to_string()))?;
         Ok(Self {
@@ -101,7 +103,7 @@ impl VapixClient {
             }
             req.send()
         };
-        let unavailable = |e: reqwest::Error| VapixError::Unavailable(e.to_string());
+        let unavailable = |e: reqwest::Error| VapixError::Unavailable(error_chain(&e));
         let mut resp = send(None).await.map_err(unavailable)?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             let challenge = resp
@@ -164,4 +166,16 @@ impl VapixClient {
             .await?;
         String::from_utf8(reply).map_err(|_| VapixError::BadReply("catalog is not UTF-8".into()))
     }
+}
+
+/// An error with its causes (`reqwest` hides the TLS or socket reason in its sources).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

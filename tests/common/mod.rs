@@ -2,6 +2,8 @@
 //! subscriber, and the relay binary as a child process.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

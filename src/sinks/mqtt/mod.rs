@@ -13,13 +13,14 @@ pub mod aws;
 pub mod azure;
 pub mod destination;
 pub mod flavor;
-pub mod tls;
+
 pub mod window;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::tls;
 use rumqttc::{
     AsyncClient, ConnectionError, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Outgoing,
     Packet, QoS, TlsConfiguration, Transport,

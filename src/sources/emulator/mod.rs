@@ -50,6 +50,17 @@ pub struct EmulatorConfig {
     pub require_auth: bool,
     /// Where to listen; port 0 picks a free one.
     pub bind: SocketAddr,
+    /// Serve HTTPS/WSS with this certificate (AXIS OS 12 defaults to HTTPS only).
+    pub tls: Option<EmulatorTls>,
+}
+
+/// A server certificate for the emulator, PEM.
+#[derive(Debug, Clone)]
+pub struct EmulatorTls {
+    /// Certificate chain.
+    pub cert_pem: String,
+    /// Private key.
+    pub key_pem: String,
 }
 
 impl Default for EmulatorConfig {
@@ -60,6 +71,7 @@ impl Default for EmulatorConfig {
             password: "fixture-pass".into(),
             require_auth: true,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
         }
     }
 }
@@ -296,6 +308,62 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+fn tls_acceptor(tls: &EmulatorTls) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls::{
+        self,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    };
+    let invalid = |e: &dyn std::fmt::Display| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+    };
+    let certs = CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes()).map_err(|e| invalid(&e))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| invalid(&e))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| invalid(&e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The same routes over TLS: one hyper connection (with upgrades, for the WebSocket) per accept.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    loop {
+        let (tcp, _) = tokio::select! {
+            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+            _ = stopped(&mut stop) => return,
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let mut app = app.clone();
+                    async move {
+                        use tower::Service;
+                        app.call(req.map(axum::body::Body::new)).await
+                    }
+                });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await;
+        });
+    }
+}
+
 /// A running emulated camera; dropping it (or calling [`Emulator::shutdown`]) stops it.
 pub struct Emulator {
     shared: Arc<Shared>,
@@ -322,6 +390,15 @@ impl Emulator {
         });
         let app = http::router(shared.clone());
         let mut stop = shared.shutdown.subscribe();
+        if let Some(tls) = shared.cfg.tls.clone() {
+            let acceptor = tls_acceptor(&tls)?;
+            let server = tokio::spawn(serve_tls(listener, acceptor, app, stop));
+            return Ok(Emulator {
+                shared,
+                addr,
+                server: Some(server),
+            });
+        }
         let server = tokio::spawn(async move {
             let result = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stopped(&mut stop).await })
@@ -340,7 +417,12 @@ impl Emulator {
 
     /// The camera URL to configure a source with.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.shared.cfg.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The bound address (with the real port when `bind` had port 0).

@@ -71,6 +71,8 @@ pub struct WsCamera {
     pub filters: Vec<String>,
     /// Back-off cap.
     pub max_backoff: Duration,
+    /// TLS for `https://` cameras (verification on unless `tls_verify = false`).
+    pub tls: crate::tls::TlsSettings,
 }
 
 /// Runs a camera source until the task is aborted or the receiver is gone.
@@ -225,7 +227,16 @@ async fn upgrade(cam: &WsCamera) -> Result<Ws, SourceError> {
             .into_client_request()
             .map_err(|e| SourceError::Unavailable(e.to_string()))
     };
-    let challenge = match tokio_tungstenite::connect_async(request()?).await {
+    let connector = if scheme == "wss" {
+        let config = crate::tls::client_config(&cam.tls)
+            .map_err(|e| SourceError::Unavailable(format!("TLS: {e}")))?;
+        Some(tokio_tungstenite::Connector::Rustls(config))
+    } else {
+        None
+    };
+    let connect =
+        |req| tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector.clone());
+    let challenge = match connect(request()?).await {
         Ok((ws, _)) => return Ok(ws),
         Err(tungstenite::Error::Http(resp)) if resp.status() == 401 => resp
             .headers()
@@ -253,7 +264,7 @@ async fn upgrade(cam: &WsCamera) -> Result<Ws, SourceError> {
         auth.parse()
             .map_err(|_| SourceError::Auth("unusable Authorization header".into()))?,
     );
-    match tokio_tungstenite::connect_async(req).await {
+    match connect(req).await {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::Error::Http(resp)) if resp.status() == 401 || resp.status() == 403 => Err(
             SourceError::Auth(format!("upgrade refused: HTTP {}", resp.status())),
