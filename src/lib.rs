@@ -15,7 +15,9 @@
 //! - [`pipeline`]: wires the above together for `edgerelay run`.
 //! - [`broker`]: the embedded MQTT broker.
 //! - [`clock`]: injected time, so back-off and rate limits are testable.
+//! - [`bench`]: `edgerelay bench`, the measured figures.
 
+pub mod bench;
 pub mod broker;
 pub mod clock;
 pub mod config;
