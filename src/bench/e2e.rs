@@ -22,7 +22,7 @@ pub const INFLIGHT: u16 = 500;
 /// The destination's name (and its outbox directory).
 const DEST: &str = "broker";
 /// Padding after `{data.t} ` so that a message is about 300 bytes.
-const PAD: usize = 290;
+pub const PAD: usize = 290;
 /// Longest wait for a run to finish.
 const TIMEOUT: Duration = Duration::from_secs(180);
 

@@ -25,8 +25,22 @@ fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
-/// Emits `rate` events/s for `secs` seconds and measures emit → subscriber arrival.
-pub async fn measure(broker: &Mosquitto, rate: u32, secs: u32) -> anyhow::Result<Latency> {
+/// Who sends the timed messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Emulated camera → relay → broker (what the row measures).
+    Relay,
+    /// A plain rumqttc client publishing QoS 1 straight to the broker (the baseline).
+    Raw,
+}
+
+/// Sends `rate` messages/s for `secs` seconds along `path` and measures send → subscriber arrival.
+pub async fn measure(
+    broker: &Mosquitto,
+    path: Path,
+    rate: u32,
+    secs: u32,
+) -> anyhow::Result<Latency> {
     let total = (rate * secs) as usize;
     let (samples_tx, samples_rx) = oneshot::channel::<Vec<u64>>();
     let (ready_tx, ready_rx) = oneshot::channel::<()>();
@@ -75,15 +89,20 @@ pub async fn measure(broker: &Mosquitto, rate: u32, secs: u32) -> anyhow::Result
         tokio::time::timeout(Duration::from_secs(10), ready_rx)
             .await
             .context("no SUBACK within 10 s")??;
-        let r = Running::start(broker, "edgerelay-bench-latency", false).await?;
+        let sender = match path {
+            Path::Relay => {
+                Sender::Relay(Running::start(broker, "edgerelay-bench-latency", false).await?)
+            }
+            Path::Raw => Sender::raw(broker).await?,
+        };
         let interval = Duration::from_secs(1) / rate;
         let start = tokio::time::Instant::now();
         for i in 0..total {
             tokio::time::sleep_until(start + interval * i as u32).await;
-            r.emu.emit(&event(now_us()));
+            sender.send(now_us())?;
         }
         let got = tokio::time::timeout(Duration::from_secs(60), samples_rx).await;
-        r.stop().await;
+        sender.stop().await;
         let mut us = match got {
             Ok(Ok(v)) => v,
             _ => bail!("not all {total} events reached the subscriber within 60 s"),
@@ -101,4 +120,62 @@ pub async fn measure(broker: &Mosquitto, rate: u32, secs: u32) -> anyhow::Result
     sub.abort();
     let _ = client.try_disconnect();
     result
+}
+
+enum Sender {
+    Relay(Running),
+    Raw(AsyncClient, tokio::task::JoinHandle<()>),
+}
+
+impl Sender {
+    /// A plain client with default network options (as the relay's sink has).
+    async fn raw(broker: &Mosquitto) -> anyhow::Result<Self> {
+        let mut opts = MqttOptions::new("edgerelay-bench-raw-latency", "127.0.0.1", broker.port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_inflight(super::e2e::INFLIGHT);
+        let (client, mut el) = AsyncClient::new(opts, 1024);
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut tx = Some(tx);
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .context("no CONNACK within 10 s")??;
+        Ok(Self::Raw(client, task))
+    }
+
+    fn send(&self, t: u64) -> anyhow::Result<()> {
+        match self {
+            Self::Relay(r) => r.emu.emit(&event(t)),
+            Self::Raw(c, _) => c.try_publish(
+                "bench/raw-latency",
+                QoS::AtLeastOnce,
+                false,
+                format!("{t} {}", "x".repeat(super::e2e::PAD)),
+            )?,
+        }
+        Ok(())
+    }
+
+    async fn stop(self) {
+        match self {
+            Self::Relay(r) => r.stop().await,
+            Self::Raw(c, task) => {
+                let _ = c.try_disconnect();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                task.abort();
+            }
+        }
+    }
 }

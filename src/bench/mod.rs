@@ -256,12 +256,17 @@ async fn broker_rows(s: &Sizes) -> Vec<Row> {
     }
 
     progress("latency at a steady rate");
-    match latency::measure(&broker, LATENCY_RATE, s.latency_s).await {
+    let ms = |l: &latency::Latency| format!("{:.2} / {:.2} / {:.2} ms", l.p50, l.p99, l.max);
+    let (per_s, secs) = (LATENCY_RATE, s.latency_s);
+    let baseline = latency::measure(&broker, latency::Path::Raw, per_s, secs).await;
+    match latency::measure(&broker, latency::Path::Relay, per_s, secs).await {
         Ok(l) => rows.push(row(
             f_lat,
             format!(
-                "{:.2} / {:.2} / {:.2} ms ({} events)",
-                l.p50, l.p99, l.max, l.count
+                "{} ({} events; a plain client straight to the broker: {})",
+                ms(&l),
+                l.count,
+                baseline.as_ref().map_or_else(error, ms)
             ),
             verdict("p99 ≤ 5 ms", l.p99 <= 5.0),
         )),
