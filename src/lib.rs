@@ -17,7 +17,9 @@
 //! - [`broker`]: the embedded MQTT broker.
 //! - [`tls`]: rustls client configs shared by camera and broker connections.
 //! - [`clock`]: injected time, so back-off and rate limits are testable.
+//! - [`bench`]: `edgerelay bench`, the measured figures.
 
+pub mod bench;
 pub mod broker;
 pub mod clock;
 pub mod config;

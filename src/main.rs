@@ -31,11 +31,18 @@ enum Command {
         #[arg(short, long, default_value = "config.toml")]
         config: PathBuf,
     },
+    /// Measure the relay on this machine (outbox, broker ceiling, end to end, latency, memory,
+    /// drain, RTSP parsing) and print one Markdown table.
+    Bench {
+        /// Smaller runs (seconds instead of a minute or so).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -50,8 +57,20 @@ fn init_logging() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The bench keeps the relay's info lines (connects, outbox opens) off the terminal.
+    init_logging(if matches!(cli.command, Command::Bench { .. }) {
+        "warn"
+    } else {
+        "info"
+    });
     match cli.command {
+        Command::Bench { quick } => match edgerelay::bench::run(quick) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("edgerelay bench: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Check { config } => match edgerelay::config::load_with_warnings(&config) {
             Ok(loaded) => {
                 for w in &loaded.warnings {
