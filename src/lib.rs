@@ -15,6 +15,7 @@
 //!   brokers, Azure IoT Hub, AWS IoT Core).
 //! - [`pipeline`]: wires the above together for `edgerelay run`.
 //! - [`broker`]: the embedded MQTT broker.
+//! - [`observe`] and [`http`]: `/metrics`, `/status`, `/healthz`, `/readyz`.
 //! - [`clock`]: injected time, so back-off and rate limits are testable.
 
 pub mod broker;
@@ -22,6 +23,8 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod http;
+pub mod observe;
 pub mod outbox;
 pub mod pipeline;
 pub mod rules;
