@@ -55,7 +55,7 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     if s.observed.is_ready() {
         "ready\n".into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
     }
 }
 

@@ -154,6 +154,7 @@ async fn run(cfg: edgerelay::config::Config) -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     tracing::info!("stopping: sources first, then sending what is queued");
+    observed.set_stopping();
     relay.shutdown().await;
     if let Some(h) = http {
         h.abort();

@@ -185,6 +185,15 @@ async fn metrics_and_status_count_a_known_sequence_exactly() {
 
     relay.poll("/healthz", "healthy", |_| true).await;
     relay.poll("/readyz", "ready", |_| true).await;
+    // The container HEALTHCHECK: `edgerelay healthcheck` exits 0 on 200, 1 otherwise.
+    for (path, ok) in [("/healthz", true), ("/no-such-page", false)] {
+        let st = Command::new(env!("CARGO_BIN_EXE_edgerelay"))
+            .args(["healthcheck", "--url", &format!("{}{path}", relay.http)])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(st.success(), ok, "healthcheck {path}: {st:?}");
+    }
     assert!(emu.wait_for_clients(1, T).await, "relay never subscribed");
     relay
         .wait_metric(

@@ -7,7 +7,7 @@
 pub mod metrics;
 pub mod status_page;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::clock::SharedClock;
@@ -28,6 +28,7 @@ pub struct Parts {
 pub struct Observed {
     clock: SharedClock,
     parts: OnceLock<Parts>,
+    stopping: AtomicBool,
 }
 
 impl Observed {
@@ -36,6 +37,7 @@ impl Observed {
         Arc::new(Self {
             clock,
             parts: OnceLock::new(),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -44,9 +46,14 @@ impl Observed {
         let _ = self.parts.set(parts);
     }
 
-    /// True once the relay started.
+    /// The relay is stopping: `/readyz` answers 503 again (`/healthz` still 200).
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// True once the relay started, until it starts stopping.
     pub fn is_ready(&self) -> bool {
-        self.parts.get().is_some()
+        self.parts.get().is_some() && !self.stopping.load(Ordering::Relaxed)
     }
 
     /// The figures now (empty lists before the relay started).

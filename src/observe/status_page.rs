@@ -83,7 +83,7 @@ fn write_page(h: &mut String, snap: &Snapshot, ready: bool) -> std::fmt::Result 
         if ready {
             ""
         } else {
-            " &middot; <b class=\"wait\">starting</b>"
+            " &middot; <b class=\"wait\">not ready (starting or stopping)</b>"
         }
     )?;
 
