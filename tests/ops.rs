@@ -465,11 +465,18 @@ async fn secrets_from_the_environment_never_reach_log_status_or_metrics() {
     })
     .await
     .unwrap();
+    // A second camera refuses the password: its error reaches the log and /status too.
+    let refusing = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let gate = format!(
+        "[[camera]]\nname = \"gate\"\nurl = \"{}\"\nusername = \"bridge\"\npassword = \"${{OPS_CAM_PASSWORD}}\"\n[destination.broker]",
+        refusing.base_url()
+    );
     let cfg = ops_config(&emu, &broker)
         .replace(
             "password = \"fixture-pass\"",
             "password = \"${OPS_CAM_PASSWORD}\"",
         )
+        .replace("[destination.broker]", &gate)
         .replace(
             "client_id = \"ops-relay\"",
             "client_id = \"ops-relay\"\nusername = \"relay\"\npassword = \"${OPS_MQTT_PASSWORD}\"",
@@ -493,7 +500,16 @@ async fn secrets_from_the_environment_never_reach_log_status_or_metrics() {
         )
         .await;
 
+    relay
+        .wait_metric("edgerelay_source_state", r#"camera="gate""#, 2.0)
+        .await;
+
     let (_, status) = relay.get("/status").await.unwrap();
+    let gate_row = status
+        .lines()
+        .find(|l| l.contains("<td>gate</td>"))
+        .expect(&status);
+    assert!(gate_row.contains("retrying: "), "{gate_row}");
     let (_, metrics) = relay.get("/metrics").await.unwrap();
     assert!(relay.terminate(Duration::from_secs(15)).await.success());
     let log = relay.log();
