@@ -16,6 +16,7 @@
 //! - [`pipeline`]: wires the above together for `edgerelay run`.
 //! - [`broker`]: the embedded MQTT broker.
 //! - [`tls`]: rustls client configs shared by camera and broker connections.
+//! - [`observe`] and [`http`]: `/metrics`, `/status`, `/healthz`, `/readyz`.
 //! - [`clock`]: injected time, so back-off and rate limits are testable.
 //! - [`bench`]: `edgerelay bench`, the measured figures.
 
@@ -25,6 +26,8 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod http;
+pub mod observe;
 pub mod outbox;
 pub mod pipeline;
 pub mod rules;

@@ -38,6 +38,15 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// GET a health URL; exit 0 on a 2xx answer, 1 otherwise (container HEALTHCHECK, no curl).
+    Healthcheck {
+        /// URL to check.
+        #[arg(long, default_value = "http://127.0.0.1:9090/healthz")]
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout_s: u64,
+    },
 }
 
 fn init_logging(default: &str) {
@@ -71,6 +80,28 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Healthcheck { url, timeout_s } => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(edgerelay::http::check(
+                &url,
+                std::time::Duration::from_secs(timeout_s),
+            )) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check { config } => match edgerelay::config::load_with_warnings(&config) {
             Ok(loaded) => {
                 for w in &loaded.warnings {
@@ -117,13 +148,35 @@ fn main() -> ExitCode {
 
 async fn run(cfg: edgerelay::config::Config) -> anyhow::Result<()> {
     let clock: edgerelay::clock::SharedClock = Arc::new(edgerelay::clock::SystemClock);
-    let relay = edgerelay::pipeline::Relay::start(cfg, clock).await?;
+    // Signals first: a SIGTERM during start-up still stops gracefully.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let observed = edgerelay::observe::Observed::new(clock.clone());
+    let http = match &cfg.relay.http {
+        Some(addr) => {
+            let listener = edgerelay::http::bind(addr).await?;
+            let local = listener.local_addr()?;
+            tracing::info!(addr = %local, "HTTP endpoint listening (/healthz /readyz /metrics /status)");
+            Some(tokio::spawn(edgerelay::http::serve(
+                listener,
+                observed.clone(),
+            )))
+        }
+        None => None,
+    };
+    let relay = edgerelay::pipeline::Relay::start(cfg, clock).await?;
+    observed.set_ready(edgerelay::observe::Parts {
+        sources: relay.sources.clone(),
+        destinations: relay.destinations.clone(),
+    });
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    tracing::info!("stopping; queued deliveries stay in the outbox");
+    tracing::info!("stopping: sources first, then sending what is queued");
+    observed.set_stopping();
     relay.shutdown().await;
+    if let Some(h) = http {
+        h.abort();
+    }
     Ok(())
 }

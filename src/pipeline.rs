@@ -35,6 +35,9 @@ const DEMO_RATE: f64 = 1.0;
 
 /// A running relay: dropping it stops nothing by itself; call [`Relay::shutdown`].
 pub struct Relay {
+    /// Camera readers and in-process event generators: stopped first.
+    source_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Sinks and outbox housekeeping: stopped once the outboxes drained or the timeout passed.
     tasks: Vec<tokio::task::JoinHandle<()>>,
     router: Option<std::thread::JoinHandle<()>>,
     /// Per-camera status.
@@ -42,6 +45,7 @@ pub struct Relay {
     /// Per-destination outbox and counters.
     pub destinations: Vec<(Arc<str>, Arc<SharedOutbox>, Arc<SinkStats>)>,
     _emulators: Vec<Emulator>,
+    shutdown_timeout: Duration,
 }
 
 impl Relay {
@@ -55,7 +59,11 @@ impl Relay {
             tracing::info!(%addr, "embedded MQTT broker listening");
         }
         let rules = RuleSet::compile(&cfg)?;
+        let shutdown_timeout = units::parse_duration(&cfg.relay.shutdown_timeout)
+            .map_err(anyhow::Error::msg)
+            .context("relay.shutdown_timeout")?;
         let mut tasks = Vec::new();
+        let mut source_tasks = Vec::new();
         let mut destinations = Vec::new();
         let mut outboxes: HashMap<Arc<str>, Arc<SharedOutbox>> = HashMap::new();
         for (name, dest) in &cfg.destination {
@@ -96,7 +104,8 @@ impl Relay {
             let status = Arc::new(SourceStatus::new(&cam.name));
             let task = match cam.transport {
                 Transport::Websocket => {
-                    let ws = websocket_camera(cam, &rules, &mut tasks, &mut emulators).await?;
+                    let ws =
+                        websocket_camera(cam, &rules, &mut source_tasks, &mut emulators).await?;
                     tokio::spawn(websocket::run(
                         ws,
                         tx.clone(),
@@ -109,32 +118,84 @@ impl Relay {
                     tokio::spawn(rtsp::run(rtsp, tx.clone(), status.clone(), clock.clone()))
                 }
             };
-            tasks.push(task);
+            source_tasks.push(task);
             sources.push(status);
         }
         drop(tx);
         Ok(Relay {
+            source_tasks,
             tasks,
             router: Some(router),
             sources,
             destinations,
             _emulators: emulators,
+            shutdown_timeout,
         })
     }
 
-    /// Stops sources and sinks. What is queued stays in the outbox for the next start.
+    /// Stops the sources, lets the router write what they accepted, then gives the sinks up to
+    /// `relay.shutdown_timeout` to send what is queued before stopping them. What is still
+    /// queued stays in the outbox for the next start.
     pub async fn shutdown(mut self) {
+        let started = std::time::Instant::now();
+        for t in &self.source_tasks {
+            t.abort();
+        }
+        for t in self.source_tasks.drain(..) {
+            let _ = t.await;
+        }
+        // The sources held the only senders: the router drains the queue and ends.
+        if let Some(r) = self.router.take() {
+            let _ = tokio::task::spawn_blocking(move || r.join()).await;
+        }
+        let received: u64 = self
+            .sources
+            .iter()
+            .map(|s| s.events.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
+        tracing::info!(
+            events_received = received,
+            "sources stopped; every event received is in the outbox"
+        );
+        let drained = tokio::time::timeout(
+            self.shutdown_timeout.saturating_sub(started.elapsed()),
+            async {
+                while self
+                    .destinations
+                    .iter()
+                    .any(|(_, o, _)| o.stats().depth > 0)
+                {
+                    tokio::time::sleep(DRAIN_POLL).await;
+                }
+            },
+        )
+        .await
+        .is_ok();
         for t in &self.tasks {
             t.abort();
         }
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
-        if let Some(r) = self.router.take() {
-            let _ = tokio::task::spawn_blocking(move || r.join()).await;
+        let queued: u64 = self
+            .destinations
+            .iter()
+            .map(|(_, o, _)| o.stats().depth)
+            .sum();
+        if drained {
+            tracing::info!("stopped; every queued delivery was sent");
+        } else {
+            tracing::warn!(
+                queued,
+                timeout = ?self.shutdown_timeout,
+                "stopped before every delivery was sent; the rest stays in the outbox for the next start"
+            );
         }
     }
 }
+
+/// How often [`Relay::shutdown`] checks whether the outboxes drained.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 /// A WebSocket camera from config; `emulator:` starts an emulated camera in this process.
 async fn websocket_camera(

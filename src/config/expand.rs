@@ -122,6 +122,10 @@ pub fn expand_env(config: &mut Config, env: EnvLookup<'_>) -> Vec<Problem> {
     x.path(&mut config.relay.data_dir, relay.key("data_dir"));
     x.opt(&mut config.relay.http, relay.key("http"));
     x.opt(&mut config.relay.broker, relay.key("broker"));
+    x.string(
+        &mut config.relay.shutdown_timeout,
+        relay.key("shutdown_timeout"),
+    );
     for (i, c) in config.camera.iter_mut().enumerate() {
         let p = root.key("camera").index(i);
         x.string(&mut c.name, p.key("name"));

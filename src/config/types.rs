@@ -39,6 +39,11 @@ pub struct RelayConfig {
     /// Print every delivery to stdout as it is published (demo and debugging). Default false.
     #[serde(default)]
     pub print: bool,
+    /// How long a stop (SIGTERM, ctrl-c) waits for sinks to finish sending what is queued,
+    /// after the sources stopped. What is still queued then is sent after the next start.
+    /// Default "10s".
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: String,
 }
 
 impl Default for RelayConfig {
@@ -48,8 +53,13 @@ impl Default for RelayConfig {
             http: None,
             broker: None,
             print: false,
+            shutdown_timeout: default_shutdown_timeout(),
         }
     }
+}
+
+fn default_shutdown_timeout() -> String {
+    "10s".to_string()
 }
 
 fn default_data_dir() -> PathBuf {

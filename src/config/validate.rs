@@ -32,6 +32,9 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             out.push(Problem::new(relay.key(key), e));
         }
     }
+    if let Err(e) = units::parse_duration(&config.relay.shutdown_timeout) {
+        out.push(Problem::new(relay.key("shutdown_timeout"), e));
+    }
 
     let mut cameras: HashMap<&str, usize> = HashMap::new();
     for (i, c) in config.camera.iter().enumerate() {

@@ -17,7 +17,7 @@ pub mod flavor;
 pub mod window;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::tls;
@@ -54,6 +54,8 @@ pub struct SinkStats {
     pub dead_lettered: AtomicU64,
     /// Connections made.
     pub connects: AtomicU64,
+    /// Connected to the broker now (CONNACK received, connection not ended).
+    pub connected: AtomicBool,
 }
 
 /// A resolved MQTT destination.
@@ -227,6 +229,7 @@ impl MqttSink {
                     renew_in,
                 )
                 .await;
+            stats.connected.store(false, Ordering::Relaxed);
             let error = match ended {
                 Ended::Renew => {
                     tracing::info!(destination = %self.name, "SAS token renewal: reconnecting with a new token");
@@ -282,6 +285,7 @@ impl MqttSink {
                         connected = true;
                         backoff.reset();
                         stats.connects.fetch_add(1, Ordering::Relaxed);
+                        stats.connected.store(true, Ordering::Relaxed);
                         tracing::info!(destination = %self.name, url = %self.config.url, "broker connected");
                         if let Some(m) = &self.config.connect_message {
                             publish_own(client, &mut window, m);

@@ -1,0 +1,161 @@
+//! Observability in one place: what `/metrics` and `/status` show, read from the counters the
+//! pipeline already keeps ([`SourceStatus`], [`SinkStats`], [`OutboxStats`]) at scrape time.
+//! Nothing here sits on a hot path.
+//!
+//! Labels are only camera and destination names (bounded by the config).
+
+pub mod metrics;
+pub mod status_page;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::clock::SharedClock;
+use crate::outbox::{OutboxStats, SharedOutbox};
+use crate::sinks::mqtt::SinkStats;
+use crate::sources::status::{SourceState, SourceStatus};
+
+/// The running relay's parts that can be observed.
+pub struct Parts {
+    /// Per-camera status.
+    pub sources: Vec<Arc<SourceStatus>>,
+    /// Per-destination outbox and counters.
+    pub destinations: Vec<(Arc<str>, Arc<SharedOutbox>, Arc<SinkStats>)>,
+}
+
+/// What the HTTP endpoint reads; ready once [`Observed::set_ready`] gave it the relay's parts
+/// (config loaded, outboxes open).
+pub struct Observed {
+    clock: SharedClock,
+    parts: OnceLock<Parts>,
+    stopping: AtomicBool,
+}
+
+impl Observed {
+    /// Not ready yet.
+    pub fn new(clock: SharedClock) -> Arc<Self> {
+        Arc::new(Self {
+            clock,
+            parts: OnceLock::new(),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// The relay started: from now on `/readyz` answers 200.
+    pub fn set_ready(&self, parts: Parts) {
+        let _ = self.parts.set(parts);
+    }
+
+    /// The relay is stopping: `/readyz` answers 503 again (`/healthz` still 200).
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// True once the relay started, until it starts stopping.
+    pub fn is_ready(&self) -> bool {
+        self.parts.get().is_some() && !self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// The figures now (empty lists before the relay started).
+    pub fn snapshot(&self) -> Snapshot {
+        let now_ms = self.clock.now_ms();
+        let Some(parts) = self.parts.get() else {
+            return Snapshot {
+                now_ms,
+                cameras: Vec::new(),
+                destinations: Vec::new(),
+            };
+        };
+        let cameras = parts
+            .sources
+            .iter()
+            .map(|s| CameraSnapshot {
+                name: s.name.clone(),
+                state: s.state(),
+                events: s.events.load(Ordering::Relaxed),
+                malformed: s.malformed.load(Ordering::Relaxed),
+                reconnects: s.reconnects.load(Ordering::Relaxed),
+                last_event_ms: Some(s.last_event_ms.load(Ordering::Relaxed)).filter(|&t| t > 0),
+            })
+            .collect();
+        let destinations = parts
+            .destinations
+            .iter()
+            .map(|(name, outbox, stats)| DestinationSnapshot {
+                name: name.to_string(),
+                connected: stats.connected.load(Ordering::Relaxed),
+                sent: stats.sent.load(Ordering::Relaxed),
+                acked: stats.acked.load(Ordering::Relaxed),
+                dead_lettered: stats.dead_lettered.load(Ordering::Relaxed),
+                connects: stats.connects.load(Ordering::Relaxed),
+                outbox: outbox.stats(),
+            })
+            .collect();
+        Snapshot {
+            now_ms,
+            cameras,
+            destinations,
+        }
+    }
+}
+
+/// All figures at one instant.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// When it was taken (epoch ms).
+    pub now_ms: i64,
+    /// One per camera, in config order.
+    pub cameras: Vec<CameraSnapshot>,
+    /// One per destination, in config order.
+    pub destinations: Vec<DestinationSnapshot>,
+}
+
+/// One camera.
+#[derive(Debug, Clone)]
+pub struct CameraSnapshot {
+    pub name: String,
+    pub state: SourceState,
+    pub events: u64,
+    pub malformed: u64,
+    pub reconnects: u64,
+    pub last_event_ms: Option<i64>,
+}
+
+/// One destination.
+#[derive(Debug, Clone)]
+pub struct DestinationSnapshot {
+    pub name: String,
+    pub connected: bool,
+    pub sent: u64,
+    pub acked: u64,
+    pub dead_lettered: u64,
+    pub connects: u64,
+    pub outbox: OutboxStats,
+}
+
+impl DestinationSnapshot {
+    /// Age of the oldest queued delivery in seconds; 0 when the queue is empty.
+    pub fn oldest_age_s(&self, now_ms: i64) -> f64 {
+        self.outbox
+            .oldest_time_ms
+            .map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0)
+    }
+}
+
+/// The number a source state has in `edgerelay_source_state`.
+pub fn state_code(s: &SourceState) -> i64 {
+    match s {
+        SourceState::Connecting => 0,
+        SourceState::Streaming => 1,
+        SourceState::Backoff { .. } => 2,
+    }
+}
+
+/// A state in words for people.
+pub fn state_word(s: &SourceState) -> &'static str {
+    match s {
+        SourceState::Connecting => "connecting",
+        SourceState::Streaming => "streaming",
+        SourceState::Backoff { .. } => "retrying",
+    }
+}

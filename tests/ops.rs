@@ -1,0 +1,525 @@
+//! Operating the relay through its real binary: `/metrics` and `/status` figures after a known
+//! sequence of events, a graceful stop under load and a restart that loses nothing, and secrets
+//! that never reach the log or the HTTP endpoint.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Mosquitto, Subscriber, free_port, load_config, numbered};
+use edgerelay::sources::emulator::{Emulator, EmulatorConfig};
+
+const T: Duration = Duration::from_secs(30);
+
+/// The relay binary with its HTTP endpoint, extra environment, and a graceful stop.
+struct Relay {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    http: String,
+}
+
+impl Relay {
+    /// Writes `config` (`{data_dir}` and `{http}` filled in) and starts `edgerelay run`.
+    fn start(config: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let text = config
+            .replace("{data_dir}", &dir.path().join("data").display().to_string())
+            .replace("{http}", &addr);
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut r = Self {
+            dir,
+            config,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            child: None,
+            http: format!("http://{addr}"),
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("relay.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_edgerelay"))
+            .arg("run")
+            .arg("-c")
+            .arg(&self.config)
+            .env("RUST_LOG", "edgerelay=debug,info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// SIGTERM, then the exit status (panics if it takes longer than `within`).
+    async fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let end = Instant::now() + within;
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > end {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("relay did not stop within {within:?}:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("relay.log")).unwrap_or_default()
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let resp = reqwest::get(format!("{}{path}", self.http)).await.ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.text().await.ok()?))
+    }
+
+    /// Polls `path` until it answers 200 and `done(body)`, with a deadline; returns the body.
+    async fn poll(&self, path: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + T;
+        let mut last = None;
+        loop {
+            if let Some((200, body)) = self.get(path).await {
+                if done(&body) {
+                    return body;
+                }
+                last = Some(body);
+            }
+            assert!(
+                Instant::now() < end,
+                "{path}: never {what}; last answer:\n{}\nlog:\n{}",
+                last.unwrap_or_default(),
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Polls `/metrics` until `metric{label}` equals `want`.
+    async fn wait_metric(&self, name: &str, label: &str, want: f64) -> String {
+        self.poll("/metrics", &format!("{name}{{{label}}} = {want}"), |b| {
+            metric(b, name, label) == Some(want)
+        })
+        .await
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- relay log ---\n{}", self.log());
+        }
+    }
+}
+
+/// The value of `name{label}` in Prometheus text, e.g. `metric(t, "x_total", r#"camera="a""#)`.
+fn metric(text: &str, name: &str, label: &str) -> Option<f64> {
+    let prefix = format!("{name}{{{label}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A config sending every event of camera `lobby` to `broker` as `ops/{camera}`.
+fn ops_config(emu: &Emulator, broker: &Mosquitto) -> String {
+    format!(
+        r#"[relay]
+data_dir = "{{data_dir}}"
+http = "{{http}}"
+[[camera]]
+name = "lobby"
+url = "{}"
+username = "bridge"
+password = "fixture-pass"
+[destination.broker]
+kind = "mqtt"
+url = "{}"
+client_id = "ops-relay"
+[[rule]]
+name = "everything"
+to = ["broker"]
+mqtt_topic = "ops/{{camera}}"
+"#,
+        emu.base_url(),
+        broker.url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_status_count_a_known_sequence_exactly() {
+    let broker = Mosquitto::start().await;
+    let mut sub = Subscriber::connect(broker.port, "ops/#").await;
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let relay = Relay::start(&ops_config(&emu, &broker), &[]);
+
+    relay.poll("/healthz", "healthy", |_| true).await;
+    relay.poll("/readyz", "ready", |_| true).await;
+    // The container HEALTHCHECK: `edgerelay healthcheck` exits 0 on 200, 1 otherwise.
+    for (path, ok) in [("/healthz", true), ("/no-such-page", false)] {
+        let st = Command::new(env!("CARGO_BIN_EXE_edgerelay"))
+            .args(["healthcheck", "--url", &format!("{}{path}", relay.http)])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(st.success(), ok, "healthcheck {path}: {st:?}");
+    }
+    assert!(emu.wait_for_clients(1, T).await, "relay never subscribed");
+    relay
+        .wait_metric(
+            "edgerelay_destination_connected",
+            r#"destination="broker""#,
+            1.0,
+        )
+        .await;
+    relay
+        .wait_metric("edgerelay_source_state", r#"camera="lobby""#, 1.0)
+        .await;
+
+    let n = Emulator::fixture_lines().len();
+    for line in 1..=n {
+        emu.emit_fixture_line(line);
+    }
+    for _ in 0..n {
+        assert_eq!(sub.next_event(T).await.topic, "ops/lobby");
+    }
+    let m = relay
+        .wait_metric(
+            "edgerelay_deliveries_acked_total",
+            r#"destination="broker""#,
+            n as f64,
+        )
+        .await;
+    let n = n as f64;
+    let cam = r#"camera="lobby""#;
+    let dest = r#"destination="broker""#;
+    for (name, label, want) in [
+        ("edgerelay_source_events_received_total", cam, n),
+        ("edgerelay_source_malformed_frames_total", cam, 0.0),
+        ("edgerelay_source_state", cam, 1.0),
+        ("edgerelay_deliveries_sent_total", dest, n),
+        ("edgerelay_deliveries_acked_total", dest, n),
+        ("edgerelay_deliveries_dead_lettered_total", dest, 0.0),
+        ("edgerelay_outbox_depth", dest, 0.0),
+        ("edgerelay_outbox_bytes", dest, 0.0),
+        ("edgerelay_outbox_oldest_age_seconds", dest, 0.0),
+        ("edgerelay_outbox_dropped_full_total", dest, 0.0),
+        ("edgerelay_outbox_dropped_age_total", dest, 0.0),
+        ("edgerelay_outbox_rejected_total", dest, 0.0),
+        ("edgerelay_destination_connected", dest, 1.0),
+        ("edgerelay_destination_connects_total", dest, 1.0),
+    ] {
+        assert_eq!(
+            metric(&m, name, label),
+            Some(want),
+            "{name}{{{label}}} in\n{m}"
+        );
+    }
+    assert!(
+        m.contains("# TYPE edgerelay_source_events_received_total counter"),
+        "{m}"
+    );
+    assert!(m.contains("# TYPE edgerelay_outbox_depth gauge"), "{m}");
+    // Labels are only camera and destination names.
+    for l in m.lines().filter(|l| !l.starts_with('#')) {
+        assert!(
+            l.contains("{camera=\"lobby\"}") || l.contains("{destination=\"broker\"}"),
+            "unexpected labels: {l}"
+        );
+    }
+
+    let (code, page) = relay.get("/status").await.unwrap();
+    assert_eq!(code, 200);
+    let n = n as u64;
+    let cam_row = page
+        .lines()
+        .find(|l| l.contains("<td>lobby</td>"))
+        .expect(&page);
+    assert!(cam_row.contains("streaming"), "{cam_row}");
+    assert!(
+        cam_row.contains(&format!("<td class=\"n\">{n}</td>")),
+        "{cam_row}"
+    );
+    assert!(cam_row.contains("UTC ("), "last event time: {cam_row}");
+    let dest_row = page
+        .lines()
+        .find(|l| l.contains("<td>broker</td>"))
+        .expect(&page);
+    assert!(dest_row.contains(">connected<"), "{dest_row}");
+    // Queued 0, bytes 0, oldest -, sent n, acknowledged n, dead 0, dropped 0 0, refused 0.
+    let cells: Vec<&str> = dest_row
+        .split("<td class=\"n\">")
+        .skip(1)
+        .map(|c| c.split('<').next().unwrap())
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            "0",
+            "0",
+            "-",
+            &n.to_string(),
+            &n.to_string(),
+            "0",
+            "0",
+            "0",
+            "0"
+        ],
+        "{dest_row}"
+    );
+}
+
+/// Numbered events at about 4k/s from `from` until `running` is cleared.
+fn spawn_load(
+    emu: Arc<Emulator>,
+    running: Arc<AtomicBool>,
+    next: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while running.load(Ordering::SeqCst) {
+            for _ in 0..40 {
+                emu.emit(&numbered(next.fetch_add(1, Ordering::SeqCst)));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+}
+
+/// `events_received=N` from the relay's "sources stopped" log line (the last one).
+fn events_received_at_stop(log: &str) -> u64 {
+    let line = log
+        .lines()
+        .rfind(|l| l.contains("sources stopped"))
+        .unwrap_or_else(|| panic!("no 'sources stopped' line in:\n{log}"));
+    let v = line.split("events_received=").nth(1).expect(line);
+    v.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_sends_everything_received_and_restarts_cleanly() {
+    let broker = Mosquitto::start().await;
+    let mut sub = Subscriber::connect(broker.port, "load/#").await;
+    let emu = Arc::new(Emulator::start(EmulatorConfig::default()).await.unwrap());
+    let cfg = load_config(&emu, &broker, "").replace(
+        "data_dir = \"{data_dir}\"",
+        "data_dir = \"{data_dir}\"\nhttp = \"{http}\"\nshutdown_timeout = \"10s\"",
+    );
+    let mut relay = Relay::start(&cfg, &[]);
+    assert!(emu.wait_for_clients(1, T).await, "relay never subscribed");
+
+    let running = Arc::new(AtomicBool::new(true));
+    let next = Arc::new(AtomicU64::new(0));
+    let load = spawn_load(emu.clone(), running.clone(), next.clone());
+    // Under load: some deliveries arrived, more are on their way.
+    let mut got = BTreeSet::new();
+    while got.len() < 2000 {
+        got.insert(sub.next_event(T).await.payload.parse::<u64>().unwrap());
+    }
+    let status = relay.terminate(Duration::from_secs(15)).await;
+    running.store(false, Ordering::SeqCst);
+    load.await.unwrap();
+    assert!(status.success(), "exit status {status:?}:\n{}", relay.log());
+    let log = relay.log();
+    let received = events_received_at_stop(&log);
+    assert!(received >= 2000, "{received}");
+    assert!(log.contains("every queued delivery was sent"), "{log}");
+
+    // Every event the relay took from the camera before it stopped was delivered.
+    while !(0..received).all(|n| got.contains(&n)) {
+        let Some(m) = sub.try_next(Duration::from_secs(10)).await else {
+            let missing: Vec<u64> = (0..received).filter(|n| !got.contains(n)).collect();
+            panic!(
+                "{} of {received} never arrived: {:?}",
+                missing.len(),
+                &missing[..missing.len().min(20)]
+            );
+        };
+        got.insert(m.payload.parse().unwrap());
+    }
+
+    // A restart picks up where it was: new events flow again.
+    relay.spawn();
+    relay
+        .wait_metric("edgerelay_source_state", r#"camera="lobby""#, 1.0)
+        .await;
+    assert!(
+        emu.wait_for_clients(1, T).await,
+        "relay never subscribed again"
+    );
+    let first = next.load(Ordering::SeqCst) + 1_000_000;
+    for n in first..first + 100 {
+        emu.emit(&numbered(n));
+    }
+    let want: BTreeSet<u64> = (first..first + 100).collect();
+    let mut after = BTreeSet::new();
+    while !want.is_subset(&after) {
+        let m = sub.next_event(T).await;
+        after.insert(m.payload.parse::<u64>().unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_with_broker_down_keeps_the_queue_and_sends_it_after_restart() {
+    let mut broker = Mosquitto::start().await;
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let cfg = load_config(&emu, &broker, "").replace(
+        "data_dir = \"{data_dir}\"",
+        "data_dir = \"{data_dir}\"\nhttp = \"{http}\"\nshutdown_timeout = \"1s\"",
+    );
+    broker.stop();
+    let mut relay = Relay::start(&cfg, &[]);
+    assert!(emu.wait_for_clients(1, T).await, "relay never subscribed");
+    for n in 0..50 {
+        emu.emit(&numbered(n));
+    }
+    relay
+        .wait_metric("edgerelay_outbox_depth", r#"destination="broker""#, 50.0)
+        .await;
+    let m = relay
+        .wait_metric(
+            "edgerelay_destination_connected",
+            r#"destination="broker""#,
+            0.0,
+        )
+        .await;
+    assert!(
+        metric(
+            &m,
+            "edgerelay_outbox_oldest_age_seconds",
+            r#"destination="broker""#
+        )
+        .is_some(),
+        "{m}"
+    );
+
+    let started = Instant::now();
+    let status = relay.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        relay.log().contains("the rest stays in the outbox"),
+        "{}",
+        relay.log()
+    );
+
+    broker.restart().await;
+    let mut sub = Subscriber::connect(broker.port, "load/#").await;
+    relay.spawn();
+    let mut got = BTreeSet::new();
+    while got.len() < 50 {
+        got.insert(sub.next_event(T).await.payload.parse::<u64>().unwrap());
+    }
+    assert_eq!(got, (0..50).collect());
+    relay
+        .wait_metric("edgerelay_outbox_depth", r#"destination="broker""#, 0.0)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_from_the_environment_never_reach_log_status_or_metrics() {
+    const CAM_SECRET: &str = "cam-Secr3t-7d1f";
+    const MQTT_SECRET: &str = "mqtt-Secr3t-94ab";
+    let broker = Mosquitto::start_with_users(&[("relay", MQTT_SECRET), ("sub", "sub-pass")]).await;
+    let mut sub = Subscriber::connect_as(broker.port, "ops/#", Some(("sub", "sub-pass"))).await;
+    let emu = Emulator::start(EmulatorConfig {
+        password: CAM_SECRET.into(),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    // A second camera refuses the password: its error reaches the log and /status too.
+    let refusing = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let gate = format!(
+        "[[camera]]\nname = \"gate\"\nurl = \"{}\"\nusername = \"bridge\"\npassword = \"${{OPS_CAM_PASSWORD}}\"\n[destination.broker]",
+        refusing.base_url()
+    );
+    let cfg = ops_config(&emu, &broker)
+        .replace(
+            "password = \"fixture-pass\"",
+            "password = \"${OPS_CAM_PASSWORD}\"",
+        )
+        .replace("[destination.broker]", &gate)
+        .replace(
+            "client_id = \"ops-relay\"",
+            "client_id = \"ops-relay\"\nusername = \"relay\"\npassword = \"${OPS_MQTT_PASSWORD}\"",
+        );
+    let mut relay = Relay::start(
+        &cfg,
+        &[
+            ("OPS_CAM_PASSWORD", CAM_SECRET),
+            ("OPS_MQTT_PASSWORD", MQTT_SECRET),
+            ("EDGERELAY_LOG_FORMAT", "json"),
+        ],
+    );
+    assert!(emu.wait_for_clients(1, T).await, "relay never subscribed");
+    emu.emit_fixture_line(1);
+    assert_eq!(sub.next_event(T).await.topic, "ops/lobby");
+    relay
+        .wait_metric(
+            "edgerelay_deliveries_acked_total",
+            r#"destination="broker""#,
+            1.0,
+        )
+        .await;
+
+    relay
+        .wait_metric("edgerelay_source_state", r#"camera="gate""#, 2.0)
+        .await;
+
+    let (_, status) = relay.get("/status").await.unwrap();
+    let gate_row = status
+        .lines()
+        .find(|l| l.contains("<td>gate</td>"))
+        .expect(&status);
+    assert!(gate_row.contains("retrying: "), "{gate_row}");
+    let (_, metrics) = relay.get("/metrics").await.unwrap();
+    assert!(relay.terminate(Duration::from_secs(15)).await.success());
+    let log = relay.log();
+    assert!(
+        log.lines().any(|l| l.starts_with('{')),
+        "JSON log expected:\n{log}"
+    );
+    for (what, text) in [("log", &log), ("/status", &status), ("/metrics", &metrics)] {
+        for secret in [CAM_SECRET, MQTT_SECRET] {
+            assert!(!text.contains(secret), "{what} shows a secret:\n{text}");
+        }
+    }
+}
