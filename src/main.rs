@@ -52,8 +52,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Check { config } => match edgerelay::config::load(&config) {
-            Ok(_) => {
+        Command::Check { config } => match edgerelay::config::check(&config) {
+            Ok(warnings) => {
+                for w in warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }

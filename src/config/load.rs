@@ -18,6 +18,11 @@ use super::validate;
 /// Loads and validates the config file at `path`, with `${VAR}` from the process environment.
 /// Relative `*_file` paths are relative to the file's directory.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with_warnings(path).map(|(config, _)| config)
+}
+
+/// [`load`], also returning warnings: things that are valid but may not do what was meant.
+pub fn load_with_warnings(path: &Path) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
     let label = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: label.clone(),
@@ -25,12 +30,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         key: String::new(),
         message: format!("cannot read the config file: {e}"),
     })?;
-    load_str_with(&text, &label, &process_env, path.parent())
+    load_inner(&text, &label, &process_env, path.parent())
 }
 
-/// Validates the config file at `path` (for `edgerelay check`): every problem, or nothing.
-pub fn check(path: &Path) -> Result<(), ConfigErrors> {
-    load(path).map(drop)
+/// Validates the config file at `path` (for `edgerelay check`): every problem, or the warnings.
+pub fn check(path: &Path) -> Result<Vec<ConfigError>, ConfigErrors> {
+    load_with_warnings(path).map(|(_, warnings)| warnings)
 }
 
 /// Loads config text (tests, embedded configs); errors name `file_label`. `${VAR}` come from the
@@ -46,6 +51,15 @@ pub fn load_str_with(
     env: EnvLookup<'_>,
     base_dir: Option<&Path>,
 ) -> Result<Config, ConfigErrors> {
+    load_inner(text, file_label, env, base_dir).map(|(config, _)| config)
+}
+
+fn load_inner(
+    text: &str,
+    file_label: &str,
+    env: EnvLookup<'_>,
+    base_dir: Option<&Path>,
+) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
     let error = |line: Option<usize>, key: String, message: String| ConfigError {
         file: file_label.to_string(),
         line,
@@ -75,7 +89,13 @@ pub fn load_str_with(
             .filter(|p| !already.contains(&p.path)),
     );
     if problems.is_empty() {
-        return Ok(config);
+        let warnings = validate::warnings(&config)
+            .into_iter()
+            .map(|Problem { path, message }| {
+                error(locator.line_of(&path), path.to_string(), message)
+            })
+            .collect();
+        return Ok((config, warnings));
     }
     let mut errors: Vec<ConfigError> = problems
         .into_iter()

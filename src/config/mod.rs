@@ -17,7 +17,7 @@ mod tests;
 
 pub use error::{ConfigError, ConfigErrors, Problem};
 pub use expand::{EnvLookup, expand_str};
-pub use load::{check, load, load_str, load_str_with};
+pub use load::{check, load, load_str, load_str_with, load_with_warnings};
 pub use locate::{KeyPath, Seg};
 pub use types::*;
 pub use validate::validate;

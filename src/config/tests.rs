@@ -373,14 +373,14 @@ fn variables_are_substituted_from_the_injected_environment() {
         _ => None,
     };
     let text = format!(
-        "{CAMERA}\n[destination.cloud]\nkind = \"mqtt\"\nurl = \"mqtts://${{BROKER}}:8883\"\n\n[[rule]]\nname = \"r\"\nto = [\"cloud\"]\nmqtt_topic = \"${{SITE}}/{{camera}}/$${{literal}}\"\n"
+        "{CAMERA}\n[destination.cloud]\nkind = \"mqtt\"\nurl = \"mqtts://${{BROKER}}:8883\"\n\n[[rule]]\nname = \"r\"\nto = [\"cloud\"]\nmqtt_topic = \"${{SITE}}/{{camera}}/$${{{{literal}}}}\"\n"
     );
     let config = load_str_with(&text, "config.toml", &env, None).unwrap();
     let DestinationConfig::Mqtt(cloud) = &config.destination["cloud"];
     assert_eq!(cloud.url, "mqtts://broker.example:8883");
     assert_eq!(
         config.rule[0].mqtt_topic.as_deref(),
-        Some("site1/{camera}/${literal}")
+        Some("site1/{camera}/${{literal}}")
     );
 }
 
@@ -529,4 +529,46 @@ fn garbage_input_never_panics() {
         }
         let _ = load_text(&text);
     }
+}
+
+#[test]
+fn payload_template_that_looks_like_json_must_render_as_json() {
+    assert_one_error(
+        &with_base("[[rule]]\nname = \"r\"\nto = [\"cloud\"]\npayload = '{{\"a\": x{camera}}}'\n"),
+        "config.toml:12: rule[0].payload: looks like JSON but does not render as JSON",
+    );
+    assert_one_error(
+        &with_base("[[rule]]\nname = \"r\"\nto = [\"cloud\"]\nmqtt_topic = \"a/{nope}\"\n"),
+        "config.toml:12: rule[0].mqtt_topic: \"a/{nope}\": template error at position 2",
+    );
+}
+
+#[test]
+fn check_warns_about_template_fields_an_event_can_lack() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        with_base(
+            "[[rule]]\nname = \"r\"\nto = [\"cloud\"]\nmqtt_topic = \"s/{camera}/{source.port}\"\npayload = '{{\"a\":{$.message.data.active}}}'\n",
+        ),
+    )
+    .unwrap();
+    let warnings: Vec<String> = check(&path)
+        .unwrap()
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+    let file = path.display();
+    assert_eq!(
+        warnings,
+        [
+            format!(
+                "{file}:12: rule[0].mqtt_topic: {{source.port}} renders empty for events that lack it"
+            ),
+            format!(
+                "{file}:13: rule[0].payload: {{$.message.data.active}} renders null (or empty inside a string) for events that lack it"
+            ),
+        ]
+    );
 }

@@ -252,6 +252,17 @@ pub enum RetainPolicy {
     All,
 }
 
+/// `max_rate_keep` of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RateKeep {
+    /// Deliver the first events of a window, drop the rest (default).
+    #[default]
+    First,
+    /// Also deliver the last event of a full window when the window ends.
+    Latest,
+}
+
 /// `[[rule]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -297,9 +308,14 @@ pub struct RuleConfig {
     /// Drop repeats of the same state. Default false.
     #[serde(default)]
     pub only_changes: bool,
-    /// Rate limit per camera and topic, e.g. `"10/s"`.
+    /// Rate limit per camera and topic, e.g. `"10/s"`: at most that many deliveries per
+    /// window of that period, the window opened by the first event. Default: none.
     #[serde(default)]
     pub max_rate: Option<String>,
+    /// Which events of a full `max_rate` window go out: `first` (default; the rest are
+    /// dropped) or `latest` (also the last one, when the window ends).
+    #[serde(default)]
+    pub max_rate_keep: RateKeep,
     /// Silence matching events: no delivery, and later rules do not see them. Default false.
     #[serde(default)]
     pub drop: bool,

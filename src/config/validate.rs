@@ -8,8 +8,10 @@ use std::net::{Ipv6Addr, SocketAddr};
 
 use super::error::Problem;
 use super::locate::KeyPath;
-use super::types::{Config, DestinationConfig, MessageConfig, MqttDestination};
+use super::types::{Config, DestinationConfig, MessageConfig, MqttDestination, RuleConfig};
 use super::units;
+use crate::rules::Rule;
+use crate::rules::template::Template;
 use crate::rules::topic_filter::TopicFilter;
 
 /// Every problem in `config`, in file order.
@@ -111,6 +113,58 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             && let Err(e) = units::parse_rate(rate)
         {
             out.push(Problem::new(p.key("max_rate"), format!("\"{rate}\": {e}")));
+        }
+        check_templates(r, &p, &mut out);
+    }
+    out
+}
+
+/// Templates compile, and a payload template that looks like JSON renders as JSON.
+fn check_templates(r: &RuleConfig, p: &KeyPath, out: &mut Vec<Problem>) {
+    let texts = [
+        ("prefix", Some(&r.prefix)),
+        ("mqtt_topic", r.mqtt_topic.as_ref()),
+    ];
+    for (key, text) in texts {
+        if let Some(text) = text
+            && let Err(e) = Template::parse(text)
+        {
+            out.push(Problem::new(p.key(key), format!("\"{text}\": {e}")));
+        }
+    }
+    if r.payload != "axis" && !r.payload.is_empty() {
+        match Template::parse_payload(&r.payload) {
+            Err(e) => out.push(Problem::new(
+                p.key("payload"),
+                format!("\"{}\": {e}", r.payload),
+            )),
+            Ok(t) => {
+                if let Err(e) = t.check_json() {
+                    out.push(Problem::new(p.key("payload"), e));
+                }
+            }
+        }
+    }
+}
+
+/// Things that work but may not do what was meant: template fields an event can lack.
+pub fn warnings(config: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for (i, rc) in config.rule.iter().enumerate() {
+        let Ok(rule) = Rule::compile(rc) else {
+            continue;
+        };
+        let p = KeyPath::root().key("rule").index(i);
+        for (key, field) in rule.optional_fields() {
+            let missing = if key == "payload" && rc.payload.trim_start().starts_with("{{") {
+                "null (or empty inside a string)"
+            } else {
+                "empty"
+            };
+            out.push(Problem::new(
+                p.key(key),
+                format!("{field} renders {missing} for events that lack it"),
+            ));
         }
     }
     out
