@@ -7,17 +7,19 @@
 //! # Layout
 //! - [`config`]: the TOML file, `${VAR}` and `*_file` secrets, validation with `file:line` errors.
 //! - [`event`]: the normalized [`event::Event`] and its camera-format JSON view.
-//! - [`sources`]: camera clients (VAPIX WebSocket) and the camera emulator.
+//! - [`sources`]: camera clients (VAPIX WebSocket), local MQTT sources, the camera emulator.
 //! - [`rules`]: topic expressions, matching, and the shape of each delivery.
 //! - [`delivery`]: the record that crosses from rules to the outbox.
 //! - [`outbox`]: the durable per-destination FIFO.
 //! - [`sinks`]: destinations that drain the outbox (MQTT).
+//! - [`commands`]: downlink, MQTT messages that act on cameras (virtual inputs).
 //! - [`pipeline`]: wires the above together for `edgerelay run`.
 //! - [`broker`]: the embedded MQTT broker.
 //! - [`clock`]: injected time, so back-off and rate limits are testable.
 
 pub mod broker;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod delivery;
 pub mod event;

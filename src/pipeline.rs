@@ -92,6 +92,7 @@ impl Relay {
 
         let mut sources = Vec::new();
         let mut emulators = Vec::new();
+        let mut vapix_clients: HashMap<String, VapixClient> = HashMap::new();
         for cam in &cfg.camera {
             let status = Arc::new(SourceStatus::new(&cam.name));
             let (base, user, pass) = if cam.url.trim() == "emulator:" {
@@ -106,9 +107,11 @@ impl Relay {
             };
             let base =
                 url::Url::parse(&base).with_context(|| format!("camera {}: url", cam.name))?;
+            let vapix = VapixClient::new(base.clone(), user, pass, cam.tls_verify)?;
+            vapix_clients.insert(cam.name.clone(), vapix.clone());
             let ws = WsCamera {
                 name: cam.name.as_str().into(),
-                vapix: VapixClient::new(base.clone(), user, pass, cam.tls_verify)?,
+                vapix,
                 base,
                 serial: cam.serial.clone(),
                 filters: rules.camera_filters(&cam.name),
@@ -122,7 +125,27 @@ impl Relay {
             )));
             sources.push(status);
         }
+        for m in &cfg.mqtt_source {
+            let status = Arc::new(SourceStatus::new(&m.name));
+            tasks.push(tokio::spawn(crate::sources::mqtt::run(
+                m.clone(),
+                tx.clone(),
+                status.clone(),
+                clock.clone(),
+            )));
+            sources.push(status);
+        }
         drop(tx);
+        for (i, c) in cfg.command.iter().enumerate() {
+            let (Some(DestinationConfig::Mqtt(dest)), Some(vapix)) = (
+                cfg.destination.get(&c.destination),
+                vapix_clients.get(&c.camera),
+            ) else {
+                anyhow::bail!("command[{i}]: unknown destination or camera");
+            };
+            let run = crate::commands::run(i, c.clone(), dest.clone(), vapix.clone());
+            tasks.push(tokio::spawn(run));
+        }
         Ok(Relay {
             tasks,
             router: Some(router),

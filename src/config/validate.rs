@@ -46,6 +46,83 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         }
     }
 
+    for (i, m) in config.mqtt_source.iter().enumerate() {
+        let p = root.key("mqtt_source").index(i);
+        // Source names share the camera namespace: rules name them in `cameras`.
+        check_name(
+            &m.name,
+            &p,
+            "camera or mqtt_source",
+            &mut cameras,
+            i,
+            &mut out,
+        );
+        match check_mqtt_url(&m.url) {
+            Err(e) => out.push(Problem::new(p.key("url"), e)),
+            Ok(()) if !m.url.starts_with("mqtt://") => out.push(Problem::new(
+                p.key("url"),
+                format!("\"{}\": an mqtt_source supports mqtt:// only", m.url),
+            )),
+            Ok(()) => {}
+        }
+        if m.topics.is_empty() {
+            out.push(Problem::new(
+                p.key("topics"),
+                "no topic filters: add e.g. topics = [\"sensors/#\"]",
+            ));
+        }
+        for (j, t) in m.topics.iter().enumerate() {
+            if let Err(e) = check_topic_filter(t) {
+                out.push(Problem::new(p.key("topics").index(j), e));
+            }
+        }
+        check_qos(m.qos, p.key("qos"), &mut out);
+    }
+    for (i, c) in config.command.iter().enumerate() {
+        let p = root.key("command").index(i);
+        match config.destination.get(&c.destination) {
+            Some(DestinationConfig::Mqtt(m)) if !m.url.starts_with("mqtt://") => {
+                out.push(Problem::new(
+                    p.key("destination"),
+                    format!(
+                        "commands support mqtt:// destinations only, not \"{}\"",
+                        m.url
+                    ),
+                ))
+            }
+            Some(_) => {}
+            None => out.push(Problem::new(
+                p.key("destination"),
+                format!(
+                    "unknown destination \"{}\" (known: {})",
+                    c.destination,
+                    known(config.destination.keys().map(String::as_str))
+                ),
+            )),
+        }
+        if !config.camera.iter().any(|cam| cam.name == c.camera) {
+            out.push(Problem::new(
+                p.key("camera"),
+                format!(
+                    "unknown camera \"{}\" (known: {})",
+                    c.camera,
+                    known(config.camera.iter().map(|c| c.name.as_str()))
+                ),
+            ));
+        }
+        if let Err(e) = check_topic_filter(&c.topic) {
+            out.push(Problem::new(p.key("topic"), e));
+        }
+        if let Some(t) = &c.reply_topic
+            && (t.is_empty() || t.contains(['+', '#']))
+        {
+            out.push(Problem::new(
+                p.key("reply_topic"),
+                format!("\"{t}\" is not a topic to publish on (no wildcards, not empty)"),
+            ));
+        }
+    }
+
     let mut rules: HashMap<&str, usize> = HashMap::new();
     for (i, r) in config.rule.iter().enumerate() {
         let p = root.key("rule").index(i);
@@ -170,8 +247,13 @@ pub fn warnings(config: &Config) -> Vec<Problem> {
     out
 }
 
+/// Camera names as rules see them: cameras and MQTT sources.
 fn cameras_in(config: &Config) -> impl Iterator<Item = &str> {
-    config.camera.iter().map(|c| c.name.as_str())
+    config
+        .camera
+        .iter()
+        .map(|c| c.name.as_str())
+        .chain(config.mqtt_source.iter().map(|m| m.name.as_str()))
 }
 
 /// `a, b, c`, or `none` when there are no names.
@@ -310,6 +392,22 @@ fn check_mqtt_url(s: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// An MQTT subscription filter: not empty, `#` only as the last level, wildcards alone in
+/// their level.
+fn check_topic_filter(f: &str) -> Result<(), String> {
+    let levels: Vec<&str> = f.split('/').collect();
+    let ok = !f.is_empty()
+        && levels.iter().enumerate().all(|(i, l)| {
+            (*l == "#" && i == levels.len() - 1) || *l == "+" || !l.contains(['+', '#'])
+        });
+    match ok {
+        true => Ok(()),
+        false => Err(format!(
+            "\"{f}\" is not an MQTT topic filter (`+` and `#` stand alone in a level, `#` last)"
+        )),
+    }
 }
 
 /// Parses a JSONPath (RFC 9535) the way the rules engine will.
