@@ -15,7 +15,7 @@ pub mod state;
 pub mod template;
 pub mod topic_filter;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::config::{Config, RetainPolicy, RuleConfig, units};
@@ -164,11 +164,13 @@ impl Rule {
         self.cameras.as_ref().is_none_or(|c| c.contains(camera))
     }
 
-    fn matches(&self, view: &View<'_>) -> bool {
-        let ev = view.ev;
-        self.applies_to_camera(&ev.camera)
-            && self.filter.matches(&ev.topic)
-            && self.when.as_ref().is_none_or(|w| w.matches(view.json()))
+    /// Camera and topic filter: the part that depends only on (camera, topic), cached.
+    fn matches_stream(&self, camera: &str, topic: &str) -> bool {
+        self.applies_to_camera(camera) && self.filter.matches(topic)
+    }
+
+    fn matches_when(&self, view: &View<'_>) -> bool {
+        self.when.as_ref().is_none_or(|w| w.matches(view.json()))
     }
 
     /// Every placeholder of this rule's templates that renders empty when an event lacks
@@ -262,6 +264,46 @@ pub struct RuleSet {
     /// One per rule with `max_rate`, by rule index.
     limiters: Vec<Option<RateLimiter<Event>>>,
     flushed: Vec<Event>,
+    streams: StreamCache,
+}
+
+/// Which rules' cameras and topic filters match a (camera, topic): a handful of topics per
+/// camera recur, so each pair is worked out once. Bounded: cleared when it grows past
+/// [`StreamCache::MAX`] (MQTT sources may bring topics of unbounded variety).
+#[derive(Debug, Clone, Default)]
+struct StreamCache {
+    by_camera: HashMap<Arc<str>, HashMap<String, Box<[u64]>>>,
+    len: usize,
+}
+
+impl StreamCache {
+    const MAX: usize = 16_384;
+
+    /// Bit `i` is set when rule `i` matches the camera and topic.
+    fn get(&mut self, rules: &[Rule], camera: &Arc<str>, topic: &str) -> &[u64] {
+        let hit = self
+            .by_camera
+            .get(&**camera)
+            .is_some_and(|t| t.contains_key(topic));
+        if !hit {
+            if self.len >= Self::MAX {
+                self.by_camera.clear();
+                self.len = 0;
+            }
+            let mut bits = vec![0u64; rules.len().div_ceil(64)].into_boxed_slice();
+            for (i, r) in rules.iter().enumerate() {
+                if r.matches_stream(camera, topic) {
+                    bits[i / 64] |= 1 << (i % 64);
+                }
+            }
+            self.by_camera
+                .entry(camera.clone())
+                .or_default()
+                .insert(topic.to_string(), bits);
+            self.len += 1;
+        }
+        &self.by_camera[&**camera][topic]
+    }
 }
 
 /// A delivery bound for one named destination.
@@ -293,6 +335,7 @@ impl RuleSet {
             changes: ChangeFilter::default(),
             limiters,
             flushed: Vec::new(),
+            streams: StreamCache::default(),
         })
     }
 
@@ -345,8 +388,9 @@ impl RuleSet {
     /// Evaluates the rules for one event at `now_ms`, appending its deliveries to `out`.
     pub fn route(&mut self, ev: &Event, now_ms: i64, out: &mut Vec<Routed>) {
         let view = View::new(ev);
+        let matching = self.streams.get(&self.rules, &ev.camera, &ev.topic);
         for (i, rule) in self.rules.iter().enumerate() {
-            if !rule.matches(&view) {
+            if matching[i / 64] & (1 << (i % 64)) == 0 || !rule.matches_when(&view) {
                 continue;
             }
             if rule.drop {
