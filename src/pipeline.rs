@@ -230,11 +230,13 @@ fn route_loop(
                 Some(ev) => Some(ev),
                 None => break,
             },
-            Some(rt) => match rt.block_on(tokio::time::timeout(ROUTER_TICK, rx.recv())) {
-                Ok(Some(ev)) => Some(ev),
-                Ok(None) => break,
-                Err(_) => None,
-            },
+            Some(rt) => {
+                match rt.block_on(async { tokio::time::timeout(ROUTER_TICK, rx.recv()).await }) {
+                    Ok(Some(ev)) => Some(ev),
+                    Ok(None) => break,
+                    Err(_) => None,
+                }
+            }
         };
         let now = clock.now_ms();
         routed.extend(rules.due(now));
