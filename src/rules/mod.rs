@@ -272,7 +272,7 @@ pub struct RuleSet {
 /// [`StreamCache::MAX`] (MQTT sources may bring topics of unbounded variety).
 #[derive(Debug, Clone, Default)]
 struct StreamCache {
-    by_camera: HashMap<Arc<str>, HashMap<String, Box<[u64]>>>,
+    by_camera: HashMap<Arc<str>, HashMap<String, Box<[u64]>, state::FxBuild>, state::FxBuild>,
     len: usize,
 }
 

@@ -378,7 +378,17 @@ impl Template {
                     }
                     Some(n.into())
                 }
-                Placeholder::IsoTime => Some(iso_time(ev.time_ms).into()),
+                Placeholder::IsoTime => {
+                    // Digits, '-', ':', '.': nothing to escape in any context but a bare value.
+                    if ctx == Context::JsonValue {
+                        out.push('"');
+                    }
+                    push_iso_time(out, ev.time_ms);
+                    if ctx == Context::JsonValue {
+                        out.push('"');
+                    }
+                    continue;
+                }
                 Placeholder::Source(n) => ev.source.get(n).map(|s| s.as_str().into()),
                 Placeholder::Key(n) => ev.key.get(n).map(|s| s.as_str().into()),
                 Placeholder::Data(n) => ev.data.get(n).map(|s| s.as_str().into()),
@@ -427,6 +437,13 @@ fn sample_event() -> Event {
 
 /// RFC 3339 UTC with milliseconds: `2025-06-17T08:14:03.512Z`.
 pub fn iso_time(ms: i64) -> String {
+    let mut s = String::with_capacity(24);
+    push_iso_time(&mut s, ms);
+    s
+}
+
+/// Appends [`iso_time`] without formatting machinery (templates render it per event).
+pub fn push_iso_time(out: &mut String, ms: i64) {
     let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Howard Hinnant's civil_from_days.
@@ -439,12 +456,21 @@ pub fn iso_time(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    let fields = [
+        (y, 4, '-'),
+        (m, 2, '-'),
+        (d, 2, 'T'),
+        (sod / 3600, 2, ':'),
+        (sod % 3600 / 60, 2, ':'),
+        (sod % 60, 2, '.'),
+        (milli, 3, 'Z'),
+    ];
+    for (n, width, sep) in fields {
+        for i in (0..width).rev() {
+            out.push(char::from(b'0' + (n / 10i64.pow(i) % 10) as u8));
+        }
+        out.push(sep);
+    }
 }
 
 #[cfg(test)]
