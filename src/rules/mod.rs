@@ -195,20 +195,29 @@ impl Rule {
 
     /// The deliveries of one event under this rule.
     fn deliver(&self, ev: &Event, now_ms: i64, out: &mut Vec<Routed>) {
+        let Some((last, others)) = self.to.split_last() else {
+            return;
+        };
         let topic = self.topic_for(ev);
         let (payload, retain) = self.payload_for(ev);
-        for dest in &self.to {
+        let delivery = |topic, payload| Delivery {
+            topic,
+            payload,
+            qos: self.qos,
+            retain,
+            created_ms: now_ms,
+        };
+        for dest in others {
             out.push(Routed {
                 destination: dest.clone(),
-                delivery: Delivery {
-                    topic: topic.clone(),
-                    payload: payload.clone(),
-                    qos: self.qos,
-                    retain,
-                    created_ms: now_ms,
-                },
+                delivery: delivery(topic.clone(), payload.clone()),
             });
         }
+        // The last destination takes the rendered topic and payload without a copy.
+        out.push(Routed {
+            destination: last.clone(),
+            delivery: delivery(topic, payload),
+        });
     }
 
     /// The MQTT topic of an event under this rule (DESIGN.md §4).
@@ -272,8 +281,9 @@ pub struct RuleSet {
 /// [`StreamCache::MAX`] (MQTT sources may bring topics of unbounded variety).
 #[derive(Debug, Clone, Default)]
 struct StreamCache {
-    by_camera: HashMap<Arc<str>, HashMap<String, Box<[u64]>, state::FxBuild>, state::FxBuild>,
-    len: usize,
+    /// Camera → topic → index into `bits`.
+    by_camera: HashMap<Arc<str>, HashMap<String, usize, state::FxBuild>, state::FxBuild>,
+    bits: Vec<Box<[u64]>>,
 }
 
 impl StreamCache {
@@ -281,28 +291,25 @@ impl StreamCache {
 
     /// Bit `i` is set when rule `i` matches the camera and topic.
     fn get(&mut self, rules: &[Rule], camera: &Arc<str>, topic: &str) -> &[u64] {
-        let hit = self
-            .by_camera
-            .get(&**camera)
-            .is_some_and(|t| t.contains_key(topic));
-        if !hit {
-            if self.len >= Self::MAX {
-                self.by_camera.clear();
-                self.len = 0;
-            }
-            let mut bits = vec![0u64; rules.len().div_ceil(64)].into_boxed_slice();
-            for (i, r) in rules.iter().enumerate() {
-                if r.matches_stream(camera, topic) {
-                    bits[i / 64] |= 1 << (i % 64);
-                }
-            }
-            self.by_camera
-                .entry(camera.clone())
-                .or_default()
-                .insert(topic.to_string(), bits);
-            self.len += 1;
+        if let Some(&i) = self.by_camera.get(&**camera).and_then(|t| t.get(topic)) {
+            return &self.bits[i];
         }
-        &self.by_camera[&**camera][topic]
+        if self.bits.len() >= Self::MAX {
+            self.by_camera.clear();
+            self.bits.clear();
+        }
+        let mut bits = vec![0u64; rules.len().div_ceil(64)].into_boxed_slice();
+        for (i, r) in rules.iter().enumerate() {
+            if r.matches_stream(camera, topic) {
+                bits[i / 64] |= 1 << (i % 64);
+            }
+        }
+        self.by_camera
+            .entry(camera.clone())
+            .or_default()
+            .insert(topic.to_string(), self.bits.len());
+        self.bits.push(bits);
+        self.bits.last().expect("just pushed")
     }
 }
 

@@ -33,14 +33,14 @@ pub const STATE_FILE: &str = "rules-state.json";
 /// Last data seen per (rule, camera, topic, source).
 #[derive(Debug, Clone, Default)]
 pub struct ChangeFilter {
-    last: HashMap<String, String>,
+    last: HashMap<String, String, FxBuild>,
     dirty: bool,
 }
 
 #[derive(Serialize, Deserialize)]
 struct Saved {
     version: u32,
-    only_changes: HashMap<String, String>,
+    only_changes: HashMap<String, String, FxBuild>,
 }
 
 impl ChangeFilter {
