@@ -572,3 +572,51 @@ fn check_warns_about_template_fields_an_event_can_lack() {
         ]
     );
 }
+
+#[test]
+fn check_warns_about_a_condition_that_filters_string_values_by_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        with_base("[[rule]]\nname = \"r\"\nto = [\"cloud\"]\nwhen = \"$.message.data[?(@.active == '1')]\"\n"),
+    )
+    .unwrap();
+    let warnings: Vec<String> = check(&path)
+        .unwrap()
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains(":12: rule[0].when: ")
+            && warnings[0].contains("write $.message[?(@.active == ...)]"),
+        "{warnings:?}"
+    );
+    std::fs::write(
+        &path,
+        with_base(
+            "[[rule]]\nname = \"r\"\nto = [\"cloud\"]\nwhen = \"$.message[?(@.active == '1')]\"\n",
+        ),
+    )
+    .unwrap();
+    assert!(check(&path).unwrap().is_empty());
+}
+
+#[test]
+fn mqtt_sources_and_commands_are_checked() {
+    let errs = errors(&with_base(
+        "[[mqtt_source]]\nname = \"lobby\"\nurl = \"ws://x\"\ntopics = [\"a/#/b\"]\n\n[[command]]\ndestination = \"nope\"\ntopic = \"cmd/#\"\ncamera = \"yard\"\naction = \"virtual_input\"\nreply_topic = \"r/+\"\n",
+    ));
+    assert_eq!(
+        errs,
+        [
+            "config.toml:10: mqtt_source[0].name: duplicate camera or mqtt_source name \"lobby\" (also camera or mqtt_source[0])",
+            "config.toml:11: mqtt_source[0].url: \"ws://x\": an mqtt_source supports mqtt:// only",
+            "config.toml:12: mqtt_source[0].topics[0]: \"a/#/b\" is not an MQTT topic filter (`+` and `#` stand alone in a level, `#` last)",
+            "config.toml:15: command[0].destination: unknown destination \"nope\" (known: cloud)",
+            "config.toml:17: command[0].camera: unknown camera \"yard\" (known: lobby)",
+            "config.toml:19: command[0].reply_topic: \"r/+\" is not a topic to publish on (no wildcards, not empty)",
+        ]
+    );
+}

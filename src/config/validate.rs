@@ -228,10 +228,13 @@ fn check_templates(r: &RuleConfig, p: &KeyPath, out: &mut Vec<Problem>) {
 pub fn warnings(config: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
     for (i, rc) in config.rule.iter().enumerate() {
+        let p = KeyPath::root().key("rule").index(i);
+        if let Some(w) = rc.when.as_deref().and_then(member_filter_on_strings) {
+            out.push(Problem::new(p.key("when"), w));
+        }
         let Ok(rule) = Rule::compile(rc) else {
             continue;
         };
-        let p = KeyPath::root().key("rule").index(i);
         for (key, field) in rule.optional_fields() {
             let missing = if key == "payload" && rc.payload.trim_start().starts_with("{{") {
                 "null (or empty inside a string)"
@@ -392,6 +395,23 @@ fn check_mqtt_url(s: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `$.message.data[?(@.active == '1')]` filters the *values* of `data`, which are strings
+/// without members, so it never selects anything (RFC 9535); say what was likely meant.
+fn member_filter_on_strings(when: &str) -> Option<String> {
+    ["data", "source", "key"].iter().find_map(|items| {
+        let at = when.find(&format!(".{items}[?"))?;
+        let filter = &when[at + items.len() + 3..];
+        let member = filter
+            .trim_start_matches('(')
+            .strip_prefix("@.")?
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .next()?;
+        Some(format!(
+            "\"{when}\" filters the values of `{items}` (strings, which have no member \"{member}\") and never matches: write $.message[?(@.{member} == ...)] or $.message.{items}[?(@ == ...)]"
+        ))
+    })
 }
 
 /// An MQTT subscription filter: not empty, `#` only as the last level, wildcards alone in
