@@ -7,12 +7,13 @@
 //! # Layout
 //! - [`config`]: the TOML file, `${VAR}` and `*_file` secrets, validation with `file:line` errors.
 //! - [`event`]: the normalized [`event::Event`] and its camera-format JSON view.
-//! - [`sources`]: camera clients (VAPIX WebSocket) and the camera emulator.
+//! - [`sources`]: camera clients (VAPIX WebSocket), local MQTT sources, the camera emulator.
 //! - [`rules`]: topic expressions, matching, and the shape of each delivery.
 //! - [`delivery`]: the record that crosses from rules to the outbox.
 //! - [`outbox`]: the durable per-destination FIFO.
 //! - [`sinks`]: destinations that drain the outbox (MQTT over TCP, TLS or WebSocket: plain
 //!   brokers, Azure IoT Hub, AWS IoT Core).
+//! - [`commands`]: downlink, MQTT messages that act on cameras (virtual inputs).
 //! - [`pipeline`]: wires the above together for `edgerelay run`.
 //! - [`broker`]: the embedded MQTT broker.
 //! - [`tls`]: rustls client configs shared by camera and broker connections.
@@ -23,6 +24,7 @@
 pub mod bench;
 pub mod broker;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod delivery;
 pub mod event;

@@ -30,6 +30,9 @@ use crate::sources::websocket::{self, WsCamera};
 const EVENT_QUEUE: usize = 8192;
 /// Most events routed into one outbox write.
 const ROUTE_BATCH: usize = 2048;
+/// Longest the router sleeps while rules hold timers (`max_rate_keep = "latest"`, state to
+/// save): bounds how late a held delivery goes out.
+const ROUTER_TICK: Duration = Duration::from_millis(100);
 /// Rate of the demo camera behind `url = "emulator:"`, events per second.
 const DEMO_RATE: f64 = 1.0;
 
@@ -58,7 +61,13 @@ impl Relay {
             let addr = crate::broker::start(listen)?;
             tracing::info!(%addr, "embedded MQTT broker listening");
         }
-        let rules = RuleSet::compile(&cfg)?;
+        let mut rules = RuleSet::compile(&cfg)?;
+        let state_path = data_dir.join(crate::rules::state::STATE_FILE);
+        if let Ok(saved) = std::fs::read_to_string(&state_path)
+            && !rules.restore_state(&saved)
+        {
+            tracing::warn!(path = %state_path.display(), "unreadable rule state ignored");
+        }
         let shutdown_timeout = units::parse_duration(&cfg.relay.shutdown_timeout)
             .map_err(anyhow::Error::msg)
             .context("relay.shutdown_timeout")?;
@@ -96,16 +105,18 @@ impl Relay {
         let (router_rules, router_clock) = (rules.clone(), clock.clone());
         let router = std::thread::Builder::new()
             .name("router".into())
-            .spawn(move || route_loop(rx, router_rules, outboxes, router_clock))?;
+            .spawn(move || route_loop(rx, router_rules, outboxes, router_clock, state_path))?;
 
         let mut sources = Vec::new();
         let mut emulators = Vec::new();
+        let mut vapix_clients: HashMap<String, VapixClient> = HashMap::new();
         for cam in &cfg.camera {
             let status = Arc::new(SourceStatus::new(&cam.name));
             let task = match cam.transport {
                 Transport::Websocket => {
                     let ws =
                         websocket_camera(cam, &rules, &mut source_tasks, &mut emulators).await?;
+                    vapix_clients.insert(cam.name.clone(), ws.vapix.clone());
                     tokio::spawn(websocket::run(
                         ws,
                         tx.clone(),
@@ -121,7 +132,27 @@ impl Relay {
             source_tasks.push(task);
             sources.push(status);
         }
+        for m in &cfg.mqtt_source {
+            let status = Arc::new(SourceStatus::new(&m.name));
+            source_tasks.push(tokio::spawn(crate::sources::mqtt::run(
+                m.clone(),
+                tx.clone(),
+                status.clone(),
+                clock.clone(),
+            )));
+            sources.push(status);
+        }
         drop(tx);
+        for (i, c) in cfg.command.iter().enumerate() {
+            let (Some(DestinationConfig::Mqtt(dest)), Some(vapix)) = (
+                cfg.destination.get(&c.destination),
+                vapix_clients.get(&c.camera),
+            ) else {
+                anyhow::bail!("command[{i}]: unknown destination or camera");
+            };
+            let run = crate::commands::run(i, c.clone(), dest.clone(), vapix.clone());
+            tasks.push(tokio::spawn(run));
+        }
         Ok(Relay {
             source_tasks,
             tasks,
@@ -294,16 +325,43 @@ pub fn outbox_options(b: &BufferConfig) -> anyhow::Result<OutboxOptions> {
 /// The router thread: batches events, routes them, appends per destination.
 fn route_loop(
     mut rx: mpsc::Receiver<Event>,
-    rules: RuleSet,
+    mut rules: RuleSet,
     outboxes: HashMap<Arc<str>, Arc<SharedOutbox>>,
     clock: SharedClock,
+    state_path: std::path::PathBuf,
 ) {
     let mut routed: Vec<Routed> = Vec::with_capacity(ROUTE_BATCH);
     let mut per_dest: HashMap<Arc<str>, Vec<Vec<u8>>> = HashMap::new();
     let mut drops: HashMap<Arc<str>, DropLog> = HashMap::new();
-    while let Some(first) = rx.blocking_recv() {
+    // With timers the router wakes every tick; a small runtime gives `recv` a timeout.
+    let ticker = rules.has_timers().then(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("router timer runtime")
+    });
+    let mut save = crate::rules::state::Debounce::new(crate::rules::state::SAVE_INTERVAL_MS);
+    let mut pending_state: Option<String> = None;
+    loop {
+        // `None`: a tick without an event.
+        let first = match &ticker {
+            None => match rx.blocking_recv() {
+                Some(ev) => Some(ev),
+                None => break,
+            },
+            Some(rt) => {
+                match rt.block_on(async { tokio::time::timeout(ROUTER_TICK, rx.recv()).await }) {
+                    Ok(Some(ev)) => Some(ev),
+                    Ok(None) => break,
+                    Err(_) => None,
+                }
+            }
+        };
         let now = clock.now_ms();
-        rules.route(&first, now, &mut routed);
+        routed.extend(rules.due(now));
+        if let Some(ev) = &first {
+            rules.route(ev, now, &mut routed);
+        }
         let mut n = 1;
         while n < ROUTE_BATCH {
             match rx.try_recv() {
@@ -337,6 +395,24 @@ fn route_loop(
             }
             records.clear();
         }
+        // After the outbox accepted the deliveries: a crash repeats a state, never loses one.
+        if let Some(s) = rules.state_to_save() {
+            pending_state = Some(s);
+        }
+        if pending_state.is_some() && save.ready(now) {
+            write_state(&state_path, pending_state.take().unwrap());
+        }
+    }
+    if let Some(s) = pending_state.or_else(|| rules.state_to_save()) {
+        write_state(&state_path, s);
+    }
+}
+
+/// Writes the rule state file atomically (temp file, then rename).
+fn write_state(path: &Path, json: String) {
+    let tmp = path.with_extension("json.tmp");
+    if let Err(e) = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, path)) {
+        tracing::warn!(path = %path.display(), error = %e, "saving rule state failed");
     }
 }
 

@@ -198,6 +198,14 @@ pub fn expand_env(config: &mut Config, env: EnvLookup<'_>) -> Vec<Problem> {
         x.string(&mut r.payload, p.key("payload"));
         x.opt(&mut r.max_rate, p.key("max_rate"));
     }
+    for (i, m) in config.mqtt_source.iter_mut().enumerate() {
+        let p = root.key("mqtt_source").index(i);
+        x.string(&mut m.url, p.key("url"));
+        x.opt(&mut m.username, p.key("username"));
+        x.opt(&mut m.password, p.key("password"));
+        x.opt_path(&mut m.password_file, p.key("password_file"));
+        x.list(&mut m.topics, p.key("topics"));
+    }
     x.problems
 }
 
@@ -246,6 +254,18 @@ pub fn read_secret_files(config: &mut Config, base_dir: Option<&Path>) -> Vec<Pr
             }
             DestinationConfig::AwsIotCore(_) => {}
         }
+    }
+    for (i, m) in config.mqtt_source.iter_mut().enumerate() {
+        let p = root.key("mqtt_source").index(i);
+        let file = m.password_file.as_deref();
+        fill_secret(
+            &mut m.password,
+            file,
+            base_dir,
+            &p,
+            "password",
+            &mut problems,
+        );
     }
     problems
 }

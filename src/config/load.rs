@@ -18,19 +18,7 @@ use super::validate;
 /// Loads and validates the config file at `path`, with `${VAR}` from the process environment.
 /// Relative `*_file` paths are relative to the file's directory.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let label = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: label.clone(),
-        line: None,
-        key: String::new(),
-        message: format!("cannot read the config file: {e}"),
-    })?;
-    load_str_with(&text, &label, &process_env, path.parent())
-}
-
-/// Validates the config file at `path` (for `edgerelay check`): every problem, or nothing.
-pub fn check(path: &Path) -> Result<(), ConfigErrors> {
-    load(path).map(drop)
+    load_with_warnings(path).map(|l| l.config)
 }
 
 /// A valid config and what in it works, but not as written.
@@ -44,10 +32,20 @@ pub struct Loaded {
 
 /// Like [`load`], keeping the warnings (for `edgerelay check` and the start of `run`).
 pub fn load_with_warnings(path: &Path) -> Result<Loaded, ConfigErrors> {
-    let config = load(path)?;
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let warnings = locate_warnings(&config, &text, &path.display().to_string());
+    let label = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: label.clone(),
+        line: None,
+        key: String::new(),
+        message: format!("cannot read the config file: {e}"),
+    })?;
+    let (config, warnings) = load_inner(&text, &label, &process_env, path.parent())?;
     Ok(Loaded { config, warnings })
+}
+
+/// Validates the config file at `path` (for `edgerelay check`): every problem, or the warnings.
+pub fn check(path: &Path) -> Result<Vec<ConfigError>, ConfigErrors> {
+    load_with_warnings(path).map(|l| l.warnings)
 }
 
 /// Warnings of a loaded config, located in its text.
@@ -79,6 +77,15 @@ pub fn load_str_with(
     env: EnvLookup<'_>,
     base_dir: Option<&Path>,
 ) -> Result<Config, ConfigErrors> {
+    load_inner(text, file_label, env, base_dir).map(|(config, _)| config)
+}
+
+fn load_inner(
+    text: &str,
+    file_label: &str,
+    env: EnvLookup<'_>,
+    base_dir: Option<&Path>,
+) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
     let error = |line: Option<usize>, key: String, message: String| ConfigError {
         file: file_label.to_string(),
         line,
@@ -108,7 +115,8 @@ pub fn load_str_with(
             .filter(|p| !already.contains(&p.path)),
     );
     if problems.is_empty() {
-        return Ok(config);
+        let warnings = locate_warnings(&config, text, file_label);
+        return Ok((config, warnings));
     }
     let mut errors: Vec<ConfigError> = problems
         .into_iter()

@@ -375,7 +375,7 @@ fn variables_are_substituted_from_the_injected_environment() {
         _ => None,
     };
     let text = format!(
-        "{CAMERA}\n[destination.cloud]\nkind = \"mqtt\"\nurl = \"mqtts://${{BROKER}}:8883\"\n\n[[rule]]\nname = \"r\"\nto = [\"cloud\"]\nmqtt_topic = \"${{SITE}}/{{camera}}/$${{literal}}\"\n"
+        "{CAMERA}\n[destination.cloud]\nkind = \"mqtt\"\nurl = \"mqtts://${{BROKER}}:8883\"\n\n[[rule]]\nname = \"r\"\nto = [\"cloud\"]\nmqtt_topic = \"${{SITE}}/{{camera}}/$${{{{literal}}}}\"\n"
     );
     let config = load_str_with(&text, "config.toml", &env, None).unwrap();
     let DestinationConfig::Mqtt(cloud) = &config.destination["cloud"] else {
@@ -384,7 +384,7 @@ fn variables_are_substituted_from_the_injected_environment() {
     assert_eq!(cloud.url, "mqtts://broker.example:8883");
     assert_eq!(
         config.rule[0].mqtt_topic.as_deref(),
-        Some("site1/{camera}/${literal}")
+        Some("site1/{camera}/${{literal}}")
     );
 }
 
@@ -533,4 +533,94 @@ fn garbage_input_never_panics() {
         }
         let _ = load_text(&text);
     }
+}
+
+#[test]
+fn payload_template_that_looks_like_json_must_render_as_json() {
+    assert_one_error(
+        &with_base("[[rule]]\nname = \"r\"\nto = [\"cloud\"]\npayload = '{{\"a\": x{camera}}}'\n"),
+        "config.toml:12: rule[0].payload: looks like JSON but does not render as JSON",
+    );
+    assert_one_error(
+        &with_base("[[rule]]\nname = \"r\"\nto = [\"cloud\"]\nmqtt_topic = \"a/{nope}\"\n"),
+        "config.toml:12: rule[0].mqtt_topic: \"a/{nope}\": template error at position 2",
+    );
+}
+
+#[test]
+fn check_warns_about_template_fields_an_event_can_lack() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        with_base(
+            "[[rule]]\nname = \"r\"\nto = [\"cloud\"]\nmqtt_topic = \"s/{camera}/{source.port}\"\npayload = '{{\"a\":{$.message.data.active}}}'\n",
+        ),
+    )
+    .unwrap();
+    let warnings: Vec<String> = check(&path)
+        .unwrap()
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+    let file = path.display();
+    assert_eq!(
+        warnings,
+        [
+            format!(
+                "{file}:12: rule[0].mqtt_topic: {{source.port}} renders empty for events that lack it"
+            ),
+            format!(
+                "{file}:13: rule[0].payload: {{$.message.data.active}} renders null (or empty inside a string) for events that lack it"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn check_warns_about_a_condition_that_filters_string_values_by_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        with_base("[[rule]]\nname = \"r\"\nto = [\"cloud\"]\nwhen = \"$.message.data[?(@.active == '1')]\"\n"),
+    )
+    .unwrap();
+    let warnings: Vec<String> = check(&path)
+        .unwrap()
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains(":12: rule[0].when: ")
+            && warnings[0].contains("write $.message[?(@.active == ...)]"),
+        "{warnings:?}"
+    );
+    std::fs::write(
+        &path,
+        with_base(
+            "[[rule]]\nname = \"r\"\nto = [\"cloud\"]\nwhen = \"$.message[?(@.active == '1')]\"\n",
+        ),
+    )
+    .unwrap();
+    assert!(check(&path).unwrap().is_empty());
+}
+
+#[test]
+fn mqtt_sources_and_commands_are_checked() {
+    let errs = errors(&with_base(
+        "[[mqtt_source]]\nname = \"lobby\"\nurl = \"ws://x\"\ntopics = [\"a/#/b\"]\n\n[[command]]\ndestination = \"nope\"\ntopic = \"cmd/#\"\ncamera = \"yard\"\naction = \"virtual_input\"\nreply_topic = \"r/+\"\n",
+    ));
+    assert_eq!(
+        errs,
+        [
+            "config.toml:10: mqtt_source[0].name: duplicate camera or mqtt_source name \"lobby\" (also camera or mqtt_source[0])",
+            "config.toml:11: mqtt_source[0].url: \"ws://x\": an mqtt_source supports mqtt:// only",
+            "config.toml:12: mqtt_source[0].topics[0]: \"a/#/b\" is not an MQTT topic filter (`+` and `#` stand alone in a level, `#` last)",
+            "config.toml:15: command[0].destination: unknown destination \"nope\" (known: cloud)",
+            "config.toml:17: command[0].camera: unknown camera \"yard\" (known: lobby)",
+            "config.toml:19: command[0].reply_topic: \"r/+\" is not a topic to publish on (no wildcards, not empty)",
+        ]
+    );
 }

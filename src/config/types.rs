@@ -21,6 +21,70 @@ pub struct Config {
     /// Routing rules, evaluated in file order.
     #[serde(default)]
     pub rule: Vec<RuleConfig>,
+    /// Local MQTT sources (sensors): messages become events that go through the rules.
+    #[serde(default)]
+    pub mqtt_source: Vec<MqttSourceConfig>,
+    /// Commands to cameras received over an MQTT destination (downlink).
+    #[serde(default)]
+    pub command: Vec<CommandConfig>,
+}
+
+/// `[[mqtt_source]]`: subscribes to topic filters on a broker (the embedded one or any other);
+/// each message becomes an event with camera = `name`, topic = the MQTT topic, data = the
+/// JSON payload's top-level members as strings (`{"value": TEXT}` for anything else).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSourceConfig {
+    /// Unique name; the events' camera name (rules' `cameras` lists use it).
+    pub name: String,
+    /// `mqtt://host[:port]`.
+    pub url: String,
+    /// MQTT topic filters to subscribe to, e.g. `["sensors/#"]`.
+    pub topics: Vec<String>,
+    /// The events' serial (the `{serial}` of the default prefix). Default: `name`.
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// User name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password (`${VAR}` from the environment).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// File holding the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Subscription QoS 0, 1 or 2. Default 1.
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// MQTT client id. Default `edgerelay-source-{name}`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+}
+
+/// What a `[[command]]` does with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandAction {
+    /// `{"port":7,"active":true}`: activate or deactivate a virtual input (VAPIX).
+    VirtualInput,
+}
+
+/// `[[command]]`: messages on `topic` at an MQTT destination's broker act on a camera; the
+/// outcome (`{"ok":true}` or `{"ok":false,"error":"..."}`) is published on `reply_topic`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandConfig {
+    /// Name of an `mqtt` destination whose broker carries the commands.
+    pub destination: String,
+    /// Topic filter to subscribe to.
+    pub topic: String,
+    /// Name of the camera to act on.
+    pub camera: String,
+    /// What to do: `virtual_input`.
+    pub action: CommandAction,
+    /// Where to publish the outcome. Default: no reply.
+    #[serde(default)]
+    pub reply_topic: Option<String>,
 }
 
 /// `[relay]`.
@@ -405,6 +469,17 @@ pub enum RetainPolicy {
     All,
 }
 
+/// `max_rate_keep` of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RateKeep {
+    /// Deliver the first events of a window, drop the rest (default).
+    #[default]
+    First,
+    /// Also deliver the last event of a full window when the window ends.
+    Latest,
+}
+
 /// `[[rule]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -450,9 +525,14 @@ pub struct RuleConfig {
     /// Drop repeats of the same state. Default false.
     #[serde(default)]
     pub only_changes: bool,
-    /// Rate limit per camera and topic, e.g. `"10/s"`.
+    /// Rate limit per camera and topic, e.g. `"10/s"`: at most that many deliveries per
+    /// window of that period, the window opened by the first event. Default: none.
     #[serde(default)]
     pub max_rate: Option<String>,
+    /// Which events of a full `max_rate` window go out: `first` (default; the rest are
+    /// dropped) or `latest` (also the last one, when the window ends).
+    #[serde(default)]
+    pub max_rate_keep: RateKeep,
     /// Silence matching events: no delivery, and later rules do not see them. Default false.
     #[serde(default)]
     pub drop: bool,

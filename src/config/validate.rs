@@ -13,6 +13,8 @@ use super::types::{
     MessageConfig, MqttDestination, RetainPolicy, RuleConfig,
 };
 use super::units;
+use crate::rules::Rule;
+use crate::rules::template::Template;
 use crate::rules::topic_filter::TopicFilter;
 use crate::sinks::mqtt::aws;
 use crate::sinks::mqtt::azure::ConnectionString;
@@ -51,6 +53,83 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             DestinationConfig::Mqtt(m) => check_mqtt(m, &p, &mut out),
             DestinationConfig::AzureIotHub(a) => check_azure(a, &p, &mut out),
             DestinationConfig::AwsIotCore(a) => check_aws(a, &p, &mut out),
+        }
+    }
+
+    for (i, m) in config.mqtt_source.iter().enumerate() {
+        let p = root.key("mqtt_source").index(i);
+        // Source names share the camera namespace: rules name them in `cameras`.
+        check_name(
+            &m.name,
+            &p,
+            "camera or mqtt_source",
+            &mut cameras,
+            i,
+            &mut out,
+        );
+        match check_mqtt_url(&m.url) {
+            Err(e) => out.push(Problem::new(p.key("url"), e)),
+            Ok(()) if !m.url.starts_with("mqtt://") => out.push(Problem::new(
+                p.key("url"),
+                format!("\"{}\": an mqtt_source supports mqtt:// only", m.url),
+            )),
+            Ok(()) => {}
+        }
+        if m.topics.is_empty() {
+            out.push(Problem::new(
+                p.key("topics"),
+                "no topic filters: add e.g. topics = [\"sensors/#\"]",
+            ));
+        }
+        for (j, t) in m.topics.iter().enumerate() {
+            if let Err(e) = check_topic_filter(t) {
+                out.push(Problem::new(p.key("topics").index(j), e));
+            }
+        }
+        check_qos(m.qos, p.key("qos"), &mut out);
+    }
+    for (i, c) in config.command.iter().enumerate() {
+        let p = root.key("command").index(i);
+        match config.destination.get(&c.destination) {
+            Some(DestinationConfig::Mqtt(m)) if !m.url.starts_with("mqtt://") => {
+                out.push(Problem::new(
+                    p.key("destination"),
+                    format!(
+                        "commands support mqtt:// destinations only, not \"{}\"",
+                        m.url
+                    ),
+                ))
+            }
+            Some(_) => {}
+            None => out.push(Problem::new(
+                p.key("destination"),
+                format!(
+                    "unknown destination \"{}\" (known: {})",
+                    c.destination,
+                    known(config.destination.keys().map(String::as_str))
+                ),
+            )),
+        }
+        if !config.camera.iter().any(|cam| cam.name == c.camera) {
+            out.push(Problem::new(
+                p.key("camera"),
+                format!(
+                    "unknown camera \"{}\" (known: {})",
+                    c.camera,
+                    known(config.camera.iter().map(|c| c.name.as_str()))
+                ),
+            ));
+        }
+        if let Err(e) = check_topic_filter(&c.topic) {
+            out.push(Problem::new(p.key("topic"), e));
+        }
+        if let Some(t) = &c.reply_topic
+            && (t.is_empty() || t.contains(['+', '#']))
+        {
+            out.push(Problem::new(
+                p.key("reply_topic"),
+                format!("\"{t}\" is not a topic to publish on (no wildcards, not empty)"),
+            ));
         }
     }
 
@@ -125,12 +204,72 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         {
             out.push(Problem::new(p.key("max_rate"), format!("\"{rate}\": {e}")));
         }
+        check_templates(r, &p, &mut out);
     }
     out
 }
 
+/// Templates compile, and a payload template that looks like JSON renders as JSON.
+fn check_templates(r: &RuleConfig, p: &KeyPath, out: &mut Vec<Problem>) {
+    let texts = [
+        ("prefix", Some(&r.prefix)),
+        ("mqtt_topic", r.mqtt_topic.as_ref()),
+    ];
+    for (key, text) in texts {
+        if let Some(text) = text
+            && let Err(e) = Template::parse(text)
+        {
+            out.push(Problem::new(p.key(key), format!("\"{text}\": {e}")));
+        }
+    }
+    if r.payload != "axis" && !r.payload.is_empty() {
+        match Template::parse_payload(&r.payload) {
+            Err(e) => out.push(Problem::new(
+                p.key("payload"),
+                format!("\"{}\": {e}", r.payload),
+            )),
+            Ok(t) => {
+                if let Err(e) = t.check_json() {
+                    out.push(Problem::new(p.key("payload"), e));
+                }
+            }
+        }
+    }
+}
+
+/// Things that work but may not do what was meant: template fields an event can lack.
+fn rule_warnings(config: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for (i, rc) in config.rule.iter().enumerate() {
+        let p = KeyPath::root().key("rule").index(i);
+        if let Some(w) = rc.when.as_deref().and_then(member_filter_on_strings) {
+            out.push(Problem::new(p.key("when"), w));
+        }
+        let Ok(rule) = Rule::compile(rc) else {
+            continue;
+        };
+        for (key, field) in rule.optional_fields() {
+            let missing = if key == "payload" && rc.payload.trim_start().starts_with("{{") {
+                "null (or empty inside a string)"
+            } else {
+                "empty"
+            };
+            out.push(Problem::new(
+                p.key(key),
+                format!("{field} renders {missing} for events that lack it"),
+            ));
+        }
+    }
+    out
+}
+
+/// Camera names as rules see them: cameras and MQTT sources.
 fn cameras_in(config: &Config) -> impl Iterator<Item = &str> {
-    config.camera.iter().map(|c| c.name.as_str())
+    config
+        .camera
+        .iter()
+        .map(|c| c.name.as_str())
+        .chain(config.mqtt_source.iter().map(|m| m.name.as_str()))
 }
 
 /// `a, b, c`, or `none` when there are no names.
@@ -369,6 +508,13 @@ fn check_rule_for_aws(r: &RuleConfig, dest: &str, p: &KeyPath, j: usize, out: &m
 
 /// Settings that work but not as written (printed by `check`, logged by `run`).
 pub fn warnings(config: &Config) -> Vec<Problem> {
+    let mut out = rule_warnings(config);
+    out.extend(destination_warnings(config));
+    out
+}
+
+/// Rule settings a destination kind cannot honour (it adapts them).
+fn destination_warnings(config: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
     let root = KeyPath::root();
     for (i, r) in config.rule.iter().enumerate() {
@@ -489,6 +635,39 @@ fn check_mqtt_url(s: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `$.message.data[?(@.active == '1')]` filters the *values* of `data`, which are strings
+/// without members, so it never selects anything (RFC 9535); say what was likely meant.
+fn member_filter_on_strings(when: &str) -> Option<String> {
+    ["data", "source", "key"].iter().find_map(|items| {
+        let at = when.find(&format!(".{items}[?"))?;
+        let filter = &when[at + items.len() + 3..];
+        let member = filter
+            .trim_start_matches('(')
+            .strip_prefix("@.")?
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .next()?;
+        Some(format!(
+            "\"{when}\" filters the values of `{items}` (strings, which have no member \"{member}\") and never matches: write $.message[?(@.{member} == ...)] or $.message.{items}[?(@ == ...)]"
+        ))
+    })
+}
+
+/// An MQTT subscription filter: not empty, `#` only as the last level, wildcards alone in
+/// their level.
+fn check_topic_filter(f: &str) -> Result<(), String> {
+    let levels: Vec<&str> = f.split('/').collect();
+    let ok = !f.is_empty()
+        && levels.iter().enumerate().all(|(i, l)| {
+            (*l == "#" && i == levels.len() - 1) || *l == "+" || !l.contains(['+', '#'])
+        });
+    match ok {
+        true => Ok(()),
+        false => Err(format!(
+            "\"{f}\" is not an MQTT topic filter (`+` and `#` stand alone in a level, `#` last)"
+        )),
+    }
 }
 
 /// Parses a JSONPath (RFC 9535) the way the rules engine will.

@@ -3,17 +3,26 @@
 //! Rules are compiled once from the config and evaluated in file order. Every matching rule
 //! adds one delivery per destination it names; `drop = true` silences an event for the rules
 //! after it, `stop = true` ends matching after a rule.
+//!
+//! A rule matches an event when its cameras, its topic filter and its `when` condition (a
+//! JSONPath over [`Event::json_view`], compiled once) all agree. The JSON view is built once
+//! per event and only if a matching rule needs it. A matching rule then passes the event
+//! through `only_changes` and `max_rate` ([`state`]) before it delivers; those never change
+//! which later rules see the event (`drop` and `stop` do).
 
+pub mod bench;
+pub mod state;
 pub mod template;
 pub mod topic_filter;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::config::{Config, RetainPolicy, RuleConfig};
+use crate::config::{Config, RetainPolicy, RuleConfig, units};
 use crate::delivery::Delivery;
 use crate::event::{Event, EventKind, Operation, mqtt_path, push_level};
-use template::{Template, TemplateError};
+use state::{ChangeFilter, Decision, RateLimiter};
+use template::{JsonPathExpr, Template, TemplateError, View};
 use topic_filter::{TopicFilter, TopicFilterError};
 
 /// Why a rule does not compile (config validation reports these with file and line first).
@@ -37,6 +46,16 @@ pub enum RuleError {
         /// Parse error.
         source: TemplateError,
     },
+    /// Bad `when`, `payload` JSON or `max_rate`.
+    #[error("rule {rule:?}: {field}: {message}")]
+    Invalid {
+        /// Rule name.
+        rule: String,
+        /// Which field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// How a rule shapes the payload.
@@ -56,6 +75,7 @@ pub struct Rule {
     cameras: Option<HashSet<String>>,
     /// The topic filter, also sent to cameras in `events:configure`.
     pub filter: TopicFilter,
+    when: Option<JsonPathExpr>,
     to: Vec<Arc<str>>,
     prefix: Template,
     mqtt_topic: Option<Template>,
@@ -67,6 +87,9 @@ pub struct Rule {
     retain: RetainPolicy,
     drop: bool,
     stop: bool,
+    only_changes: bool,
+    max_rate: Option<units::Rate>,
+    max_rate_keep: state::Keep,
 }
 
 impl Rule {
@@ -79,6 +102,22 @@ impl Rule {
                 source,
             })
         };
+        let invalid = |field: &'static str, message: String| RuleError::Invalid {
+            rule: rc.name.clone(),
+            field,
+            message,
+        };
+        let payload = if rc.payload == "axis" {
+            PayloadShape::Axis
+        } else {
+            let t = Template::parse_payload(&rc.payload).map_err(|source| RuleError::Template {
+                rule: rc.name.clone(),
+                field: "payload",
+                source,
+            })?;
+            t.check_json().map_err(|m| invalid("payload", m))?;
+            PayloadShape::Template(t)
+        };
         Ok(Self {
             name: rc.name.as_str().into(),
             cameras: rc.cameras.as_ref().map(|c| c.iter().cloned().collect()),
@@ -88,6 +127,12 @@ impl Rule {
                     source,
                 }
             })?,
+            when: rc
+                .when
+                .as_deref()
+                .map(JsonPathExpr::parse)
+                .transpose()
+                .map_err(|m| invalid("when", m))?,
             to: rc.to.iter().map(|s| s.as_str().into()).collect(),
             prefix: tmpl("prefix", &rc.prefix)?,
             mqtt_topic: rc
@@ -98,15 +143,19 @@ impl Rule {
             include_namespaces: rc.include_namespaces,
             include_condition_name: rc.include_condition_name,
             include_serial: rc.include_serial,
-            payload: if rc.payload == "axis" {
-                PayloadShape::Axis
-            } else {
-                PayloadShape::Template(tmpl("payload", &rc.payload)?)
-            },
+            payload,
             qos: rc.qos,
             retain: rc.retain,
             drop: rc.drop,
             stop: rc.stop,
+            only_changes: rc.only_changes,
+            max_rate: rc
+                .max_rate
+                .as_deref()
+                .map(units::parse_rate)
+                .transpose()
+                .map_err(|m| invalid("max_rate", m))?,
+            max_rate_keep: rc.max_rate_keep,
         })
     }
 
@@ -115,13 +164,67 @@ impl Rule {
         self.cameras.as_ref().is_none_or(|c| c.contains(camera))
     }
 
-    fn matches(&self, ev: &Event) -> bool {
-        // Analytics frames and PTZ status have no event topic: only rules taking "all" see them.
-        let topic_ok = match ev.kind {
-            EventKind::Event => self.filter.matches(&ev.topic),
-            EventKind::Analytics | EventKind::Ptz => self.filter.is_all(),
+    /// Camera and topic filter: the part that depends only on (camera, topic), cached.
+    /// Analytics frames and PTZ status have no event topic (empty): only rules taking "all"
+    /// see them.
+    fn matches_stream(&self, camera: &str, topic: &str) -> bool {
+        let topic_ok = if topic.is_empty() {
+            self.filter.is_all()
+        } else {
+            self.filter.matches(topic)
         };
-        self.applies_to_camera(&ev.camera) && topic_ok
+        self.applies_to_camera(camera) && topic_ok
+    }
+
+    fn matches_when(&self, view: &View<'_>) -> bool {
+        self.when.as_ref().is_none_or(|w| w.matches(view.json()))
+    }
+
+    /// Every placeholder of this rule's templates that renders empty when an event lacks
+    /// it, with the field it is in (for `check` warnings).
+    pub fn optional_fields(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.mqtt_topic {
+            out.extend(t.optional_fields().into_iter().map(|f| ("mqtt_topic", f)));
+        } else {
+            out.extend(
+                self.prefix
+                    .optional_fields()
+                    .into_iter()
+                    .map(|f| ("prefix", f)),
+            );
+        }
+        if let PayloadShape::Template(t) = &self.payload {
+            out.extend(t.optional_fields().into_iter().map(|f| ("payload", f)));
+        }
+        out
+    }
+
+    /// The deliveries of one event under this rule.
+    fn deliver(&self, ev: &Event, now_ms: i64, out: &mut Vec<Routed>) {
+        let Some((last, others)) = self.to.split_last() else {
+            return;
+        };
+        let topic = self.topic_for(ev);
+        let (payload, retain) = self.payload_for(ev);
+        let delivery = |topic, payload| Delivery {
+            topic,
+            payload,
+            qos: self.qos,
+            retain,
+            created_ms: now_ms,
+        };
+        for dest in others {
+            out.push(Routed {
+                destination: dest.clone(),
+                delivery: delivery(topic.clone(), payload.clone()),
+            });
+        }
+        // The last destination takes the rendered topic and payload without a copy.
+        out.push(Routed {
+            destination: last.clone(),
+            delivery: delivery(topic, payload),
+        });
     }
 
     /// The MQTT topic of an event under this rule (DESIGN.md §4).
@@ -180,10 +283,52 @@ impl Rule {
     }
 }
 
-/// All rules of a config, in order.
+/// All rules of a config, in order, with their `only_changes` and `max_rate` state.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    changes: ChangeFilter,
+    /// One per rule with `max_rate`, by rule index.
+    limiters: Vec<Option<RateLimiter<Event>>>,
+    flushed: Vec<Event>,
+    streams: StreamCache,
+}
+
+/// Which rules' cameras and topic filters match a (camera, topic): a handful of topics per
+/// camera recur, so each pair is worked out once. Bounded: cleared when it grows past
+/// [`StreamCache::MAX`] (MQTT sources may bring topics of unbounded variety).
+#[derive(Debug, Clone, Default)]
+struct StreamCache {
+    /// Camera → topic → index into `bits`.
+    by_camera: HashMap<Arc<str>, HashMap<String, usize, state::FxBuild>, state::FxBuild>,
+    bits: Vec<Box<[u64]>>,
+}
+
+impl StreamCache {
+    const MAX: usize = 16_384;
+
+    /// Bit `i` is set when rule `i` matches the camera and topic.
+    fn get(&mut self, rules: &[Rule], camera: &Arc<str>, topic: &str) -> &[u64] {
+        if let Some(&i) = self.by_camera.get(&**camera).and_then(|t| t.get(topic)) {
+            return &self.bits[i];
+        }
+        if self.bits.len() >= Self::MAX {
+            self.by_camera.clear();
+            self.bits.clear();
+        }
+        let mut bits = vec![0u64; rules.len().div_ceil(64)].into_boxed_slice();
+        for (i, r) in rules.iter().enumerate() {
+            if r.matches_stream(camera, topic) {
+                bits[i / 64] |= 1 << (i % 64);
+            }
+        }
+        self.by_camera
+            .entry(camera.clone())
+            .or_default()
+            .insert(topic.to_string(), self.bits.len());
+        self.bits.push(bits);
+        self.bits.last().expect("just pushed")
+    }
 }
 
 /// A delivery bound for one named destination.
@@ -198,13 +343,56 @@ pub struct Routed {
 impl RuleSet {
     /// Compiles every rule of a config.
     pub fn compile(cfg: &Config) -> Result<Self, RuleError> {
+        let rules: Vec<Rule> = cfg
+            .rule
+            .iter()
+            .map(Rule::compile)
+            .collect::<Result<_, _>>()?;
+        let limiters = rules
+            .iter()
+            .map(|r| {
+                r.max_rate
+                    .map(|rate| RateLimiter::new(rate, r.max_rate_keep))
+            })
+            .collect();
         Ok(Self {
-            rules: cfg
-                .rule
-                .iter()
-                .map(Rule::compile)
-                .collect::<Result<_, _>>()?,
+            rules,
+            changes: ChangeFilter::default(),
+            limiters,
+            flushed: Vec::new(),
+            streams: StreamCache::default(),
         })
+    }
+
+    /// Whether [`RuleSet::due`] can ever return something, or state needs saving: the router
+    /// must then wake up regularly even without events.
+    pub fn has_timers(&self) -> bool {
+        self.limiters.iter().flatten().any(RateLimiter::holds)
+            || self.rules.iter().any(|r| r.only_changes)
+    }
+
+    /// Deliveries held by `max_rate_keep = "latest"` whose window ended by `now_ms`.
+    pub fn due(&mut self, now_ms: i64) -> Vec<Routed> {
+        let mut out = Vec::new();
+        for (rule, limiter) in self.rules.iter().zip(&mut self.limiters) {
+            let Some(l) = limiter.as_mut().filter(|l| l.holds()) else {
+                continue;
+            };
+            for ev in l.due(now_ms) {
+                rule.deliver(&ev, now_ms, &mut out);
+            }
+        }
+        out
+    }
+
+    /// The `only_changes` state as JSON when it changed since the last call.
+    pub fn state_to_save(&mut self) -> Option<String> {
+        self.changes.take_dirty().then(|| self.changes.to_json())
+    }
+
+    /// Restores `only_changes` state saved by [`RuleSet::state_to_save`]; `false` if unreadable.
+    pub fn restore_state(&mut self, json: &str) -> bool {
+        self.changes.restore(json)
     }
 
     /// The rules, in order.
@@ -222,29 +410,30 @@ impl RuleSet {
         )
     }
 
-    /// Evaluates the rules for one event, appending its deliveries to `out`.
-    pub fn route(&self, ev: &Event, now_ms: i64, out: &mut Vec<Routed>) {
-        for rule in &self.rules {
-            if !rule.matches(ev) {
+    /// Evaluates the rules for one event at `now_ms`, appending its deliveries to `out`.
+    pub fn route(&mut self, ev: &Event, now_ms: i64, out: &mut Vec<Routed>) {
+        let view = View::new(ev);
+        let matching = self.streams.get(&self.rules, &ev.camera, &ev.topic);
+        for (i, rule) in self.rules.iter().enumerate() {
+            if matching[i / 64] & (1 << (i % 64)) == 0 || !rule.matches_when(&view) {
                 continue;
             }
             if rule.drop {
                 return;
             }
-            if !rule.to.is_empty() {
-                let topic = rule.topic_for(ev);
-                let (payload, retain) = rule.payload_for(ev);
-                for dest in &rule.to {
-                    out.push(Routed {
-                        destination: dest.clone(),
-                        delivery: Delivery {
-                            topic: topic.clone(),
-                            payload: payload.clone(),
-                            qos: rule.qos,
-                            retain,
-                            created_ms: now_ms,
-                        },
-                    });
+            if !rule.to.is_empty() && admit(rule, &mut self.changes, ev) {
+                match &mut self.limiters[i] {
+                    None => rule.deliver(ev, now_ms, out),
+                    Some(l) => {
+                        let key = l.key((&*ev.camera, ev.topic.as_str()));
+                        let decision = l.admit(key, now_ms, || ev.clone(), &mut self.flushed);
+                        for held in self.flushed.drain(..) {
+                            rule.deliver(&held, now_ms, out);
+                        }
+                        if decision == Decision::Pass {
+                            rule.deliver(ev, now_ms, out);
+                        }
+                    }
                 }
             }
             if rule.stop {
@@ -252,6 +441,23 @@ impl RuleSet {
             }
         }
     }
+}
+
+/// `only_changes`: whether a stateful event's data differs from the last for its camera,
+/// topic and source under this rule. Stateless events are occurrences, never repeats.
+fn admit(rule: &Rule, changes: &mut ChangeFilter, ev: &Event) -> bool {
+    if !rule.only_changes || !ev.stateful {
+        return true;
+    }
+    let key = state::change_key(&rule.name, &ev.camera, &ev.topic, &ev.source);
+    if ev.operation == Some(Operation::Deleted) {
+        changes.forget(&key);
+        return true;
+    }
+    changes.admit(
+        &key,
+        &serde_json::to_string(&ev.data).expect("strings serialize"),
+    )
 }
 
 #[cfg(test)]
@@ -336,7 +542,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let rs = RuleSet::compile(&cfg).unwrap();
+        let mut rs = RuleSet::compile(&cfg).unwrap();
         let mut out = Vec::new();
         rs.route(&vi(None), 0, &mut out);
         assert_eq!(
@@ -373,13 +579,180 @@ mod tests {
             rule("mqtt_topic = \"site/{camera}\"").topic_for(&p),
             "site/lobby"
         );
-        assert!(rule("").matches(&a) && rule("topic = \"\"").matches(&p));
+        assert!(
+            rule("").matches_stream(&a.camera, &a.topic)
+                && rule("topic = \"\"").matches_stream(&p.camera, &p.topic)
+        );
         let io = rule("topic = \"tns1:Device//.\"");
-        assert!(io.matches(&vi(None)));
-        assert!(!io.matches(&a) && !io.matches(&p));
+        assert!(io.matches_stream("lobby", &vi(None).topic));
+        assert!(!io.matches_stream(&a.camera, &a.topic) && !io.matches_stream(&p.camera, &p.topic));
         assert_eq!(
             rule("").payload_for(&p).0,
             br#"{"timestamp":1750148043512}"#
         );
+    }
+
+    fn ruleset(toml_text: &str) -> RuleSet {
+        RuleSet::compile(&toml::from_str::<Config>(toml_text).unwrap()).unwrap()
+    }
+
+    fn routed(rs: &mut RuleSet, ev: &Event, now: i64) -> Vec<Routed> {
+        let mut out = Vec::new();
+        rs.route(ev, now, &mut out);
+        out
+    }
+
+    #[test]
+    fn when_selects_only_active_inputs() {
+        // RFC 9535: a filter selects children, so the condition filters `message`'s children
+        // (source, key, data) on their `active` member.
+        let mut rs = ruleset(
+            "[[rule]]\nname = \"active\"\nto = [\"d\"]\nwhen = \"$.message[?(@.active == '1')]\"\n",
+        );
+        assert_eq!(routed(&mut rs, &vi(None), 0).len(), 1);
+        let mut off = vi(None);
+        off.data.insert("active".into(), "0".into());
+        assert!(routed(&mut rs, &off, 0).is_empty());
+        // The same test on the member itself, and a condition on other parts of the view.
+        for (when, on, off_) in [
+            ("$.message.data[?(@ == '1')]", true, false),
+            ("$[?(@.data.active == '1')]", true, false),
+            // DESIGN.md §5's spelling filters the *values* of `data` (strings, no `active`
+            // member) and selects nothing under RFC 9535.
+            ("$.message.data[?(@.active == '1')]", false, false),
+            ("$.message.source[?(@ == '7')]", true, true),
+            ("$[?(@ == 'lobby')]", true, true),
+            ("$.message.data.nope", false, false),
+        ] {
+            let mut rs = ruleset(&format!(
+                "[[rule]]\nname = \"c\"\nto = [\"d\"]\nwhen = \"{when}\"\n"
+            ));
+            assert_eq!(routed(&mut rs, &vi(None), 0).len() == 1, on, "{when}");
+            assert_eq!(routed(&mut rs, &off, 0).len() == 1, off_, "{when}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_condition_does_not_compile() {
+        let cfg: Config =
+            toml::from_str("[[rule]]\nname = \"c\"\nto = [\"d\"]\nwhen = \"$.[?(\"\n").unwrap();
+        assert!(matches!(
+            RuleSet::compile(&cfg),
+            Err(RuleError::Invalid { field: "when", .. })
+        ));
+    }
+
+    #[test]
+    fn an_event_matching_several_rules_is_delivered_by_each() {
+        let mut rs = ruleset(
+            r#"
+            [[rule]]
+            name = "io"
+            topic = "tns1:Device/tnsaxis:IO//."
+            to = ["a", "b"]
+            [[rule]]
+            name = "active"
+            when = "$.message[?(@.active == '1')]"
+            to = ["a"]
+            mqtt_topic = "active/{camera}"
+            [[rule]]
+            name = "other-camera"
+            cameras = ["yard"]
+            to = ["c"]
+            [[rule]]
+            name = "all"
+            to = ["c"]
+            payload = "{data.active}"
+            "#,
+        );
+        let got: Vec<(String, String, String)> = routed(&mut rs, &vi(None), 0)
+            .into_iter()
+            .map(|r| {
+                (
+                    r.destination.to_string(),
+                    r.delivery.topic,
+                    String::from_utf8(r.delivery.payload).unwrap(),
+                )
+            })
+            .collect();
+        let full =
+            "axis/B8A44F3E9D21/event/tns:onvif/Device/tns:axis/IO/VirtualInput/$source/port/7";
+        let axis = vi(None).payload(false);
+        assert_eq!(
+            got,
+            [
+                ("a".into(), full.into(), axis.clone()),
+                ("b".into(), full.into(), axis.clone()),
+                ("a".into(), "active/lobby".into(), axis),
+                ("c".into(), full.into(), "1".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_changes_drops_repeats_per_camera_topic_and_source() {
+        let mut rs = ruleset("[[rule]]\nname = \"o\"\nto = [\"d\"]\nonly_changes = true\n");
+        let on = vi(Some(Operation::Changed));
+        assert_eq!(routed(&mut rs, &on, 0).len(), 1);
+        assert!(routed(&mut rs, &on, 1).is_empty());
+        let mut other_port = on.clone();
+        other_port.source.insert("port".into(), "8".into());
+        assert_eq!(routed(&mut rs, &other_port, 2).len(), 1);
+        let mut other_camera = on.clone();
+        other_camera.camera = "yard".into();
+        assert_eq!(routed(&mut rs, &other_camera, 2).len(), 1);
+        let mut off = on.clone();
+        off.data.insert("active".into(), "0".into());
+        assert_eq!(routed(&mut rs, &off, 3).len(), 1);
+        assert_eq!(routed(&mut rs, &on, 4).len(), 1);
+        // Stateless events are occurrences: never repeats.
+        let mut tamper = on.clone();
+        tamper.stateful = false;
+        assert_eq!(routed(&mut rs, &tamper, 5).len(), 1);
+        assert_eq!(routed(&mut rs, &tamper, 6).len(), 1);
+        // A deleted property forgets its state.
+        assert_eq!(routed(&mut rs, &vi(Some(Operation::Deleted)), 7).len(), 1);
+        assert_eq!(routed(&mut rs, &on, 8).len(), 1);
+        // The state survives a restart through `state_to_save` / `restore_state`.
+        let saved = rs.state_to_save().unwrap();
+        assert!(rs.state_to_save().is_none(), "nothing new to save");
+        let mut again = ruleset("[[rule]]\nname = \"o\"\nto = [\"d\"]\nonly_changes = true\n");
+        assert!(again.restore_state(&saved));
+        assert!(routed(&mut again, &on, 9).is_empty());
+        assert_eq!(routed(&mut again, &off, 10).len(), 1);
+    }
+
+    #[test]
+    fn max_rate_limits_per_camera_and_topic_and_latest_comes_when_due() {
+        let text =
+            "[[rule]]\nname = \"m\"\nto = [\"d\"]\nmax_rate = \"10/s\"\npayload = \"{data.n}\"\n";
+        let mut rs = ruleset(text);
+        assert!(!rs.has_timers());
+        let mut n = 0;
+        for i in 0..100 {
+            let mut e = vi(None);
+            e.data.insert("n".into(), i.to_string());
+            n += routed(&mut rs, &e, i * 10).len();
+            let mut yard = e.clone();
+            yard.camera = "yard".into();
+            n += routed(&mut rs, &yard, i * 10).len();
+        }
+        assert_eq!(n, 20, "10 per camera");
+
+        let mut rs = ruleset(&format!("{text}max_rate_keep = \"latest\"\n"));
+        assert!(rs.has_timers());
+        let mut got = Vec::new();
+        for i in 0..100 {
+            let mut e = vi(None);
+            e.data.insert("n".into(), i.to_string());
+            got.extend(rs.due(i * 10));
+            got.extend(routed(&mut rs, &e, i * 10));
+        }
+        assert_eq!(got.len(), 10);
+        assert!(rs.due(999).is_empty());
+        let late = rs.due(1000);
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].delivery.payload, b"99");
+        assert_eq!(late[0].delivery.created_ms, 1000);
     }
 }

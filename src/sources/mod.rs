@@ -3,6 +3,7 @@
 pub mod backoff;
 pub mod catalog;
 pub mod emulator;
+pub mod mqtt;
 pub mod rtsp;
 pub mod status;
 pub mod vapix;
