@@ -95,9 +95,9 @@ pub async fn measure(
             .await
             .context("no SUBACK within 10 s")??;
         let sender = match path {
-            Path::Relay => {
-                Sender::Relay(Running::start(broker, "edgerelay-bench-latency", false).await?)
-            }
+            Path::Relay => Sender::Relay(Box::new(
+                Running::start(broker, "edgerelay-bench-latency", false).await?,
+            )),
             Path::Raw => Sender::raw(broker).await?,
         };
         let interval = Duration::from_secs(1) / rate;
@@ -128,7 +128,7 @@ pub async fn measure(
 }
 
 enum Sender {
-    Relay(Running),
+    Relay(Box<Running>),
     Raw(AsyncClient, tokio::task::JoinHandle<()>),
 }
 

@@ -341,7 +341,13 @@ async fn serve_tls(
     use hyper_util::rt::{TokioExecutor, TokioIo};
     loop {
         let (tcp, _) = tokio::select! {
-            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+            a = listener.accept() => match a {
+                Ok(a) => {
+                    let _ = a.0.set_nodelay(true);
+                    a
+                }
+                Err(_) => continue,
+            },
             _ = stopped(&mut stop) => return,
         };
         let (acceptor, app) = (acceptor.clone(), app.clone());
@@ -400,6 +406,11 @@ impl Emulator {
             });
         }
         let server = tokio::spawn(async move {
+            // Small frames go out at once, as from a camera (Nagle would hold each for an ACK).
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let result = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stopped(&mut stop).await })
                 .await;

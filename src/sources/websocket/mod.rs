@@ -235,7 +235,7 @@ async fn upgrade(cam: &WsCamera) -> Result<Ws, SourceError> {
         None
     };
     let connect =
-        |req| tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector.clone());
+        |req| tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector.clone());
     let challenge = match connect(request()?).await {
         Ok((ws, _)) => return Ok(ws),
         Err(tungstenite::Error::Http(resp)) if resp.status() == 401 => resp
