@@ -92,6 +92,9 @@ const READ_BUFFER: usize = 64 * 1024;
 /// Read buffer when checking segments on open.
 const SCAN_BUFFER: usize = 256 * 1024;
 const ACK_FILE: &str = "ack";
+/// How long `open` waits for a lock that another process holds: `LOCK_ATTEMPTS` × `LOCK_RETRY`.
+const LOCK_ATTEMPTS: u32 = 25;
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 const CORRUPT_DIR: &str = "corrupt";
 
 /// How an outbox behaves. See the `buffer` section of a destination's config.
@@ -373,10 +376,19 @@ impl Outbox {
             .truncate(false)
             .open(&ack_path)
             .map_err(io_at(&ack_path))?;
-        match ack_file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(OutboxError::Locked(dir.into())),
-            Err(fs::TryLockError::Error(e)) => return Err(io_at(&ack_path)(e)),
+        // A lock held for a moment is not a second relay: a child process forked by any thread
+        // holds a copy of our descriptors until it execs. Only a lock that stays is refused.
+        let mut attempts = 0;
+        loop {
+            match ack_file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if attempts < LOCK_ATTEMPTS => {
+                    attempts += 1;
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Err(fs::TryLockError::WouldBlock) => return Err(OutboxError::Locked(dir.into())),
+                Err(fs::TryLockError::Error(e)) => return Err(io_at(&ack_path)(e)),
+            }
         }
         let mut report = OpenReport::default();
         let mut raw = Vec::new();
