@@ -5,96 +5,24 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Mosquitto, Subscriber, free_port, load_config, numbered};
+use common::{Mosquitto, RelayProcess, Subscriber, load_config, numbered};
 use edgerelay::sources::emulator::{Emulator, EmulatorConfig};
 
 const T: Duration = Duration::from_secs(30);
 
-/// The relay binary with its HTTP endpoint, extra environment, and a graceful stop.
-struct Relay {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    env: Vec<(String, String)>,
-    child: Option<Child>,
-    http: String,
+/// HTTP checks on a running relay.
+trait RelayHttp {
+    async fn get(&self, path: &str) -> Option<(u16, String)>;
+    async fn poll(&self, path: &str, what: &str, done: impl Fn(&str) -> bool) -> String;
+    async fn wait_metric(&self, name: &str, label: &str, want: f64) -> String;
 }
 
-impl Relay {
-    /// Writes `config` (`{data_dir}` and `{http}` filled in) and starts `edgerelay run`.
-    fn start(config: &str, env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
-        let text = config
-            .replace("{data_dir}", &dir.path().join("data").display().to_string())
-            .replace("{http}", &addr);
-        let config = dir.path().join("config.toml");
-        std::fs::write(&config, text).unwrap();
-        let mut r = Self {
-            dir,
-            config,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            child: None,
-            http: format!("http://{addr}"),
-        };
-        r.spawn();
-        r
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("relay.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_edgerelay"))
-            .arg("run")
-            .arg("-c")
-            .arg(&self.config)
-            .env("RUST_LOG", "edgerelay=debug,info")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    /// SIGTERM, then the exit status (panics if it takes longer than `within`).
-    async fn terminate(&mut self, within: Duration) -> ExitStatus {
-        let mut c = self.child.take().expect("running");
-        let ok = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let end = Instant::now() + within;
-        loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                return st;
-            }
-            if Instant::now() > end {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!("relay did not stop within {within:?}:\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("relay.log")).unwrap_or_default()
-    }
-
+impl RelayHttp for RelayProcess {
     async fn get(&self, path: &str) -> Option<(u16, String)> {
         let resp = reqwest::get(format!("{}{path}", self.http)).await.ok()?;
         let status = resp.status().as_u16();
@@ -128,18 +56,6 @@ impl Relay {
             metric(b, name, label) == Some(want)
         })
         .await
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- relay log ---\n{}", self.log());
-        }
     }
 }
 
@@ -181,7 +97,7 @@ async fn metrics_and_status_count_a_known_sequence_exactly() {
     let broker = Mosquitto::start().await;
     let mut sub = Subscriber::connect(broker.port, "ops/#").await;
     let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let relay = Relay::start(&ops_config(&emu, &broker), &[]);
+    let relay = RelayProcess::start_with_env(&ops_config(&emu, &broker), &[]);
 
     relay.poll("/healthz", "healthy", |_| true).await;
     relay.poll("/readyz", "ready", |_| true).await;
@@ -338,7 +254,7 @@ async fn sigterm_under_load_sends_everything_received_and_restarts_cleanly() {
         "data_dir = \"{data_dir}\"",
         "data_dir = \"{data_dir}\"\nhttp = \"{http}\"\nshutdown_timeout = \"10s\"",
     );
-    let mut relay = Relay::start(&cfg, &[]);
+    let mut relay = RelayProcess::start_with_env(&cfg, &[]);
     assert!(emu.wait_for_clients(1, T).await, "relay never subscribed");
 
     let running = Arc::new(AtomicBool::new(true));
@@ -401,7 +317,7 @@ async fn stop_with_broker_down_keeps_the_queue_and_sends_it_after_restart() {
         "data_dir = \"{data_dir}\"\nhttp = \"{http}\"\nshutdown_timeout = \"1s\"",
     );
     broker.stop();
-    let mut relay = Relay::start(&cfg, &[]);
+    let mut relay = RelayProcess::start_with_env(&cfg, &[]);
     assert!(emu.wait_for_clients(1, T).await, "relay never subscribed");
     for n in 0..50 {
         emu.emit(&numbered(n));
@@ -481,7 +397,7 @@ async fn secrets_from_the_environment_never_reach_log_status_or_metrics() {
             "client_id = \"ops-relay\"",
             "client_id = \"ops-relay\"\nusername = \"relay\"\npassword = \"${OPS_MQTT_PASSWORD}\"",
         );
-    let mut relay = Relay::start(
+    let mut relay = RelayProcess::start_with_env(
         &cfg,
         &[
             ("OPS_CAM_PASSWORD", CAM_SECRET),

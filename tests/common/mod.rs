@@ -361,19 +361,35 @@ impl Drop for Subscriber {
 pub struct RelayProcess {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// Base URL of its HTTP endpoint, when the config has `http = "{http}"`.
+    pub http: String,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
 impl RelayProcess {
     /// Writes `config` (with `{data_dir}` replaced) and starts `edgerelay run`.
     pub fn start(config: &str) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    /// The same with extra environment variables; `{http}` becomes a free loopback address.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let text = config.replace("{data_dir}", &dir.path().join("data").display().to_string());
+        let addr = format!("127.0.0.1:{}", free_port());
+        let text = config
+            .replace("{data_dir}", &dir.path().join("data").display().to_string())
+            .replace("{http}", &addr);
         let path = dir.path().join("config.toml");
         std::fs::write(&path, text).unwrap();
         let mut r = Self {
             dir,
             config: path,
+            http: format!("http://{addr}"),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         r.spawn();
@@ -392,11 +408,35 @@ impl RelayProcess {
             .arg("-c")
             .arg(&self.config)
             .env("RUST_LOG", "edgerelay=debug,info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
         self.child = Some(child);
+    }
+
+    /// SIGTERM, then the exit status (panics if it takes longer than `within`).
+    pub async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let end = Instant::now() + within;
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > end {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("relay did not stop within {within:?}:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// SIGKILL: no chance to flush anything.
