@@ -28,6 +28,15 @@ pub fn start(listen: &str) -> Result<std::net::SocketAddr, BrokerError> {
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| BrokerError::Address(listen.to_string()))?;
+    // rumqttd cannot be stopped: a reload keeps the one already running.
+    static RUNNING: std::sync::OnceLock<std::net::SocketAddr> = std::sync::OnceLock::new();
+    if let Some(running) = RUNNING.get() {
+        if *running != addr {
+            tracing::warn!(%running, wanted = %addr, "the embedded broker keeps its address until the relay restarts");
+        }
+        return Ok(*running);
+    }
+    let _ = RUNNING.set(addr);
     let server = ServerSettings {
         name: "v4-1".into(),
         listen: addr,

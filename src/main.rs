@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -135,7 +136,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(run(cfg)) {
+            match rt.block_on(run(cfg, &config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("edgerelay: {e:#}");
@@ -146,10 +147,15 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cfg: edgerelay::config::Config) -> anyhow::Result<()> {
+async fn run(cfg: edgerelay::config::Config, path: &std::path::Path) -> anyhow::Result<()> {
+    use edgerelay::observe::Parts;
+    use edgerelay::pipeline::Relay;
+    use tokio::signal::unix::{SignalKind, signal};
+
     let clock: edgerelay::clock::SharedClock = Arc::new(edgerelay::clock::SystemClock);
     // Signals first: a SIGTERM during start-up still stops gracefully.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let observed = edgerelay::observe::Observed::new(clock.clone());
     let http = match &cfg.relay.http {
         Some(addr) => {
@@ -163,20 +169,71 @@ async fn run(cfg: edgerelay::config::Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let relay = edgerelay::pipeline::Relay::start(cfg, clock).await?;
-    observed.set_ready(edgerelay::observe::Parts {
-        sources: relay.sources.clone(),
-        destinations: relay.destinations.clone(),
-    });
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let parts = |r: &Relay| Parts {
+        sources: r.sources.clone(),
+        destinations: r.destinations.clone(),
+    };
+    let mut running = cfg.clone();
+    let mut relay = Relay::start(cfg, clock.clone()).await?;
+    observed.set_ready(parts(&relay));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                let next = match edgerelay::config::load_with_warnings(path) {
+                    Ok(loaded) => loaded.config,
+                    Err(e) => {
+                        tracing::error!("reload refused, the running config stays:\n{e}");
+                        continue;
+                    }
+                };
+                tracing::info!(config = %path.display(), "reloading");
+                observed.clear();
+                relay.shutdown_within(Duration::ZERO).await;
+                report_removed_destinations(&running, &next);
+                relay = match Relay::start(next.clone(), clock.clone()).await {
+                    Ok(r) => {
+                        running = next;
+                        r
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "the new config does not start; back to the previous one");
+                        Relay::start(running.clone(), clock.clone()).await?
+                    }
+                };
+                observed.set_ready(parts(&relay));
+                tracing::info!("reloaded");
+            }
+        }
     }
     tracing::info!("stopping: sources first, then sending what is queued");
     observed.set_stopping();
+    observed.clear();
     relay.shutdown().await;
     if let Some(h) = http {
         h.abort();
     }
     Ok(())
+}
+
+/// A destination gone from the config keeps its queue on disk: say how much waits there.
+fn report_removed_destinations(old: &edgerelay::config::Config, new: &edgerelay::config::Config) {
+    use edgerelay::outbox::{Outbox, OutboxOptions};
+    for name in old
+        .destination
+        .keys()
+        .filter(|n| !new.destination.contains_key(*n))
+    {
+        let dir = old.relay.data_dir.join("outbox").join(name);
+        let queued = Outbox::open(&dir, OutboxOptions::default())
+            .map(|(o, _)| o.stats().depth)
+            .unwrap_or(0);
+        if queued > 0 {
+            tracing::warn!(destination = %name, queued, dir = %dir.display(),
+                "destination removed from the config: its queued deliveries stay on disk and are sent if it comes back");
+        } else {
+            tracing::info!(destination = %name, "destination removed from the config");
+        }
+    }
 }

@@ -167,7 +167,14 @@ impl Relay {
     /// Stops the sources, lets the router write what they accepted, then gives the sinks up to
     /// `relay.shutdown_timeout` to send what is queued before stopping them. What is still
     /// queued stays in the outbox for the next start.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
+        let timeout = self.shutdown_timeout;
+        self.shutdown_within(timeout).await;
+    }
+
+    /// The same with another bound on the wait for queued deliveries (zero for a reload: the
+    /// next relay sends them).
+    pub async fn shutdown_within(mut self, drain_timeout: Duration) {
         let started = std::time::Instant::now();
         for t in &self.source_tasks {
             t.abort();
@@ -188,9 +195,8 @@ impl Relay {
             events_received = received,
             "sources stopped; every event received is in the outbox"
         );
-        let drained = tokio::time::timeout(
-            self.shutdown_timeout.saturating_sub(started.elapsed()),
-            async {
+        let drained =
+            tokio::time::timeout(drain_timeout.saturating_sub(started.elapsed()), async {
                 while self
                     .destinations
                     .iter()
@@ -198,10 +204,9 @@ impl Relay {
                 {
                     tokio::time::sleep(DRAIN_POLL).await;
                 }
-            },
-        )
-        .await
-        .is_ok();
+            })
+            .await
+            .is_ok();
         for t in &self.tasks {
             t.abort();
         }
@@ -218,7 +223,7 @@ impl Relay {
         } else {
             tracing::warn!(
                 queued,
-                timeout = ?self.shutdown_timeout,
+                timeout = ?drain_timeout,
                 "stopped before every delivery was sent; the rest stays in the outbox for the next start"
             );
         }

@@ -439,3 +439,95 @@ async fn secrets_from_the_environment_never_reach_log_status_or_metrics() {
         }
     }
 }
+
+/// Cameras by name and emulator, a `broker` destination the relay may not log in to yet, and
+/// optionally a `dead` one nothing listens for.
+fn reload_config(cams: &[(&str, &Emulator)], broker: &Mosquitto, dead: Option<u16>) -> String {
+    let mut c = String::from("[relay]\ndata_dir = \"{data_dir}\"\nhttp = \"{http}\"\n");
+    for (name, emu) in cams {
+        c += &format!(
+            "[[camera]]\nname = \"{name}\"\nurl = \"{}\"\nusername = \"bridge\"\npassword = \"fixture-pass\"\n",
+            emu.base_url()
+        );
+    }
+    c += &format!(
+        "[destination.broker]\nkind = \"mqtt\"\nurl = \"{}\"\nusername = \"relay\"\npassword = \"r\"\n",
+        broker.url()
+    );
+    let mut to = String::from("\"broker\"");
+    if let Some(port) = dead {
+        c += &format!("[destination.dead]\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{port}\"\n");
+        to += ", \"dead\"";
+    }
+    c + &format!(
+        "[[rule]]\nname = \"all\"\nto = [{to}]\nmqtt_topic = \"ops/{{camera}}\"\npayload = \"{{data.n}}\"\n"
+    )
+}
+
+#[tokio::test]
+async fn sighup_reload_adds_and_removes_cameras_and_destinations_without_losing_deliveries() {
+    let mut broker = Mosquitto::start_with_users(&[("watcher", "w")]).await;
+    let mut sub = Subscriber::connect_as(broker.port, "ops/#", Some(("watcher", "w"))).await;
+    let lobby = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let yard = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let dead = common::free_port();
+    let relay = RelayProcess::start(&reload_config(&[("lobby", &lobby)], &broker, Some(dead)));
+    assert!(lobby.wait_for_clients(1, T).await);
+    for n in 0..50 {
+        lobby.emit(&numbered(n));
+    }
+    relay
+        .wait_metric("edgerelay_outbox_depth", r#"destination="broker""#, 50.0)
+        .await;
+
+    // A broken config is refused; the running one stays.
+    relay.rewrite_config("[relay]\ndata_dir = \"{data_dir}\"\nbogus = 1\n");
+    relay.hup();
+    relay.wait_for_log("reload refused", T).await;
+    assert!(
+        relay.log().contains("relay.bogus"),
+        "the check error names the key:\n{}",
+        relay.log()
+    );
+    relay.poll("/readyz", "ready", |_| true).await;
+
+    // Add a camera, remove a destination: its queue stays on disk and is reported.
+    relay.rewrite_config(&reload_config(
+        &[("lobby", &lobby), ("yard", &yard)],
+        &broker,
+        None,
+    ));
+    relay.hup();
+    relay.wait_for_log("reloaded", T).await;
+    let log = relay.log();
+    let removed = log
+        .lines()
+        .find(|l| l.contains("destination removed"))
+        .expect("reported");
+    assert!(
+        removed.contains("dead") && removed.contains("queued=50"),
+        "{removed}"
+    );
+    assert!(yard.wait_for_clients(1, T).await, "the new camera streams");
+    let deadline = tokio::time::Instant::now() + T;
+    while lobby.counters().configures_ok < 2 {
+        assert!(tokio::time::Instant::now() < deadline);
+        lobby.wait_for_clients(1, Duration::from_millis(100)).await;
+    }
+    for n in 50..60 {
+        yard.emit(&numbered(n));
+    }
+    // On the new connection the lobby camera reported its input's state again (n = 49).
+    relay
+        .wait_metric("edgerelay_outbox_depth", r#"destination="broker""#, 61.0)
+        .await;
+
+    // The broker lets the relay in: everything queued before and after the reload, in order.
+    broker.add_user("relay", "r");
+    let mut got = Vec::new();
+    while got.len() < 61 {
+        got.push(sub.next(T).await.payload.parse::<u64>().unwrap());
+    }
+    let want: Vec<u64> = (0..50).chain([49]).chain(50..60).collect();
+    assert_eq!(got, want);
+}

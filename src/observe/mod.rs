@@ -8,7 +8,7 @@ pub mod metrics;
 pub mod status_page;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use crate::clock::SharedClock;
 use crate::outbox::{OutboxStats, SharedOutbox};
@@ -27,7 +27,7 @@ pub struct Parts {
 /// (config loaded, outboxes open).
 pub struct Observed {
     clock: SharedClock,
-    parts: OnceLock<Parts>,
+    parts: Mutex<Option<Arc<Parts>>>,
     stopping: AtomicBool,
 }
 
@@ -36,14 +36,24 @@ impl Observed {
     pub fn new(clock: SharedClock) -> Arc<Self> {
         Arc::new(Self {
             clock,
-            parts: OnceLock::new(),
+            parts: Mutex::new(None),
             stopping: AtomicBool::new(false),
         })
     }
 
     /// The relay started: from now on `/readyz` answers 200.
     pub fn set_ready(&self, parts: Parts) {
-        let _ = self.parts.set(parts);
+        *self.parts.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(parts));
+        self.stopping.store(false, Ordering::Relaxed);
+    }
+
+    /// A reload replaces the relay: forget the old parts (they hold its outboxes open).
+    pub fn clear(&self) {
+        *self.parts.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    fn parts(&self) -> Option<Arc<Parts>> {
+        self.parts.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The relay is stopping: `/readyz` answers 503 again (`/healthz` still 200).
@@ -53,13 +63,13 @@ impl Observed {
 
     /// True once the relay started, until it starts stopping.
     pub fn is_ready(&self) -> bool {
-        self.parts.get().is_some() && !self.stopping.load(Ordering::Relaxed)
+        self.parts().is_some() && !self.stopping.load(Ordering::Relaxed)
     }
 
     /// The figures now (empty lists before the relay started).
     pub fn snapshot(&self) -> Snapshot {
         let now_ms = self.clock.now_ms();
-        let Some(parts) = self.parts.get() else {
+        let Some(parts) = self.parts() else {
             return Snapshot {
                 now_ms,
                 cameras: Vec::new(),

@@ -439,6 +439,42 @@ impl RelayProcess {
         }
     }
 
+    /// SIGHUP: reload the config file.
+    pub fn hup(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Replaces the config file (placeholders filled as at start), for a reload.
+    pub fn rewrite_config(&self, config: &str) {
+        let addr = self.http.trim_start_matches("http://");
+        let text = config
+            .replace(
+                "{data_dir}",
+                &self.dir.path().join("data").display().to_string(),
+            )
+            .replace("{http}", addr);
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// Waits until the log holds `needle` (the relay's own word that something happened).
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < end,
+                "no {needle:?} in the log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
