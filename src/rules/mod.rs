@@ -243,6 +243,7 @@ impl RuleSet {
                             qos: rule.qos,
                             retain,
                             created_ms: now_ms,
+                            camera: ev.camera.to_string(),
                         },
                     });
                 }
