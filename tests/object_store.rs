@@ -516,6 +516,62 @@ async fn s3_unreachable_then_back_archives_every_event_once() {
     assert!(relay.log().contains("object stored after retries"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_objects_over_8_mib_go_up_in_parts_and_read_back_whole() {
+    let Some((moto, client)) = moto().await else {
+        return;
+    };
+    const EVENTS: u64 = 14;
+    const PAD: usize = 700 * 1024;
+    let dest = s3_dest(
+        moto.port,
+        &format!(
+            r#"batch = {{ max_events = {EVENTS}, max_bytes = "64MiB", max_age = "1h" }}
+compression = "none""#
+        ),
+    );
+    // The camera's own payload (with the padding), not the short `n` of the other tests.
+    let emu = Arc::new(Emulator::start(EmulatorConfig::default()).await.unwrap());
+    let cfg = relay_config(&emu, &dest, r#"["archive"]"#).replace("payload = \"{data.n}\"\n", "");
+    let relay = RelayProcess::start(&cfg);
+    assert!(emu.wait_for_clients(1, T).await);
+    for n in 0..EVENTS {
+        let mut e = event(n);
+        e.data.push(("pad".into(), "x".repeat(PAD)));
+        emu.emit(&e);
+    }
+    let raw_objects = wait_archive(
+        &relay,
+        || s3_archive(&client),
+        "the big object",
+        |o| !o.is_empty(),
+    )
+    .await;
+    assert_eq!(raw_objects.len(), 1);
+    let o = &raw_objects[0];
+    assert!(
+        o.ndjson.len() > 8 << 20,
+        "{} bytes: not over the threshold",
+        o.ndjson.len()
+    );
+    let numbers: Vec<u64> = o
+        .ndjson
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["mqtt_topic"], "load/lobby");
+            assert_eq!(v["message"]["data"]["pad"].as_str().unwrap().len(), PAD);
+            v["message"]["data"]["n"].as_str().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(numbers, (0..EVENTS).collect::<Vec<_>>());
+    assert!(
+        relay.log().contains("multipart upload completed"),
+        "{}",
+        relay.log()
+    );
+}
+
 /// What a killed relay left in its outbox for `archive`.
 fn pending_in_outbox(relay: &RelayProcess) -> Vec<u64> {
     let dir = relay.dir.path().join("data/outbox/archive");

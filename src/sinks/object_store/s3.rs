@@ -3,7 +3,7 @@
 //! Credentials come from the config (`access_key_id` + `secret_access_key`, optional
 //! `session_token`) or else from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 //! `AWS_SESSION_TOKEN`. With `endpoint` (an S3-compatible store) requests are path-style.
-//! The SDK retries throttling and 5xx a few times itself; [`super::ObjectSink`] retries what
+//! Bodies over 8 MiB go up as a multipart upload. The SDK retries throttling and 5xx a few times itself; [`super::ObjectSink`] retries what
 //! is left with its own back-off, never dropping an object.
 
 use std::time::Duration;
@@ -14,6 +14,7 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
 use super::batch::{CONTENT_TYPE, Object};
 use crate::config::S3Destination;
@@ -23,6 +24,11 @@ const SDK_ATTEMPTS: u32 = 3;
 /// Bound of one PUT (an 8 MiB object over a slow uplink included).
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bodies above this go up as a multipart upload (S3 takes up to 5 GiB in one PUT, but a
+/// failed part is cheaper to resend than a failed whole).
+const MULTIPART_THRESHOLD: usize = 8 << 20;
+/// Size of each part but the last (S3's minimum is 5 MiB).
+const PART_SIZE: usize = 8 << 20;
 /// Region when neither config nor environment names one.
 const DEFAULT_REGION: &str = "us-east-1";
 
@@ -96,6 +102,9 @@ impl S3Store {
 
     /// PUTs one object.
     pub async fn put(&self, o: &Object) -> Result<(), String> {
+        if o.body.len() > MULTIPART_THRESHOLD {
+            return self.put_multipart(o).await;
+        }
         let mut req = self
             .client
             .put_object()
@@ -107,6 +116,83 @@ impl S3Store {
             req = req.content_encoding(enc);
         }
         req.send()
+            .await
+            .map(|_| ())
+            .map_err(|e| DisplayErrorContext(e).to_string())
+    }
+
+    /// Uploads one object in parts; on failure the upload is aborted (best effort) so no
+    /// parts linger, and the caller retries the whole object.
+    async fn put_multipart(&self, o: &Object) -> Result<(), String> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&o.key)
+            .content_type(CONTENT_TYPE)
+            .set_content_encoding(o.content_encoding.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| DisplayErrorContext(e).to_string())?;
+        let upload_id = created
+            .upload_id()
+            .ok_or("multipart upload: no upload id in the answer")?
+            .to_string();
+        match self.upload_parts(o, &upload_id).await {
+            Ok(()) => {
+                tracing::debug!(key = %o.key, bytes = o.body.len(), "multipart upload completed");
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&o.key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn upload_parts(&self, o: &Object, upload_id: &str) -> Result<(), String> {
+        let mut parts = Vec::new();
+        let mut start = 0;
+        while start < o.body.len() {
+            let end = (start + PART_SIZE).min(o.body.len());
+            let number = parts.len() as i32 + 1;
+            let part = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(&o.key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(ByteStream::from(o.body.slice(start..end)))
+                .send()
+                .await
+                .map_err(|e| DisplayErrorContext(e).to_string())?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(part.e_tag().map(str::to_string))
+                    .build(),
+            );
+            start = end;
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&o.key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
             .await
             .map(|_| ())
             .map_err(|e| DisplayErrorContext(e).to_string())
