@@ -905,3 +905,45 @@ async fn bench_archive_rate_to_moto() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_blob_unreachable_then_back_archives_every_event_once() {
+    let Some(azurite) = azurite().await else {
+        return;
+    };
+    let port = azurite.port;
+    az_create_container(port, "outage").await;
+    let proxy = Proxy::start(port).await;
+    proxy.set_up(false);
+    let dest = format!(
+        r#"[destination.archive]
+kind = "azure-blob"
+connection_string = "AccountName={AZ_ACCOUNT};AccountKey={AZ_KEY};BlobEndpoint=http://127.0.0.1:{}/{AZ_ACCOUNT}"
+container = "outage"
+batch = {{ max_events = 20, max_bytes = "8MiB", max_age = "1s" }}
+"#,
+        proxy.port
+    );
+    let (emu, relay) = start_relay(&dest, r#"["archive"]"#).await;
+    for n in 0..50 {
+        emu.emit(&event(n));
+    }
+    let end = Instant::now() + T;
+    while !relay.log().contains("object upload failed") {
+        assert!(Instant::now() < end, "no failed upload:\n{}", relay.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for n in 50..100 {
+        emu.emit(&event(n));
+    }
+    assert!(az_archive(port, "outage").await.is_empty());
+    proxy.set_up(true);
+    let objects = wait_archive(
+        &relay,
+        || az_archive(port, "outage"),
+        "100 events",
+        |o| all_numbers(o).len() >= 100,
+    )
+    .await;
+    assert_eq!(all_numbers(&objects), (0..100).collect::<Vec<_>>());
+}

@@ -11,9 +11,9 @@ use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 use url::Url;
 
-use azure_core::http::{NoFormat, RequestContent};
-use azure_storage_blob::BlobClient;
+use azure_core::http::{ExponentialRetryOptions, NoFormat, RequestContent, RetryOptions};
 use azure_storage_blob::models::BlockBlobClientUploadOptions;
+use azure_storage_blob::{BlobClient, BlobClientOptions};
 
 use super::batch::{CONTENT_TYPE, Object, utc_ymdh};
 use crate::clock::SharedClock;
@@ -23,6 +23,9 @@ use crate::config::AzureBlobDestination;
 const SAS_VERSION: &str = "2022-11-02";
 /// Lifetime of a signed SAS: one upload, with room for retries and clock skew.
 const SAS_TTL_MS: i64 = 60 * 60 * 1000;
+/// Retries the SDK makes per upload before our own back-off takes over (its default, 8
+/// retries over up to a minute, would hide an outage from the logs for that long).
+const SDK_RETRIES: u32 = 3;
 /// A signed SAS starts this far in the past, for clock skew against the service.
 const SAS_SKEW_MS: i64 = 5 * 60 * 1000;
 
@@ -249,7 +252,12 @@ impl AzureBlobStore {
     /// Uploads one block blob (overwriting one of the same name).
     pub async fn put(&self, o: &Object) -> Result<(), String> {
         let url = self.blob_url(&o.key)?;
-        let client = BlobClient::new(url, None, None).map_err(|e| e.to_string())?;
+        let mut options = BlobClientOptions::default();
+        options.client_options.retry = RetryOptions::exponential(ExponentialRetryOptions {
+            max_retries: SDK_RETRIES,
+            ..Default::default()
+        });
+        let client = BlobClient::new(url, None, Some(options)).map_err(|e| e.to_string())?;
         let options = BlockBlobClientUploadOptions {
             blob_content_type: Some(CONTENT_TYPE.to_string()),
             blob_content_encoding: o.content_encoding.map(str::to_string),
