@@ -895,6 +895,39 @@ connection_string = "AccountName=a"
         }
     }
 
+    #[test]
+    fn secrets_come_from_files_next_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s3-secret"), "wJalr\n").unwrap();
+        std::fs::write(
+            dir.path().join("sas"),
+            "https://a.blob.core.windows.net/c?sig=x\n",
+        )
+        .unwrap();
+        let text = r#"
+[destination.archive]
+kind = "s3"
+bucket = "b"
+access_key_id = "AKIA"
+secret_access_key_file = "s3-secret"
+[destination.blob]
+kind = "azure-blob"
+sas_url_file = "sas"
+"#;
+        let config = load_str_with(text, "c.toml", &no_env, Some(dir.path())).unwrap();
+        let DestinationConfig::S3(s) = &config.destination["archive"] else {
+            panic!("not s3");
+        };
+        assert_eq!(s.secret_access_key.as_deref(), Some("wJalr"));
+        let DestinationConfig::AzureBlob(a) = &config.destination["blob"] else {
+            panic!("not azure-blob");
+        };
+        assert_eq!(
+            a.sas_url.as_deref(),
+            Some("https://a.blob.core.windows.net/c?sig=x")
+        );
+    }
+
     fn errors_text(errs: &[String]) -> String {
         errs.join("\n")
     }
