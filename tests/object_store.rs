@@ -137,10 +137,12 @@ async fn azurite() -> Option<Server> {
     Some(start_server(cmd, port, dir, "azurite-blob").await)
 }
 
-/// Forwards TCP to a port; when down, refuses new connections and cuts open ones.
+/// Forwards TCP to a port; when down, refuses new connections and cuts open ones; when
+/// muted, forwards requests but swallows the answers (the store acts, the client never hears).
 struct Proxy {
     port: u16,
     up: watch::Sender<bool>,
+    mute: Arc<AtomicBool>,
 }
 
 impl Proxy {
@@ -148,6 +150,8 @@ impl Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (up, rx) = watch::channel(true);
+        let mute = Arc::new(AtomicBool::new(false));
+        let muted = mute.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
@@ -157,19 +161,43 @@ impl Proxy {
                 if !*rx.borrow() {
                     continue; // dropped: the client sees the connection close
                 }
+                let muted = muted.clone();
                 tokio::spawn(async move {
-                    let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                    let Ok(out) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
                     else {
                         return;
                     };
+                    let (mut in_r, mut in_w) = inbound.split();
+                    let (mut out_r, mut out_w) = out.into_split();
+                    let requests = tokio::io::copy(&mut in_r, &mut out_w);
+                    let answers = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match out_r.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if !muted.load(Ordering::SeqCst)
+                                && in_w.write_all(&buf[..n]).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => {}
+                        _ = requests => {}
+                        _ = answers => {}
                         _ = rx.wait_for(|up| !*up) => {}
                     }
                 });
             }
         });
-        Self { port, up }
+        Self { port, up, mute }
+    }
+
+    fn set_mute(&self, mute: bool) {
+        self.mute.store(mute, Ordering::SeqCst);
     }
 
     fn set_up(&self, up: bool) {
@@ -570,6 +598,65 @@ compression = "none""#
         "{}",
         relay.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_object_stored_but_unacknowledged_at_a_kill_is_overwritten_not_duplicated() {
+    let Some((moto, client)) = moto().await else {
+        return;
+    };
+    let proxy = Proxy::start(moto.port).await;
+    let dest = s3_dest(
+        proxy.port,
+        r#"batch = { max_events = 10, max_bytes = "8MiB", max_age = "1h" }"#,
+    );
+    // The first object reaches the store, but the relay never hears the 2xx.
+    proxy.set_mute(true);
+    let (emu, mut relay) = start_relay(&dest, r#"["archive"]"#).await;
+    for n in 0..15 {
+        emu.emit(&event(n));
+    }
+    let before = wait_archive(
+        &relay,
+        || s3_archive(&client),
+        "the first object",
+        |o| !o.is_empty(),
+    )
+    .await;
+    assert_eq!(before.len(), 1);
+    assert_eq!(before[0].numbers(), (0..10).collect::<Vec<_>>());
+    relay.kill9();
+    assert_eq!(
+        pending_in_outbox(&relay),
+        (0..15).collect::<Vec<_>>(),
+        "the stored object was never acknowledged"
+    );
+    proxy.set_up(false);
+    proxy.set_up(true);
+    proxy.set_mute(false);
+    let end = Instant::now() + T;
+    while emu.connected_clients() > 0 {
+        assert!(
+            Instant::now() < end,
+            "the killed relay still looks connected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.spawn();
+    assert!(emu.wait_for_clients(1, T).await);
+    for n in 15..20 {
+        emu.emit(&event(n));
+    }
+    let after = wait_archive(
+        &relay,
+        || s3_archive(&client),
+        "two objects",
+        |o| o.len() >= 2,
+    )
+    .await;
+    assert_eq!(after.len(), 2, "same first entry, same key: overwritten");
+    assert_eq!(after[0].key, before[0].key);
+    assert_eq!(all_numbers(&after), (0..20).collect::<Vec<_>>());
 }
 
 /// What a killed relay left in its outbox for `archive`.
