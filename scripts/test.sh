@@ -14,5 +14,26 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
 fi
 # The Debian package starts a system broker on 1883; tests use their own on free ports.
 
+# moto_server: the S3-compatible server of tests/object_store.rs (PyPI, in a venv).
+if [ ! -x target/venv/bin/moto_server ]; then
+  echo "installing moto[server] into target/venv (pip)"
+  if ! python3 -m venv target/venv 2>/dev/null; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv target/venv
+  fi
+  target/venv/bin/pip install -q 'moto[server]'
+fi
+
+# Azurite: the Azure Blob emulator (npm). 3.35 is the last release that runs on Node 20.
+if [ ! -x target/azurite/node_modules/.bin/azurite-blob ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  echo "installing azurite@3.35 into target/azurite (npm)"
+  npm install --silent --no-audit --no-fund --prefix target/azurite azurite@3.35
+fi
+
 # Two jobs: the machine has 2 cores, and each end-to-end test runs real processes.
 cargo test --all-targets -- --test-threads="${EDGERELAY_TEST_THREADS:-4}" "$@"

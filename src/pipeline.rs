@@ -20,6 +20,7 @@ use crate::event::Event;
 use crate::outbox::{DeadLetters, Outbox, OutboxOptions, SharedOutbox};
 use crate::rules::{Routed, RuleSet};
 use crate::sinks::mqtt::{MqttSink, SinkStats};
+use crate::sinks::object_store::ObjectSink;
 use crate::sources::emulator::{Emulator, EmulatorConfig};
 use crate::sources::rtsp::{self, RtspCamera};
 use crate::sources::status::SourceStatus;
@@ -87,6 +88,13 @@ impl Relay {
                         MqttSink::from_config(name.clone(), dest, cfg.relay.print, clock.clone())
                             .map_err(anyhow::Error::msg)
                             .with_context(|| format!("destination.{name}"))?;
+                    tasks.push(tokio::spawn(sink.run(outbox.clone(), dead, stats.clone())));
+                }
+                DestinationConfig::S3(_) | DestinationConfig::AzureBlob(_) => {
+                    let sink = ObjectSink::from_config(name.clone(), dest, clock.clone())
+                        .expect("an object-store kind")
+                        .map_err(anyhow::Error::msg)
+                        .with_context(|| format!("destination.{name}"))?;
                     tasks.push(tokio::spawn(sink.run(outbox.clone(), dead, stats.clone())));
                 }
             }

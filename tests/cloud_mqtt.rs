@@ -613,6 +613,7 @@ async fn azure_sink_connects_as_the_device_with_fresh_sas_tokens_and_loses_nothi
             qos: 2,
             retain: true,
             created_ms: 0,
+            camera: String::new(),
         };
         outbox.append(&[&d.encode()], clock.now_ms()).unwrap();
     };

@@ -21,6 +21,7 @@ fn delivery(n: u64) -> Delivery {
         qos: 1,
         retain: false,
         created_ms: 0,
+        camera: "lobby".into(),
     }
 }
 

@@ -186,6 +186,7 @@ pub async fn drain(broker: &Mosquitto, n: u64) -> anyhow::Result<f64> {
                 qos: 1,
                 retain: false,
                 created_ms: now,
+                camera: "lobby".into(),
             }
             .encode()
         })

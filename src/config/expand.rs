@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::Problem;
 use super::locate::KeyPath;
-use super::types::{Config, DestinationConfig, MessageConfig};
+use super::types::{BatchConfig, Config, DestinationConfig, MessageConfig};
 
 /// Looks up an environment variable; injected so tests need not touch the process environment.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -103,6 +103,11 @@ impl Expander<'_> {
         }
     }
 
+    fn batch(&mut self, b: &mut BatchConfig, path: KeyPath) {
+        self.string(&mut b.max_bytes, path.key("max_bytes"));
+        self.string(&mut b.max_age, path.key("max_age"));
+    }
+
     fn message(&mut self, m: &mut Option<MessageConfig>, path: KeyPath) {
         if let Some(m) = m {
             self.string(&mut m.topic, path.key("topic"));
@@ -182,6 +187,41 @@ pub fn expand_env(config: &mut Config, env: EnvLookup<'_>) -> Vec<Problem> {
                 x.string(&mut a.buffer.max_bytes, b.key("max_bytes"));
                 x.opt(&mut a.buffer.max_age, b.key("max_age"));
             }
+            DestinationConfig::S3(s) => {
+                x.string(&mut s.bucket, p.key("bucket"));
+                x.opt(&mut s.region, p.key("region"));
+                x.opt(&mut s.endpoint, p.key("endpoint"));
+                x.opt(&mut s.access_key_id, p.key("access_key_id"));
+                x.opt(&mut s.secret_access_key, p.key("secret_access_key"));
+                x.opt_path(
+                    &mut s.secret_access_key_file,
+                    p.key("secret_access_key_file"),
+                );
+                x.opt(&mut s.session_token, p.key("session_token"));
+                x.opt_path(&mut s.session_token_file, p.key("session_token_file"));
+                x.string(&mut s.prefix, p.key("prefix"));
+                x.opt(&mut s.key, p.key("key"));
+                x.batch(&mut s.batch, p.key("batch"));
+                let b = p.key("buffer");
+                x.string(&mut s.buffer.max_bytes, b.key("max_bytes"));
+                x.opt(&mut s.buffer.max_age, b.key("max_age"));
+            }
+            DestinationConfig::AzureBlob(a) => {
+                x.opt(&mut a.sas_url, p.key("sas_url"));
+                x.opt_path(&mut a.sas_url_file, p.key("sas_url_file"));
+                x.opt(&mut a.connection_string, p.key("connection_string"));
+                x.opt_path(
+                    &mut a.connection_string_file,
+                    p.key("connection_string_file"),
+                );
+                x.opt(&mut a.container, p.key("container"));
+                x.string(&mut a.prefix, p.key("prefix"));
+                x.opt(&mut a.key, p.key("key"));
+                x.batch(&mut a.batch, p.key("batch"));
+                let b = p.key("buffer");
+                x.string(&mut a.buffer.max_bytes, b.key("max_bytes"));
+                x.opt(&mut a.buffer.max_age, b.key("max_age"));
+            }
         }
     }
     for (i, r) in config.rule.iter_mut().enumerate() {
@@ -253,6 +293,35 @@ pub fn read_secret_files(config: &mut Config, base_dir: Option<&Path>) -> Vec<Pr
                 );
             }
             DestinationConfig::AwsIotCore(_) => {}
+            DestinationConfig::S3(s) => {
+                let file = s.secret_access_key_file.as_deref();
+                let key = "secret_access_key";
+                fill_secret(
+                    &mut s.secret_access_key,
+                    file,
+                    base_dir,
+                    &p,
+                    key,
+                    &mut problems,
+                );
+                let file = s.session_token_file.as_deref();
+                let key = "session_token";
+                fill_secret(&mut s.session_token, file, base_dir, &p, key, &mut problems);
+            }
+            DestinationConfig::AzureBlob(a) => {
+                let file = a.sas_url_file.as_deref();
+                fill_secret(&mut a.sas_url, file, base_dir, &p, "sas_url", &mut problems);
+                let file = a.connection_string_file.as_deref();
+                let key = "connection_string";
+                fill_secret(
+                    &mut a.connection_string,
+                    file,
+                    base_dir,
+                    &p,
+                    key,
+                    &mut problems,
+                );
+            }
         }
     }
     for (i, m) in config.mqtt_source.iter_mut().enumerate() {

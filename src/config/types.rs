@@ -203,6 +203,10 @@ pub enum DestinationConfig {
     AzureIotHub(AzureIotHubDestination),
     /// AWS IoT Core, as one thing (MQTT over mutual TLS).
     AwsIotCore(AwsIotCoreDestination),
+    /// Amazon S3 or an S3-compatible store: NDJSON objects (DESIGN.md §4).
+    S3(S3Destination),
+    /// Azure Blob Storage: NDJSON block blobs (DESIGN.md §4).
+    AzureBlob(AzureBlobDestination),
 }
 
 impl DestinationConfig {
@@ -212,8 +216,146 @@ impl DestinationConfig {
             Self::Mqtt(m) => &m.buffer,
             Self::AzureIotHub(a) => &a.buffer,
             Self::AwsIotCore(a) => &a.buffer,
+            Self::S3(s) => &s.buffer,
+            Self::AzureBlob(a) => &a.buffer,
         }
     }
+}
+
+/// `kind = "s3"`: objects in an S3 bucket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Destination {
+    /// Bucket name. Required.
+    pub bucket: String,
+    /// Region, e.g. `"eu-north-1"`. Default: `AWS_REGION` from the environment, else
+    /// `us-east-1`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Endpoint of an S3-compatible store, e.g. `"http://127.0.0.1:9000"`; addressed
+    /// path-style. Default: AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Access key id. Default: `AWS_ACCESS_KEY_ID` from the environment.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// Secret access key. Default: `AWS_SECRET_ACCESS_KEY` from the environment.
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// File holding the secret access key.
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Session token of temporary credentials. Default: `AWS_SESSION_TOKEN` if set.
+    #[serde(default)]
+    pub session_token: Option<String>,
+    /// File holding the session token.
+    #[serde(default)]
+    pub session_token_file: Option<PathBuf>,
+    /// Text put before every key, e.g. `"site1/"`. Default: none.
+    #[serde(default)]
+    pub prefix: String,
+    /// Key template: `{camera}`, `{yyyy}`, `{mm}`, `{dd}`, `{hh}` (UTC, of the object's first
+    /// event), `{first_seq}` (zero-padded), `{destination}`. Default
+    /// `{camera}/{yyyy}/{mm}/{dd}/{hh}/{first_seq}.ndjson.gz` (`.zst` for zstd, none for
+    /// `"none"`).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// When an object is closed and uploaded.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// `gzip` (default), `zstd` or `none`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Outbox limits for this destination.
+    #[serde(default)]
+    pub buffer: BufferConfig,
+}
+
+/// `kind = "azure-blob"`: block blobs in an Azure Storage container.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureBlobDestination {
+    /// Container SAS URL `https://ACCOUNT.blob.core.windows.net/CONTAINER?sv=...&sig=...`
+    /// (needs create and write permission).
+    #[serde(default)]
+    pub sas_url: Option<String>,
+    /// File holding the SAS URL.
+    #[serde(default)]
+    pub sas_url_file: Option<PathBuf>,
+    /// Storage account connection string
+    /// `AccountName=...;AccountKey=...[;BlobEndpoint=...|;EndpointSuffix=...]`; the relay
+    /// signs a short-lived container SAS from the key for every upload. Needs `container`.
+    #[serde(default)]
+    pub connection_string: Option<String>,
+    /// File holding the connection string.
+    #[serde(default)]
+    pub connection_string_file: Option<PathBuf>,
+    /// Container name, with `connection_string`.
+    #[serde(default)]
+    pub container: Option<String>,
+    /// Text put before every blob name. Default: none.
+    #[serde(default)]
+    pub prefix: String,
+    /// Blob name template, as `key` of `kind = "s3"`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// When a blob is closed and uploaded.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// `gzip` (default), `zstd` or `none`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Outbox limits for this destination.
+    #[serde(default)]
+    pub buffer: BufferConfig,
+}
+
+/// `batch = { ... }` of an object store: an object closes at whichever limit comes first.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Events per object. Default 10000.
+    #[serde(default = "default_batch_events")]
+    pub max_events: usize,
+    /// Uncompressed NDJSON bytes per object, e.g. `"8MiB"` (default).
+    #[serde(default = "default_batch_bytes")]
+    pub max_bytes: String,
+    /// Age of an object's first event when it is closed, e.g. `"60s"` (default).
+    #[serde(default = "default_batch_age")]
+    pub max_age: String,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_events: default_batch_events(),
+            max_bytes: default_batch_bytes(),
+            max_age: default_batch_age(),
+        }
+    }
+}
+
+fn default_batch_events() -> usize {
+    10_000
+}
+fn default_batch_bytes() -> String {
+    "8MiB".into()
+}
+fn default_batch_age() -> String {
+    "60s".into()
+}
+
+/// Compression of object-store objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// gzip (`Content-Encoding: gzip`, `.ndjson.gz`). Default.
+    #[default]
+    Gzip,
+    /// Zstandard (`Content-Encoding: zstd`, `.ndjson.zst`).
+    Zstd,
+    /// Plain NDJSON.
+    None,
 }
 
 /// `kind = "mqtt"`.

@@ -9,8 +9,9 @@ use std::net::{Ipv6Addr, SocketAddr};
 use super::error::Problem;
 use super::locate::KeyPath;
 use super::types::{
-    AwsIotCoreDestination, AzureIotHubDestination, BufferConfig, Config, DestinationConfig,
-    MessageConfig, MqttDestination, RetainPolicy, RuleConfig,
+    AwsIotCoreDestination, AzureBlobDestination, AzureIotHubDestination, BatchConfig, BufferConfig,
+    Config, DestinationConfig, MessageConfig, MqttDestination, RetainPolicy, RuleConfig,
+    S3Destination,
 };
 use super::units;
 use crate::rules::Rule;
@@ -18,6 +19,8 @@ use crate::rules::template::Template;
 use crate::rules::topic_filter::TopicFilter;
 use crate::sinks::mqtt::aws;
 use crate::sinks::mqtt::azure::ConnectionString;
+use crate::sinks::object_store::azure_blob::{ContainerTarget, StorageConnectionString};
+use crate::sinks::object_store::batch::KeyTemplate;
 
 /// Every problem in `config`, in file order.
 pub fn validate(config: &Config) -> Vec<Problem> {
@@ -53,6 +56,8 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             DestinationConfig::Mqtt(m) => check_mqtt(m, &p, &mut out),
             DestinationConfig::AzureIotHub(a) => check_azure(a, &p, &mut out),
             DestinationConfig::AwsIotCore(a) => check_aws(a, &p, &mut out),
+            DestinationConfig::S3(s) => check_s3(s, &p, &mut out),
+            DestinationConfig::AzureBlob(a) => check_azure_blob(a, &p, &mut out),
         }
     }
 
@@ -377,6 +382,100 @@ fn check_buffer(buffer: &BufferConfig, p: &KeyPath, out: &mut Vec<Problem>) {
         && let Err(e) = units::parse_duration(age)
     {
         out.push(Problem::new(b.key("max_age"), format!("\"{age}\": {e}")));
+    }
+}
+
+fn check_batch(batch: &BatchConfig, key: Option<&str>, p: &KeyPath, out: &mut Vec<Problem>) {
+    let b = p.key("batch");
+    if batch.max_events == 0 {
+        out.push(Problem::new(b.key("max_events"), "must be at least 1"));
+    }
+    match units::parse_bytes(&batch.max_bytes) {
+        Ok(0) => out.push(Problem::new(
+            b.key("max_bytes"),
+            "must be more than 0 bytes",
+        )),
+        Ok(_) => {}
+        Err(e) => out.push(Problem::new(
+            b.key("max_bytes"),
+            format!("\"{}\": {e}", batch.max_bytes),
+        )),
+    }
+    match units::parse_duration(&batch.max_age) {
+        Ok(d) if d.is_zero() => out.push(Problem::new(b.key("max_age"), "must be more than 0s")),
+        Ok(_) => {}
+        Err(e) => out.push(Problem::new(
+            b.key("max_age"),
+            format!("\"{}\": {e}", batch.max_age),
+        )),
+    }
+    if let Some(key) = key
+        && let Err(e) = KeyTemplate::parse(key)
+    {
+        out.push(Problem::new(p.key("key"), e));
+    }
+}
+
+fn check_s3(s: &S3Destination, p: &KeyPath, out: &mut Vec<Problem>) {
+    check_buffer(&s.buffer, p, out);
+    check_batch(&s.batch, s.key.as_deref(), p, out);
+    if s.bucket.trim().is_empty() {
+        out.push(Problem::new(p.key("bucket"), "must not be empty"));
+    }
+    if let Some(e) = &s.endpoint
+        && !matches!(
+            url::Url::parse(e)
+                .map(|u| u.scheme().to_string())
+                .as_deref(),
+            Ok("http" | "https")
+        )
+    {
+        out.push(Problem::new(
+            p.key("endpoint"),
+            format!("\"{e}\": not an http:// or https:// URL"),
+        ));
+    }
+    if s.access_key_id.is_some()
+        != (s.secret_access_key.is_some() || s.secret_access_key_file.is_some())
+    {
+        out.push(Problem::new(
+            p.clone(),
+            "access_key_id and secret_access_key (or secret_access_key_file) come in pairs; leave both out to use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        ));
+    }
+}
+
+fn check_azure_blob(a: &AzureBlobDestination, p: &KeyPath, out: &mut Vec<Problem>) {
+    check_buffer(&a.buffer, p, out);
+    check_batch(&a.batch, a.key.as_deref(), p, out);
+    let has_sas = a.sas_url.is_some() || a.sas_url_file.is_some();
+    let has_cs = a.connection_string.is_some() || a.connection_string_file.is_some();
+    match (has_sas, has_cs) {
+        (true, true) => out.push(Problem::new(
+            p.clone(),
+            "set sas_url or connection_string, not both",
+        )),
+        (false, false) => out.push(Problem::new(
+            p.clone(),
+            "needs sas_url (a container SAS URL) or connection_string with container",
+        )),
+        _ => {}
+    }
+    if let Some(u) = &a.sas_url
+        && let Err(e) = ContainerTarget::from_sas_url(u)
+    {
+        out.push(Problem::new(p.key("sas_url"), e));
+    }
+    if let Some(cs) = &a.connection_string {
+        if let Err(e) = StorageConnectionString::parse(cs) {
+            out.push(Problem::new(p.key("connection_string"), e));
+        }
+        if a.container.as_deref().is_none_or(str::is_empty) {
+            out.push(Problem::new(
+                p.key("container"),
+                "needed with connection_string: the container to write to",
+            ));
+        }
     }
 }
 
@@ -900,5 +999,118 @@ sas_ttl = "1h"                    # token renewed before it expires
             errs[0].starts_with("c.toml:3: destination.hub.connection_string_file: cannot read"),
             "{errs:#?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod object_store_tests {
+    //! Object-store destinations: every problem reported, with its key.
+
+    use crate::config::{DestinationConfig, load_str_with};
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match load_str_with(text, "c.toml", &no_env, None) {
+            Ok(_) => panic!("expected errors for:\n{text}"),
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn s3_and_azure_blob_load_with_defaults() {
+        let text = r#"
+[destination.archive]
+kind = "s3"
+bucket = "camera-events"
+endpoint = "http://127.0.0.1:9000"
+region = "eu-north-1"
+batch = { max_events = 10000, max_bytes = "8MiB", max_age = "60s" }
+compression = "gzip"
+[destination.blob]
+kind = "azure-blob"
+sas_url = "https://acct.blob.core.windows.net/c?sv=2022-11-02&sig=x"
+compression = "zstd"
+"#;
+        let config = load_str_with(text, "c.toml", &no_env, None).unwrap();
+        let DestinationConfig::S3(s) = &config.destination["archive"] else {
+            panic!("not s3");
+        };
+        assert_eq!(s.batch.max_events, 10_000);
+        assert!(matches!(
+            config.destination["blob"],
+            DestinationConfig::AzureBlob(_)
+        ));
+    }
+
+    #[test]
+    fn bad_batches_keys_and_credentials_are_each_reported() {
+        let errs = errors(
+            r#"
+[destination.archive]
+kind = "s3"
+bucket = ""
+endpoint = "ftp://x"
+access_key_id = "AKIA"
+key = "{camera}/{hour}"
+batch = { max_events = 0, max_bytes = "lots", max_age = "0s" }
+[destination.blob]
+kind = "azure-blob"
+connection_string = "AccountName=a"
+"#,
+        );
+        let text = errors_text(&errs);
+        for want in [
+            "destination.archive.bucket",
+            "destination.archive.endpoint",
+            "access_key_id and secret_access_key",
+            "destination.archive.key",
+            "destination.archive.batch.max_events",
+            "destination.archive.batch.max_bytes",
+            "destination.archive.batch.max_age",
+            "destination.blob.connection_string",
+            "destination.blob.container",
+        ] {
+            assert!(text.contains(want), "{want} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_files_next_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s3-secret"), "wJalr\n").unwrap();
+        std::fs::write(
+            dir.path().join("sas"),
+            "https://a.blob.core.windows.net/c?sig=x\n",
+        )
+        .unwrap();
+        let text = r#"
+[destination.archive]
+kind = "s3"
+bucket = "b"
+access_key_id = "AKIA"
+secret_access_key_file = "s3-secret"
+[destination.blob]
+kind = "azure-blob"
+sas_url_file = "sas"
+"#;
+        let config = load_str_with(text, "c.toml", &no_env, Some(dir.path())).unwrap();
+        let DestinationConfig::S3(s) = &config.destination["archive"] else {
+            panic!("not s3");
+        };
+        assert_eq!(s.secret_access_key.as_deref(), Some("wJalr"));
+        let DestinationConfig::AzureBlob(a) = &config.destination["blob"] else {
+            panic!("not azure-blob");
+        };
+        assert_eq!(
+            a.sas_url.as_deref(),
+            Some("https://a.blob.core.windows.net/c?sig=x")
+        );
+    }
+
+    fn errors_text(errs: &[String]) -> String {
+        errs.join("\n")
     }
 }

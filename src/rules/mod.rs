@@ -213,6 +213,7 @@ impl Rule {
             qos: self.qos,
             retain,
             created_ms: now_ms,
+            camera: ev.camera.to_string(),
         };
         for dest in others {
             out.push(Routed {

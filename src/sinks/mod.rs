@@ -1,3 +1,4 @@
 //! Destinations that drain the outbox.
 
 pub mod mqtt;
+pub mod object_store;

@@ -26,6 +26,9 @@ impl MqttSink {
                 (s.mqtt, flavor, s.sas)
             }
             DestinationConfig::AwsIotCore(a) => (aws::setup(a)?, Flavor::Aws, None),
+            DestinationConfig::S3(_) | DestinationConfig::AzureBlob(_) => {
+                return Err("an object store, not an MQTT destination".into());
+            }
         };
         Ok(MqttSink {
             name,

@@ -83,6 +83,7 @@ mod tests {
             qos,
             retain,
             created_ms: 1,
+            camera: String::new(),
         }
     }
 

@@ -1,0 +1,248 @@
+//! Object-store destinations (`kind = "s3"`, `kind = "azure-blob"`): the outbox drained into
+//! NDJSON objects (DESIGN.md §4).
+//!
+//! The [`batch::Batcher`] cuts outbox entries into objects; [`ObjectSink::run`] uploads each
+//! closed object and only then acknowledges the outbox through the object's last entry (a 2xx
+//! is the destination's acknowledgement). A failed upload is retried with back-off, forever
+//! and in order: the sink stops reading meanwhile, so the outbox (not memory) holds the
+//! backlog. An object's key comes from its first sequence number, so an object uploaded but
+//! not acknowledged before a crash is cut again from the same entries after the restart and
+//! overwrites itself instead of duplicating events.
+
+pub mod azure_blob;
+pub mod batch;
+pub mod s3;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::clock::SharedClock;
+use crate::config::{BatchConfig, Compression, DestinationConfig, units};
+use crate::delivery::Delivery;
+use crate::outbox::{DeadLetters, SharedOutbox};
+use crate::sinks::mqtt::SinkStats;
+use crate::sources::backoff::Backoff;
+use batch::{Batch, Batcher, KeyTemplate, Limits, Object, ObjectFormat};
+
+/// Outbox entries read per step: bounds memory between reads and batching.
+const READ_CHUNK: usize = 2048;
+/// Longest wait between two attempts at a failed upload.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Where objects go.
+#[derive(Debug)]
+pub enum Store {
+    /// An S3 bucket.
+    S3(s3::S3Store),
+    /// An Azure Blob container.
+    AzureBlob(Box<azure_blob::AzureBlobStore>),
+}
+
+impl Store {
+    /// Stores one object (overwriting one with the same key).
+    pub async fn put(&self, o: &Object) -> Result<(), String> {
+        match self {
+            Self::S3(s) => s.put(o).await,
+            Self::AzureBlob(a) => a.put(o).await,
+        }
+    }
+
+    /// Where, for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::S3(s) => s.describe(),
+            Self::AzureBlob(a) => a.describe(),
+        }
+    }
+}
+
+/// A resolved object-store destination.
+#[derive(Debug)]
+pub struct ObjectSink {
+    /// Destination name.
+    pub name: Arc<str>,
+    /// Where objects go.
+    pub store: Store,
+    /// Keys and compression.
+    pub format: ObjectFormat,
+    /// When objects close.
+    pub limits: Limits,
+    /// Clock of batch ages.
+    pub clock: SharedClock,
+}
+
+/// Batch limits from config (validated already by `check`).
+pub fn limits(b: &BatchConfig) -> Result<Limits, String> {
+    Ok(Limits {
+        max_events: b.max_events.max(1),
+        max_bytes: units::parse_bytes(&b.max_bytes)?.max(1) as usize,
+        max_age_ms: units::parse_duration(&b.max_age)?.as_millis().max(1) as i64,
+    })
+}
+
+fn format(
+    name: &str,
+    prefix: &str,
+    key: Option<&str>,
+    compression: Compression,
+) -> Result<ObjectFormat, String> {
+    let template =
+        KeyTemplate::parse(key.unwrap_or_else(|| KeyTemplate::default_for(compression)))?;
+    Ok(ObjectFormat {
+        destination: name.to_string(),
+        prefix: prefix.to_string(),
+        template,
+        compression,
+    })
+}
+
+impl ObjectSink {
+    /// The sink of an `s3` or `azure-blob` destination; `None` for other kinds.
+    pub fn from_config(
+        name: Arc<str>,
+        dest: &DestinationConfig,
+        clock: SharedClock,
+    ) -> Option<Result<Self, String>> {
+        let make = || -> Result<Self, String> {
+            let (store, format, limits) = match dest {
+                DestinationConfig::S3(c) => (
+                    Store::S3(s3::S3Store::new(c)?),
+                    format(&name, &c.prefix, c.key.as_deref(), c.compression)?,
+                    limits(&c.batch)?,
+                ),
+                DestinationConfig::AzureBlob(c) => (
+                    Store::AzureBlob(Box::new(azure_blob::AzureBlobStore::new(c, clock.clone())?)),
+                    format(&name, &c.prefix, c.key.as_deref(), c.compression)?,
+                    limits(&c.batch)?,
+                ),
+                _ => unreachable!("checked below"),
+            };
+            Ok(Self {
+                name: name.clone(),
+                store,
+                format,
+                limits,
+                clock: clock.clone(),
+            })
+        };
+        match dest {
+            DestinationConfig::S3(_) | DestinationConfig::AzureBlob(_) => Some(make()),
+            _ => None,
+        }
+    }
+
+    /// Drains the outbox forever (until the task is aborted).
+    pub async fn run(
+        self,
+        outbox: Arc<SharedOutbox>,
+        mut dead: DeadLetters,
+        stats: Arc<SinkStats>,
+    ) {
+        tracing::info!(destination = %self.name, store = %self.store.describe(), "object store sink started");
+        let mut batcher = Batcher::new(self.limits, self.format.template.uses_camera());
+        let mut ready: VecDeque<Batch> = VecDeque::new();
+        let mut closed = Vec::new();
+        let mut next = 0u64;
+        let mut backoff = Backoff::new(MAX_BACKOFF);
+        loop {
+            while let Some(b) = ready.pop_front() {
+                self.store_and_ack(b, &outbox, &stats, &mut backoff).await;
+            }
+            let entries = match outbox.read(next, READ_CHUNK) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(destination = %self.name, error = %e, "cannot read the outbox");
+                    tokio::time::sleep(backoff.next_delay(rand::random::<f64>())).await;
+                    continue;
+                }
+            };
+            if !entries.is_empty() {
+                for e in entries {
+                    next = e.seq + 1;
+                    match Delivery::decode(&e.data) {
+                        Ok(d) => batcher.push(e.seq, e.time_ms, &d, &mut closed),
+                        Err(err) => {
+                            if let Err(io) = dead.put(e.seq, e.time_ms, &e.data, &err.to_string()) {
+                                tracing::error!(destination = %self.name, error = %io, "cannot write dead letter");
+                            }
+                            stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                            // Covered by the next object's acknowledgement otherwise.
+                            if batcher.is_empty() && closed.is_empty() {
+                                let _ = outbox.ack_through(e.seq);
+                            }
+                        }
+                    }
+                    ready.extend(closed.drain(..));
+                }
+                continue;
+            }
+            // Nothing waiting: close the open object at its age, else wait for either.
+            match batcher.deadline_ms() {
+                None => outbox.wait_for_data(next).await,
+                Some(at) => {
+                    let now = self.clock.now_ms();
+                    if let Some(b) = batcher.close_if_due(now) {
+                        ready.push_back(b);
+                        continue;
+                    }
+                    let wait = Duration::from_millis((at - now).max(1) as u64);
+                    tokio::select! {
+                        _ = outbox.wait_for_data(next) => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Uploads one object until the store takes it, then acknowledges its entries.
+    async fn store_and_ack(
+        &self,
+        batch: Batch,
+        outbox: &SharedOutbox,
+        stats: &SinkStats,
+        backoff: &mut Backoff,
+    ) {
+        let (first_seq, last_seq, count) = (batch.first_seq, batch.last_seq, batch.count);
+        let object = match self.format.finish(batch) {
+            Ok(o) => o,
+            Err(e) => {
+                // Compressing into memory cannot fail short of a bug; keep the entries.
+                tracing::error!(destination = %self.name, error = %e, first_seq, "cannot build object; entries stay queued");
+                return;
+            }
+        };
+        let mut failures = 0u32;
+        loop {
+            stats.sent.fetch_add(count as u64, Ordering::Relaxed);
+            match self.store.put(&object).await {
+                Ok(()) => break,
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::warn!(destination = %self.name, key = %object.key, error = %e, failures,
+                            "object upload failed; retrying with back-off (events stay in the outbox)");
+                    }
+                    tokio::time::sleep(backoff.next_delay(rand::random::<f64>())).await;
+                }
+            }
+        }
+        if failures > 0 {
+            tracing::info!(destination = %self.name, key = %object.key, failures, "object stored after retries");
+        }
+        backoff.reset();
+        tracing::debug!(destination = %self.name, key = %object.key, first_seq, last_seq, count, bytes = object.body.len(), "object stored");
+        loop {
+            match outbox.ack_through(last_seq) {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(destination = %self.name, error = %e, "cannot acknowledge in the outbox; retrying");
+                    tokio::time::sleep(backoff.next_delay(rand::random::<f64>())).await;
+                }
+            }
+        }
+        stats.acked.fetch_add(count as u64, Ordering::Relaxed);
+    }
+}
