@@ -35,5 +35,5 @@ if [ ! -x target/azurite/node_modules/.bin/azurite-blob ]; then
   npm install --silent --no-audit --no-fund --prefix target/azurite azurite@3.35
 fi
 
-# Two jobs: the machine has 2 cores, and each end-to-end test runs real processes.
+# Four test threads: each end-to-end test mostly waits on real processes and sockets.
 cargo test --all-targets -- --test-threads="${EDGERELAY_TEST_THREADS:-4}" "$@"
