@@ -216,6 +216,19 @@ async fn dropped_camera_connection_resumes_and_events_flow_again() {
         );
         emu.wait_for_clients(1, Duration::from_millis(200)).await;
     }
+    // Dashboards learn that events may be missing: the relay's own connection event, with the gap.
+    let m = sub.next_event(T).await;
+    assert_eq!(
+        m.topic,
+        "axis/B8A44F3E9D21/event/EdgeRelay/CameraConnection/$source/camera/lobby"
+    );
+    let v: Value = serde_json::from_str(&m.payload).unwrap();
+    let gap: i64 = v["message"]["data"]["gap_ms"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(gap > 0 && gap < 30_000, "{v}");
     emu.emit_fixture_line(2);
     assert!(sub.next_event(T).await.topic.contains("Sensor/PIR"));
 }

@@ -4,6 +4,7 @@ pub mod backoff;
 pub mod catalog;
 pub mod emulator;
 pub mod mqtt;
+pub mod own_events;
 pub mod rtsp;
 pub mod status;
 pub mod vapix;

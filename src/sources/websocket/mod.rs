@@ -19,6 +19,7 @@ use crate::clock::SharedClock;
 use crate::event::Event;
 use crate::sources::backoff::Backoff;
 use crate::sources::catalog::Catalog;
+use crate::sources::own_events;
 use crate::sources::status::{SourceState, SourceStatus};
 use crate::sources::vapix::{VapixClient, VapixError};
 use protocol::{Incoming, configure_request, parse_frame};
@@ -88,6 +89,8 @@ pub async fn run(
     let mut first = true;
     // The error last logged: a camera failing the same way on every retry is logged once.
     let mut logged_error = String::new();
+    // When a stream that was flowing ended: the next one announces the gap.
+    let mut lost_at: Option<i64> = None;
     loop {
         if !first {
             status.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -102,10 +105,12 @@ pub async fn run(
             &mut catalog,
             &mut serial,
             &mut backoff,
+            &mut lost_at,
         )
         .await;
         if status.state() == SourceState::Streaming {
             logged_error.clear();
+            lost_at = Some(clock.now_ms());
         }
         if tx.is_closed() {
             return;
@@ -135,6 +140,7 @@ async fn session(
     catalog: &mut Catalog,
     serial: &mut Option<Arc<str>>,
     backoff: &mut Backoff,
+    lost_at: &mut Option<i64>,
 ) -> Result<(), SourceError> {
     if serial.is_none() {
         *serial = Some(cam.vapix.serial().await?.into());
@@ -193,6 +199,12 @@ async fn session(
                 backoff.reset();
                 if status.set(SourceState::Streaming) {
                     tracing::info!(camera = %cam.name, %serial, filters = ?cam.filters, topics = catalog.len(), "camera streaming");
+                }
+                if let Some(lost) = lost_at.take() {
+                    let ev = own_events::reconnected(&cam.name, &serial, lost, clock.now_ms());
+                    if tx.send(ev).await.is_err() {
+                        return Ok(());
+                    }
                 }
             }
             Ok(Incoming::ConfigureError { code, message }) => {
