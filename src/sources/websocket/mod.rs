@@ -83,34 +83,25 @@ pub async fn run(
     status: Arc<SourceStatus>,
     clock: SharedClock,
 ) {
-    let mut backoff = Backoff::new(cam.max_backoff);
-    let mut catalog = Catalog::default();
-    let mut serial: Option<Arc<str>> = cam.serial.as_deref().map(Arc::from);
+    let mut mem = Memory {
+        backoff: Backoff::new(cam.max_backoff),
+        catalog: Catalog::default(),
+        serial: cam.serial.as_deref().map(Arc::from),
+        lost_at: None,
+    };
     let mut first = true;
     // The error last logged: a camera failing the same way on every retry is logged once.
     let mut logged_error = String::new();
-    // When a stream that was flowing ended: the next one announces the gap.
-    let mut lost_at: Option<i64> = None;
     loop {
         if !first {
             status.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         first = false;
         status.set(SourceState::Connecting);
-        let result = session(
-            &cam,
-            &tx,
-            &status,
-            &clock,
-            &mut catalog,
-            &mut serial,
-            &mut backoff,
-            &mut lost_at,
-        )
-        .await;
+        let result = session(&cam, &tx, &status, &clock, &mut mem).await;
         if status.state() == SourceState::Streaming {
             logged_error.clear();
-            lost_at = Some(clock.now_ms());
+            mem.lost_at = Some(clock.now_ms());
         }
         if tx.is_closed() {
             return;
@@ -126,9 +117,20 @@ pub async fn run(
             tracing::warn!(camera = %cam.name, %error, "camera connection lost; reconnecting with back-off");
             logged_error = error;
         }
-        let delay = backoff.next_delay(rand::random::<f64>());
+        let delay = mem.backoff.next_delay(rand::random::<f64>());
         tokio::time::sleep(delay).await;
     }
+}
+
+/// What one camera's task keeps from one connection to the next.
+struct Memory {
+    backoff: Backoff,
+    /// Read on every connect; the last good one is kept when a read fails.
+    catalog: Catalog,
+    /// From config, else read once from the device.
+    serial: Option<Arc<str>>,
+    /// When a stream that was flowing ended: the next one announces the gap.
+    lost_at: Option<i64>,
 }
 
 /// One connection, from HTTP calls to the end of the stream.
@@ -137,11 +139,14 @@ async fn session(
     tx: &mpsc::Sender<Event>,
     status: &SourceStatus,
     clock: &SharedClock,
-    catalog: &mut Catalog,
-    serial: &mut Option<Arc<str>>,
-    backoff: &mut Backoff,
-    lost_at: &mut Option<i64>,
+    mem: &mut Memory,
 ) -> Result<(), SourceError> {
+    let Memory {
+        backoff,
+        catalog,
+        serial,
+        lost_at,
+    } = mem;
     if serial.is_none() {
         *serial = Some(cam.vapix.serial().await?.into());
     }
