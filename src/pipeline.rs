@@ -275,6 +275,9 @@ async fn websocket_camera(
         filters: rules.camera_filters(&cam.name),
         max_backoff: Duration::from_secs(cam.max_backoff_s),
         tls,
+        heartbeat: units::parse_duration(&cam.heartbeat)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("camera {}: heartbeat", cam.name))?,
     })
 }
 
@@ -298,6 +301,9 @@ fn rtsp_camera(cam: &CameraConfig) -> anyhow::Result<RtspCamera> {
         password: cam.password.clone(),
         serial: cam.serial.clone(),
         max_backoff: Duration::from_secs(cam.max_backoff_s),
+        heartbeat: units::parse_duration(&cam.heartbeat)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("camera {}: heartbeat", cam.name))?,
         shutdown: None,
     })
 }

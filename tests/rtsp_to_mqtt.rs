@@ -146,6 +146,13 @@ async fn rtsp_connection_dropped_mid_document_recovers() {
         "reconnected\n{}",
         relay.log()
     );
+    // The relay announces the gap in the camera's own format before anything else.
+    let m = sub.next(T).await;
+    assert_eq!(
+        m.topic,
+        "axis/B8A44F3E9D21/event/EdgeRelay/CameraConnection/$source/camera/gate"
+    );
+    assert!(m.payload.contains(r#""connected":"1""#), "{}", m.payload);
     emu.send_document(&fixture("rtsp-metadata-05-tampering-stateless.xml"));
     let m = sub.next(T).await;
     assert!(

@@ -234,6 +234,34 @@ async fn dropped_camera_connection_resumes_and_events_flow_again() {
 }
 
 #[tokio::test]
+async fn a_silent_stream_is_reported_and_reconnected() {
+    let broker = Mosquitto::start().await;
+    let emu = start_camera().await;
+    let mut sub = Subscriber::connect(broker.port, "axis/#").await;
+    let cam = format!("{}heartbeat = \"300ms\"\n", camera("lobby", &emu));
+    let relay = RelayProcess::start(&relay_config(&cam, &broker, ALL_RULE));
+    assert!(emu.wait_for_clients(1, T).await);
+    emu.emit_fixture_line(4);
+    assert!(sub.next_event(T).await.topic.contains("Tampering"));
+    // Longer than two heartbeats of quiet on a healthy stream: the pings keep it alive.
+    sub.expect_nothing(Duration::from_millis(1_500)).await;
+    assert_eq!(emu.counters().configures_ok, 1, "{}", relay.log());
+    // The link hangs: TCP stays open, nothing comes back, not even pongs.
+    emu.freeze_connections();
+    relay.wait_for_log("stream silent for", T).await;
+    assert!(emu.wait_for_clients(1, T).await, "{}", relay.log());
+    assert_eq!(emu.counters().configures_ok, 2);
+    let m = sub.next_event(T).await;
+    assert!(
+        m.topic.contains("EdgeRelay/CameraConnection"),
+        "{}",
+        m.topic
+    );
+    emu.emit_fixture_line(2);
+    assert!(sub.next_event(T).await.topic.contains("Sensor/PIR"));
+}
+
+#[tokio::test]
 async fn two_cameras_at_once_with_their_own_serials() {
     let broker = Mosquitto::start().await;
     let a = start_camera().await;

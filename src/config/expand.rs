@@ -131,6 +131,7 @@ pub fn expand_env(config: &mut Config, env: EnvLookup<'_>) -> Vec<Problem> {
         &mut config.relay.shutdown_timeout,
         relay.key("shutdown_timeout"),
     );
+    x.string(&mut config.relay.status_topic, relay.key("status_topic"));
     for (i, c) in config.camera.iter_mut().enumerate() {
         let p = root.key("camera").index(i);
         x.string(&mut c.name, p.key("name"));
@@ -138,6 +139,7 @@ pub fn expand_env(config: &mut Config, env: EnvLookup<'_>) -> Vec<Problem> {
         x.opt(&mut c.username, p.key("username"));
         x.opt(&mut c.password, p.key("password"));
         x.opt_path(&mut c.password_file, p.key("password_file"));
+        x.string(&mut c.heartbeat, p.key("heartbeat"));
         x.opt(&mut c.serial, p.key("serial"));
     }
     for (name, d) in config.destination.iter_mut() {

@@ -624,3 +624,27 @@ fn mqtt_sources_and_commands_are_checked() {
         ]
     );
 }
+
+#[test]
+fn camera_heartbeat_must_be_a_duration_of_at_least_100ms() {
+    let e = assert_one_error(
+        "[[camera]]\nname = \"lobby\"\nurl = \"http://192.0.2.10\"\nheartbeat = \"15\"\n",
+        "config.toml:4: camera[0].heartbeat: missing unit",
+    );
+    assert!(e.contains("250ms"), "{e}");
+    assert_one_error(
+        "[[camera]]\nname = \"lobby\"\nurl = \"http://192.0.2.10\"\nheartbeat = \"10ms\"\n",
+        "config.toml:4: camera[0].heartbeat: below 100ms",
+    );
+    let ok = load_text(&with_base("")).unwrap();
+    assert_eq!(ok.camera[0].heartbeat, "15s");
+}
+
+#[test]
+fn status_topic_cannot_hold_wildcards() {
+    assert_one_error(
+        "[relay]\nstatus_topic = \"edgerelay/+/status\"\n",
+        "config.toml:2: relay.status_topic: a topic to publish on cannot hold the wildcards",
+    );
+    assert_eq!(load_text("").unwrap().relay.status_topic, "edgerelay/status");
+}

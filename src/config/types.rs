@@ -108,6 +108,11 @@ pub struct RelayConfig {
     /// Default "10s".
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: String,
+    /// MQTT topic of the relay's own trouble events (destination down or back, outbox above
+    /// 80 %, drops), published to every MQTT destination; "" turns them off.
+    /// Default "edgerelay/status".
+    #[serde(default = "default_status_topic")]
+    pub status_topic: String,
 }
 
 impl Default for RelayConfig {
@@ -118,12 +123,17 @@ impl Default for RelayConfig {
             broker: None,
             print: false,
             shutdown_timeout: default_shutdown_timeout(),
+            status_topic: default_status_topic(),
         }
     }
 }
 
 fn default_shutdown_timeout() -> String {
     "10s".to_string()
+}
+
+fn default_status_topic() -> String {
+    "edgerelay/status".to_string()
 }
 
 fn default_data_dir() -> PathBuf {
@@ -176,6 +186,10 @@ pub struct CameraConfig {
     /// Upper bound of the reconnect back-off, in seconds. Default 60.
     #[serde(default = "default_max_backoff_s")]
     pub max_backoff_s: u64,
+    /// WebSocket: a ping goes out when the stream was quiet this long, and a stream silent
+    /// for twice this (no event, no pong) is reported and reconnected. Default "15s".
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat: String,
     /// Verify the camera's TLS certificate (https). Default true.
     #[serde(default = "default_true")]
     pub tls_verify: bool,
@@ -183,6 +197,10 @@ pub struct CameraConfig {
     /// device's self-signed certificate. Default: the system roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+}
+
+fn default_heartbeat() -> String {
+    "15s".to_string()
 }
 
 fn default_max_backoff_s() -> u64 {

@@ -40,6 +40,12 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     if let Err(e) = units::parse_duration(&config.relay.shutdown_timeout) {
         out.push(Problem::new(relay.key("shutdown_timeout"), e));
     }
+    if config.relay.status_topic.contains(['+', '#', '\0']) {
+        out.push(Problem::new(
+            relay.key("status_topic"),
+            "a topic to publish on cannot hold the wildcards + or #",
+        ));
+    }
 
     let mut cameras: HashMap<&str, usize> = HashMap::new();
     for (i, c) in config.camera.iter().enumerate() {
@@ -47,6 +53,14 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         check_name(&c.name, &p, "camera", &mut cameras, i, &mut out);
         if let Err(e) = check_camera_url(&c.url) {
             out.push(Problem::new(p.key("url"), e));
+        }
+        match units::parse_duration(&c.heartbeat) {
+            Err(e) => out.push(Problem::new(p.key("heartbeat"), e)),
+            Ok(d) if d < std::time::Duration::from_millis(100) => out.push(Problem::new(
+                p.key("heartbeat"),
+                "below 100ms: a camera cannot answer that often",
+            )),
+            Ok(_) => {}
         }
     }
 

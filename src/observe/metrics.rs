@@ -21,6 +21,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub const SOURCE_EVENTS: &str = "edgerelay_source_events_received";
 pub const SOURCE_MALFORMED: &str = "edgerelay_source_malformed_frames";
 pub const SOURCE_RECONNECTS: &str = "edgerelay_source_reconnects";
+pub const SOURCE_SILENCES: &str = "edgerelay_source_silences";
 pub const SOURCE_STATE: &str = "edgerelay_source_state";
 pub const SOURCE_LAST_EVENT: &str = "edgerelay_source_last_event_timestamp_seconds";
 /// Per destination (label `destination`).
@@ -114,6 +115,14 @@ impl Collector for RelayCollector {
             Counter,
             "camera",
             cam(|s| s.reconnects),
+        )?;
+        family(
+            &mut enc,
+            SOURCE_SILENCES,
+            "Connections given up because the stream went silent (no data, no keep-alive answer).",
+            Counter,
+            "camera",
+            cam(|s| s.silences),
         )?;
         family(
             &mut enc,

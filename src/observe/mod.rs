@@ -85,6 +85,7 @@ impl Observed {
                 events: s.events.load(Ordering::Relaxed),
                 malformed: s.malformed.load(Ordering::Relaxed),
                 reconnects: s.reconnects.load(Ordering::Relaxed),
+                silences: s.silences.load(Ordering::Relaxed),
                 last_event_ms: Some(s.last_event_ms.load(Ordering::Relaxed)).filter(|&t| t > 0),
             })
             .collect();
@@ -128,6 +129,7 @@ pub struct CameraSnapshot {
     pub events: u64,
     pub malformed: u64,
     pub reconnects: u64,
+    pub silences: u64,
     pub last_event_ms: Option<i64>,
 }
 

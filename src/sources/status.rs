@@ -31,6 +31,8 @@ pub struct SourceStatus {
     pub reconnects: AtomicU64,
     /// Arrival time of the last event (epoch ms), 0 before any.
     pub last_event_ms: AtomicI64,
+    /// Connections given up because the stream went silent (no data, no keep-alive answer).
+    pub silences: AtomicU64,
 }
 
 impl SourceStatus {
@@ -43,6 +45,7 @@ impl SourceStatus {
             malformed: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             last_event_ms: AtomicI64::new(0),
+            silences: AtomicU64::new(0),
         }
     }
 

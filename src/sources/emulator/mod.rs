@@ -146,6 +146,9 @@ enum Out {
     Text { text: String, notify: bool },
     /// Close the connection.
     Close,
+    /// Stop reading and writing, socket held open: a hung camera or a dead link that TCP
+    /// has not noticed yet (no pong, no close, nothing).
+    Freeze,
 }
 
 /// One connected WebSocket client.
@@ -266,9 +269,13 @@ impl Shared {
     }
 
     fn drop_connections(&self) {
+        self.end_connections(|| Out::Close);
+    }
+
+    fn end_connections(&self, how: fn() -> Out) {
         let mut hub = self.hub();
         for (_, c) in std::mem::take(&mut hub.clients) {
-            let _ = c.tx.send(Out::Close);
+            let _ = c.tx.send(how());
         }
         self.publish_count(&hub);
     }
@@ -490,6 +497,12 @@ impl Emulator {
     /// Closes every WebSocket now, like a camera reboot or a network drop.
     pub fn drop_connections(&self) {
         self.shared.drop_connections();
+    }
+
+    /// Hangs every WebSocket connection open now: no more frames either way, no pongs, no
+    /// close; new connections are served normally.
+    pub fn freeze_connections(&self) {
+        self.shared.end_connections(|| Out::Freeze);
     }
 
     /// Injects a fault (or clears it with `None`); applies to requests from now on.

@@ -51,6 +51,8 @@ impl Default for RtspEmulatorConfig {
 enum Cmd {
     Doc(Arc<str>),
     Drop,
+    /// Hang: no more reading or writing, socket held open until a `Drop` or shutdown.
+    Freeze,
 }
 
 #[derive(Debug)]
@@ -121,6 +123,12 @@ impl RtspEmulator {
     /// Closes every connection.
     pub fn drop_connections(&self) {
         let _ = self.shared.cmds.send(Cmd::Drop);
+    }
+
+    /// Hangs every connection open now (no data, no keep-alive replies, no close), like a
+    /// camera that froze or a link that died without a reset; new connections work.
+    pub fn freeze_connections(&self) {
+        let _ = self.shared.cmds.send(Cmd::Freeze);
     }
 
     /// Writes junk bytes between frames from now on.
@@ -351,6 +359,12 @@ async fn serve(mut stream: TcpStream, s: Arc<Shared>) -> io::Result<()> {
                     write_doc(&mut stream, &s, &mut rtp, d.as_bytes(), cut).await?;
                 }
                 Ok(Cmd::Doc(_)) => {}
+                Ok(Cmd::Freeze) => loop {
+                    match cmds.recv().await {
+                        Ok(Cmd::Drop) | Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                        _ => {}
+                    }
+                },
                 Ok(Cmd::Drop) | Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 Err(broadcast::error::RecvError::Lagged(_)) => {}
             }

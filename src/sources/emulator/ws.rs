@@ -62,6 +62,11 @@ pub(super) async fn run_session(shared: Arc<Shared>, mut socket: WebSocket) {
                     let _ = socket.send(Message::Close(None)).await;
                     break;
                 }
+                Some(Out::Freeze) => {
+                    tracing::debug!(client = id, "emulator: WebSocket client frozen");
+                    super::stopped(&mut stop).await;
+                    break;
+                }
             },
             _ = super::stopped(&mut stop) => {
                 let _ = socket.send(Message::Close(None)).await;

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use crate::clock::SharedClock;
 use crate::event::Event;
 use crate::sources::backoff::Backoff;
+use crate::sources::own_events;
 use crate::sources::status::{SourceState, SourceStatus};
 use interleaved::{Depacketizer, Item};
 use session::{Auth, Response};
@@ -43,6 +44,10 @@ pub enum RtspError {
     /// Network trouble, a closed stream, a stall or an error reply: retry with back-off.
     #[error("{0}")]
     Unavailable(String),
+    /// Nothing arrived (no metadata, no keep-alive reply) for this long while the TCP
+    /// connection looked open: reconnect with back-off.
+    #[error("stream silent for {0:?} (no data, no answer to keep-alives)")]
+    Silent(Duration),
 }
 
 fn unavailable(e: impl std::fmt::Display) -> RtspError {
@@ -72,6 +77,9 @@ pub struct RtspCamera {
     pub serial: Option<String>,
     /// Back-off cap.
     pub max_backoff: Duration,
+    /// Keep-alive at least this often (sooner if the session timeout asks); twice it without
+    /// any data ends the connection.
+    pub heartbeat: Duration,
     /// When this turns true: TEARDOWN, close, return.
     pub shutdown: Option<watch::Receiver<bool>>,
 }
@@ -99,6 +107,8 @@ pub async fn run(
     let mut backoff = Backoff::new(cam.max_backoff);
     let mut shutdown = cam.shutdown.take();
     let mut first = true;
+    // When a stream that was flowing ended: the next one announces the gap.
+    let mut lost_at: Option<i64> = None;
     loop {
         if !first {
             status.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -107,7 +117,19 @@ pub async fn run(
         if status.set(SourceState::Connecting) {
             tracing::debug!(camera = %cam.name, "connecting (rtsp)");
         }
-        let result = connection(&cam, &tx, &status, &clock, &mut backoff, shutdown.as_mut()).await;
+        let link = Link {
+            tx: &tx,
+            status: &status,
+            clock: &clock,
+            lost_at: &mut lost_at,
+        };
+        let result = connection(&cam, link, &mut backoff, shutdown.as_mut()).await;
+        if status.state() == SourceState::Streaming {
+            lost_at = Some(clock.now_ms());
+        }
+        if let Err(RtspError::Silent(_)) = &result {
+            status.silences.fetch_add(1, Ordering::Relaxed);
+        }
         if tx.is_closed() || is_shut(shutdown.as_ref()) {
             return;
         }
@@ -266,14 +288,26 @@ impl Conn {
 }
 
 /// One connection, from OPTIONS to the end of the stream.
+/// Where one connection reports to, and what it carries over from the last one.
+struct Link<'a> {
+    tx: &'a mpsc::Sender<Event>,
+    status: &'a SourceStatus,
+    clock: &'a SharedClock,
+    lost_at: &'a mut Option<i64>,
+}
+
 async fn connection(
     cam: &RtspCamera,
-    tx: &mpsc::Sender<Event>,
-    status: &SourceStatus,
-    clock: &SharedClock,
+    link: Link<'_>,
     backoff: &mut Backoff,
     mut shutdown: Option<&mut watch::Receiver<bool>>,
 ) -> Result<(), RtspError> {
+    let Link {
+        tx,
+        status,
+        clock,
+        lost_at,
+    } = link;
     let url = cam.url();
     let stream = tokio::time::timeout(
         REPLY_TIMEOUT,
@@ -332,12 +366,21 @@ async fn connection(
     if status.set(SourceState::Streaming) {
         tracing::info!(camera = %cam.name, %serial, url = %media.aggregate_url, "camera streaming (rtsp)");
     }
-    let keepalive_every = Duration::from_secs((timeout_s / 2).max(1));
-    let stall = Duration::from_secs(timeout_s.max(10)) + Duration::from_secs(5);
+    if let Some(lost) = lost_at.take() {
+        let ev = own_events::reconnected(&cam.name, &serial, lost, clock.now_ms());
+        if tx.send(ev).await.is_err() {
+            return Ok(());
+        }
+    }
+    // Keep-alives well inside the session timeout, and at least every heartbeat; a reply to
+    // one counts as data, so a live camera is never silent for two of them.
+    let keepalive_every = Duration::from_secs((timeout_s / 2).max(1)).min(cam.heartbeat);
+    let silent_after = keepalive_every * 2;
     let mut keepalive = tokio::time::interval_at(
         tokio::time::Instant::now() + keepalive_every,
         keepalive_every,
     );
+    let mut last_heard = tokio::time::Instant::now();
     let mut seen = c.reader.stats.clone();
     let mut events = Vec::new();
     loop {
@@ -374,8 +417,12 @@ async fn connection(
             }
         };
         tokio::select! {
-            r = tokio::time::timeout(stall, c.read_more()) => {
-                r.map_err(|_| unavailable("no data from the camera (stalled)"))??;
+            r = c.read_more() => {
+                r?;
+                last_heard = tokio::time::Instant::now();
+            }
+            _ = tokio::time::sleep_until(last_heard + silent_after) => {
+                return Err(RtspError::Silent(last_heard.elapsed()));
             }
             _ = keepalive.tick() => {
                 c.send("GET_PARAMETER", &media.aggregate_url, &[]).await?;

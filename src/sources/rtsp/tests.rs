@@ -13,6 +13,14 @@ use crate::sources::rtsp::onvif::tests::{check_expected, metadata_fixtures};
 const T: Duration = Duration::from_secs(10);
 
 fn camera(emu: &RtspEmulator, password: &str) -> (RtspCamera, watch::Sender<bool>) {
+    camera_with_heartbeat(emu, password, Duration::from_secs(15))
+}
+
+fn camera_with_heartbeat(
+    emu: &RtspEmulator,
+    password: &str,
+    heartbeat: Duration,
+) -> (RtspCamera, watch::Sender<bool>) {
     let (stop, rx) = watch::channel(false);
     let cam = RtspCamera {
         name: "lobby".into(),
@@ -25,6 +33,7 @@ fn camera(emu: &RtspEmulator, password: &str) -> (RtspCamera, watch::Sender<bool
         password: Some(password.into()),
         serial: None,
         max_backoff: Duration::from_secs(2),
+        heartbeat,
         shutdown: Some(rx),
     };
     (cam, stop)
@@ -39,6 +48,10 @@ struct Running {
 
 async fn start(emu: &RtspEmulator, password: &str) -> Running {
     let (cam, stop) = camera(emu, password);
+    start_camera(cam, stop)
+}
+
+fn start_camera(cam: RtspCamera, stop: watch::Sender<bool>) -> Running {
     let (tx, rx) = mpsc::channel(64);
     let status = Arc::new(SourceStatus::new("lobby"));
     let task = tokio::spawn(run(cam, tx, status.clone(), Arc::new(SystemClock)));
@@ -145,6 +158,12 @@ async fn dropped_mid_document_recovers_and_loses_only_that_document() {
     emu.drop_mid_next_document();
     emu.send_document(&doc02);
     assert!(emu.wait_for_sessions(2, T).await, "reconnected");
+    let ev = next(&mut r).await;
+    assert_eq!(
+        ev.topic,
+        own_events::CONNECTION_TOPIC,
+        "the gap is announced"
+    );
     emu.send_document(&doc05);
     let ev = next(&mut r).await;
     assert_eq!(
@@ -197,10 +216,46 @@ async fn refused_auth_after_it_worked_is_reported_then_recovers() {
     .await;
     emu.set_bad_auth(false);
     assert!(emu.wait_for_sessions(2, T).await);
+    assert_eq!(next(&mut r).await.topic, own_events::CONNECTION_TOPIC);
     emu.send_document(&fixture("rtsp-metadata-08-daynight-root-namespaces.xml"));
     assert_eq!(
         next(&mut r).await.topic,
         "tns1:VideoSource/tnsaxis:DayNightVision"
     );
     r.task.abort();
+}
+
+#[tokio::test]
+async fn a_silent_stream_is_reconnected_and_the_gap_announced() {
+    let emu = RtspEmulator::start(RtspEmulatorConfig::default())
+        .await
+        .unwrap();
+    let (cam, stop) = camera_with_heartbeat(&emu, "fixture-pass", Duration::from_millis(200));
+    let mut r = start_camera(cam, stop);
+    assert!(emu.wait_for_sessions(1, T).await);
+    emu.send_document(&fixture("rtsp-metadata-01-pir-initialized.xml"));
+    assert!(next(&mut r).await.topic.ends_with("Sensor/PIR"));
+    // Keep-alive replies keep a quiet stream alive well past two heartbeats.
+    let keepalives = || {
+        emu.requests()
+            .iter()
+            .filter(|q| q.starts_with("GET_PARAMETER"))
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + T;
+    while keepalives() < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "no keep-alives");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(r.status.silences.load(Ordering::Relaxed), 0);
+    assert_eq!(r.status.reconnects.load(Ordering::Relaxed), 0);
+    emu.freeze_connections();
+    assert!(emu.wait_for_sessions(2, T).await, "reconnected");
+    assert_eq!(r.status.silences.load(Ordering::Relaxed), 1);
+    let ev = next(&mut r).await;
+    assert_eq!(ev.topic, own_events::CONNECTION_TOPIC);
+    let gap: i64 = ev.data["gap_ms"].parse().unwrap();
+    assert!(gap >= 0, "{gap}");
+    emu.send_document(&fixture("rtsp-metadata-05-tampering-stateless.xml"));
+    assert!(next(&mut r).await.topic.ends_with("Tampering"));
 }

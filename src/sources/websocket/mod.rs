@@ -46,6 +46,10 @@ pub enum SourceError {
     /// Network trouble, a closed stream or a stall: retry with back-off.
     #[error("{0}")]
     Unavailable(String),
+    /// Nothing arrived (no event, no pong) for this long: the link or the camera hangs while
+    /// the TCP connection looks open. Reconnect with back-off.
+    #[error("stream silent for {0:?} (no event, no answer to pings)")]
+    Silent(Duration),
 }
 
 impl From<VapixError> for SourceError {
@@ -74,6 +78,8 @@ pub struct WsCamera {
     pub max_backoff: Duration,
     /// TLS for `https://` cameras (verification on unless `tls_verify = false`).
     pub tls: crate::tls::TlsSettings,
+    /// Quiet time before a ping; twice this without any frame or pong ends the connection.
+    pub heartbeat: Duration,
 }
 
 /// Runs a camera source until the task is aborted or the receiver is gone.
@@ -99,6 +105,9 @@ pub async fn run(
         first = false;
         status.set(SourceState::Connecting);
         let result = session(&cam, &tx, &status, &clock, &mut mem).await;
+        if let Err(SourceError::Silent(_)) = &result {
+            status.silences.fetch_add(1, Ordering::Relaxed);
+        }
         if status.state() == SourceState::Streaming {
             logged_error.clear();
             mem.lost_at = Some(clock.now_ms());
@@ -175,19 +184,34 @@ async fn session(
     let configure_deadline = tokio::time::sleep(CONFIGURE_TIMEOUT);
     tokio::pin!(configure_deadline);
     let mut configured = false;
+    let mut watchdog = Watchdog::new(cam.heartbeat, tokio::time::Instant::now());
+    let mut tick = tokio::time::interval(cam.heartbeat / 4);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let msg = tokio::select! {
             m = ws.next() => m,
             _ = &mut configure_deadline, if !configured => {
                 return Err(SourceError::Unavailable("no reply to events:configure".into()));
             }
+            _ = tick.tick(), if configured => {
+                match watchdog.check(tokio::time::Instant::now()) {
+                    Alive::Quiet => {}
+                    Alive::Ping => ws
+                        .send(Message::Ping(Vec::new().into()))
+                        .await
+                        .map_err(|e| SourceError::Unavailable(format!("sending ping: {e}")))?,
+                    Alive::Silent(d) => return Err(SourceError::Silent(d)),
+                }
+                continue;
+            }
         };
+        watchdog.heard(tokio::time::Instant::now());
         let text = match msg {
             None => return Ok(()),
             Some(Err(e)) => return Err(SourceError::Unavailable(format!("stream: {e}"))),
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Close(_))) => return Ok(()),
-            Some(Ok(_)) => continue, // pings are answered by tungstenite; binary is not ours
+            Some(Ok(_)) => continue, // pongs feed the watchdog; pings are answered by tungstenite
         };
         match parse_frame(&text) {
             Ok(Incoming::Notify(n)) => {
@@ -223,6 +247,54 @@ async fn session(
                         count = status.malformed.load(Ordering::Relaxed), "skipping malformed frame");
                 }
             }
+        }
+    }
+}
+
+/// What the watchdog wants done now.
+#[derive(Debug, PartialEq, Eq)]
+enum Alive {
+    /// Heard from the camera recently enough.
+    Quiet,
+    /// Quiet for a heartbeat: ask with a ping (once per quiet spell).
+    Ping,
+    /// Quiet for two heartbeats: the stream is dead even if TCP says otherwise.
+    Silent(Duration),
+}
+
+/// Silence detection, apart from the I/O: the session tells it when anything arrived and asks
+/// it on a timer what to do.
+#[derive(Debug)]
+struct Watchdog {
+    heartbeat: Duration,
+    last_heard: tokio::time::Instant,
+    pinged: bool,
+}
+
+impl Watchdog {
+    fn new(heartbeat: Duration, now: tokio::time::Instant) -> Self {
+        Self {
+            heartbeat,
+            last_heard: now,
+            pinged: false,
+        }
+    }
+
+    /// A frame (event, reply, pong, anything) arrived.
+    fn heard(&mut self, now: tokio::time::Instant) {
+        self.last_heard = now;
+        self.pinged = false;
+    }
+
+    fn check(&mut self, now: tokio::time::Instant) -> Alive {
+        let quiet = now.saturating_duration_since(self.last_heard);
+        if quiet >= self.heartbeat * 2 {
+            Alive::Silent(quiet)
+        } else if quiet >= self.heartbeat && !self.pinged {
+            self.pinged = true;
+            Alive::Ping
+        } else {
+            Alive::Quiet
         }
     }
 }
@@ -287,5 +359,39 @@ async fn upgrade(cam: &WsCamera) -> Result<Ws, SourceError> {
             SourceError::Auth(format!("upgrade refused: HTTP {}", resp.status())),
         ),
         Err(e) => Err(SourceError::Unavailable(format!("upgrade: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchdog_pings_once_then_gives_up_after_two_heartbeats() {
+        let t0 = tokio::time::Instant::now();
+        let hb = Duration::from_secs(10);
+        let mut w = Watchdog::new(hb, t0);
+        assert_eq!(w.check(t0 + Duration::from_secs(9)), Alive::Quiet);
+        assert_eq!(w.check(t0 + Duration::from_secs(10)), Alive::Ping);
+        assert_eq!(w.check(t0 + Duration::from_secs(15)), Alive::Quiet);
+        assert_eq!(
+            w.check(t0 + Duration::from_secs(20)),
+            Alive::Silent(Duration::from_secs(20))
+        );
+    }
+
+    #[test]
+    fn anything_heard_resets_the_watchdog() {
+        let t0 = tokio::time::Instant::now();
+        let hb = Duration::from_secs(10);
+        let mut w = Watchdog::new(hb, t0);
+        assert_eq!(w.check(t0 + Duration::from_secs(12)), Alive::Ping);
+        w.heard(t0 + Duration::from_secs(13)); // the pong
+        assert_eq!(w.check(t0 + Duration::from_secs(22)), Alive::Quiet);
+        assert_eq!(w.check(t0 + Duration::from_secs(24)), Alive::Ping);
+        assert_eq!(
+            w.check(t0 + Duration::from_secs(33)),
+            Alive::Silent(Duration::from_secs(20))
+        );
     }
 }
