@@ -109,6 +109,28 @@ impl Relay {
             destinations.push((name, outbox, stats));
         }
 
+        let watched = destinations
+            .iter()
+            .map(|(name, outbox, stats)| crate::observe::watch::Watched {
+                name: Arc::clone(name),
+                outbox: Arc::clone(outbox),
+                stats: Arc::clone(stats),
+                takes_status: matches!(
+                    cfg.destination.get(&**name),
+                    Some(
+                        DestinationConfig::Mqtt(_)
+                            | DestinationConfig::AzureIotHub(_)
+                            | DestinationConfig::AwsIotCore(_)
+                    )
+                ),
+            })
+            .collect();
+        tasks.push(tokio::spawn(crate::observe::watch::run(
+            watched,
+            cfg.relay.status_topic.clone(),
+            clock.clone(),
+        )));
+
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let (router_rules, router_clock) = (rules.clone(), clock.clone());
         let router = std::thread::Builder::new()

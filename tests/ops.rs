@@ -531,3 +531,160 @@ async fn sighup_reload_adds_and_removes_cameras_and_destinations_without_losing_
     let want: Vec<u64> = (0..50).chain([49]).chain(50..60).collect();
     assert_eq!(got, want);
 }
+
+/// One status event of the relay about a destination: (topic, destination, data).
+fn status_event(payload: &str) -> (String, String, serde_json::Value) {
+    let v: serde_json::Value = serde_json::from_str(payload).unwrap();
+    (
+        v["topic"].as_str().unwrap().to_string(),
+        v["message"]["source"]["destination"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        v["message"]["data"].clone(),
+    )
+}
+
+/// Reads the status topic until `want` matches an event; returns every event read.
+async fn until_status(
+    sub: &mut Subscriber,
+    relay: &RelayProcess,
+    what: &str,
+    want: impl Fn(&str, &str, &serde_json::Value) -> bool,
+) -> Vec<(String, String, serde_json::Value)> {
+    let mut seen = Vec::new();
+    loop {
+        let Some(m) = sub.try_next(T).await else {
+            panic!(
+                "no status event {what}; got {seen:#?}\nlog:\n{}",
+                relay.log()
+            );
+        };
+        assert_eq!(m.topic, "edgerelay/status");
+        assert_eq!(m.qos, 1);
+        let (topic, dest, data) = status_event(&m.payload);
+        let hit = want(&topic, &dest, &data);
+        seen.push((topic, dest, data));
+        if hit {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_publishes_its_own_trouble_on_the_status_topic() {
+    // `cloud` is refused until the test lets it in; `site` carries the status events.
+    let mut broker = Mosquitto::start_with_users(&[("watcher", "w"), ("site", "s")]).await;
+    let mut status =
+        Subscriber::connect_as(broker.port, "edgerelay/status", Some(("watcher", "w"))).await;
+    let mut load = Subscriber::connect_as(broker.port, "load/#", Some(("watcher", "w"))).await;
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let record = 24 + 15 + "load/lobby".len() + 2 + "lobby".len() + 2;
+    let config = format!(
+        r#"[relay]
+data_dir = "{{data_dir}}"
+http = "{{http}}"
+[[camera]]
+name = "lobby"
+url = "{}"
+username = "bridge"
+password = "fixture-pass"
+[destination.cloud]
+kind = "mqtt"
+url = "{url}"
+client_id = "cloud-relay"
+username = "relay"
+password = "r"
+buffer = {{ max_bytes = "{}", when_full = "reject_new" }}
+[destination.site]
+kind = "mqtt"
+url = "{url}"
+client_id = "site-relay"
+username = "site"
+password = "s"
+[[rule]]
+name = "load"
+to = ["cloud"]
+mqtt_topic = "load/{{camera}}"
+payload = "{{data.n}}"
+"#,
+        emu.base_url(),
+        10 * record,
+        url = broker.url(),
+    );
+    let relay = RelayProcess::start(&config);
+    assert!(emu.wait_for_clients(1, T).await);
+    // Cloud's buffer fills at once (before its outage is even reported, so no status event
+    // takes room in it: they go only where there is room).
+    for n in 10..35 {
+        emu.emit(&numbered(n));
+    }
+    relay
+        .wait_metric(
+            "edgerelay_outbox_rejected_total",
+            r#"destination="cloud""#,
+            15.0,
+        )
+        .await;
+    let seen = until_status(&mut status, &relay, "fill high", |t, _, data| {
+        t == "EdgeRelay/OutboxFill" && data["high"] == "1"
+    })
+    .await;
+    let fill = &seen.last().unwrap().2;
+    assert_eq!(
+        (fill["percent"].as_str(), fill["depth"].as_str()),
+        (Some("100"), Some("10"))
+    );
+    // Never connected for a few seconds: down.
+    let mut seen = [
+        seen,
+        until_status(&mut status, &relay, "cloud down", |t, d, data| {
+            t == "EdgeRelay/DestinationConnection" && d == "cloud" && data["connected"] == "0"
+        })
+        .await,
+    ]
+    .concat();
+    assert!(
+        seen.iter().all(|(_, d, _)| d == "cloud"),
+        "site itself is fine: {seen:#?}"
+    );
+    // Every drop reported, exactly, in one report or a few.
+    let mut reported = 0;
+    let mut drops = std::mem::take(&mut seen);
+    loop {
+        for (t, d, data) in drops.drain(..) {
+            if t == "EdgeRelay/Drops" {
+                assert_eq!(d, "cloud");
+                reported += data["dropped"].as_str().unwrap().parse::<u64>().unwrap();
+                assert_eq!(
+                    data["total"].as_str().unwrap().parse::<u64>().unwrap(),
+                    reported
+                );
+            }
+        }
+        if reported == 15 {
+            break;
+        }
+        drops = until_status(&mut status, &relay, "drops", |t, _, _| {
+            t == "EdgeRelay/Drops"
+        })
+        .await;
+    }
+
+    // Let cloud in: it is back, its backlog drains, the fill is normal again.
+    broker.add_user("relay", "r");
+    let seen = until_status(&mut status, &relay, "fill normal", |t, _, data| {
+        t == "EdgeRelay/OutboxFill" && data["high"] == "0"
+    })
+    .await;
+    let back = seen
+        .iter()
+        .find(|(t, _, data)| t == "EdgeRelay/DestinationConnection" && data["connected"] == "1")
+        .unwrap_or_else(|| panic!("no up event before the fill went normal: {seen:#?}"));
+    let gap: i64 = back.2["gap_ms"].as_str().unwrap().parse().unwrap();
+    assert!(gap >= 3_000, "{gap}");
+    for n in 10..20 {
+        assert_eq!(load.next(T).await.payload, n.to_string());
+    }
+    assert!(relay.log().contains("destination down"), "{}", relay.log());
+}

@@ -646,5 +646,8 @@ fn status_topic_cannot_hold_wildcards() {
         "[relay]\nstatus_topic = \"edgerelay/+/status\"\n",
         "config.toml:2: relay.status_topic: a topic to publish on cannot hold the wildcards",
     );
-    assert_eq!(load_text("").unwrap().relay.status_topic, "edgerelay/status");
+    assert_eq!(
+        load_text("").unwrap().relay.status_topic,
+        "edgerelay/status"
+    );
 }

@@ -242,7 +242,7 @@ impl Collector for RelayCollector {
         family(
             &mut enc,
             DESTINATION_CONNECTED,
-            "1 while connected to the destination, else 0.",
+            "1 while connected to the broker (MQTT) or while uploads succeed (object stores), else 0.",
             Gauge,
             "destination",
             level(|s| u64::from(s.connected)),

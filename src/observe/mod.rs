@@ -6,6 +6,7 @@
 
 pub mod metrics;
 pub mod status_page;
+pub mod watch;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

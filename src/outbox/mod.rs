@@ -203,6 +203,8 @@ pub struct OutboxStats {
     pub rejected: u64,
     /// Unacknowledged records lost to damage found while reading, since open.
     pub lost_corrupt: u64,
+    /// The configured cap on `bytes`.
+    pub max_bytes: u64,
 }
 
 /// Outbox failures.
@@ -766,6 +768,7 @@ impl Outbox {
             dropped_age: self.dropped_age,
             rejected: self.rejected,
             lost_corrupt: self.lost_corrupt,
+            max_bytes: self.opts.max_bytes,
         }
     }
 

@@ -141,6 +141,8 @@ impl ObjectSink {
         stats: Arc<SinkStats>,
     ) {
         tracing::info!(destination = %self.name, store = %self.store.describe(), "object store sink started");
+        // "Connected" for a store: no upload is failing (there is no session to hold open).
+        stats.connected.store(true, Ordering::Relaxed);
         let mut batcher = Batcher::new(self.limits, self.format.template.uses_camera());
         let mut ready: VecDeque<Batch> = VecDeque::new();
         let mut closed = Vec::new();
@@ -220,6 +222,7 @@ impl ObjectSink {
             match self.store.put(&object).await {
                 Ok(()) => break,
                 Err(e) => {
+                    stats.connected.store(false, Ordering::Relaxed);
                     failures += 1;
                     if failures == 1 || failures.is_power_of_two() {
                         tracing::warn!(destination = %self.name, key = %object.key, error = %e, failures,
@@ -230,6 +233,7 @@ impl ObjectSink {
             }
         }
         if failures > 0 {
+            stats.connected.store(true, Ordering::Relaxed);
             tracing::info!(destination = %self.name, key = %object.key, failures, "object stored after retries");
         }
         backoff.reset();
