@@ -14,6 +14,13 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
 fi
 # The Debian package starts a system broker on 1883; tests use their own on free ports.
 
+# Chromium: tests/status_page.rs renders /status in it, headless (Debian package; no WebDriver).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing chromium (apt-get)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 # moto_server: the S3-compatible server of tests/object_store.rs (PyPI, in a venv).
 if [ ! -x target/venv/bin/moto_server ]; then
   echo "installing moto[server] into target/venv (pip)"

@@ -1,7 +1,16 @@
 //! `/status`: one small HTML page for a person on site. No scripts; refreshes itself.
+//!
+//! For tools, each row carries `data-camera` or `data-destination` (the config name) and each
+//! column header of a figure that `/metrics` also exports carries `data-metric` (its name).
 
 use std::fmt::Write as _;
 
+use super::metrics::{
+    DELIVERIES_ACKED, DELIVERIES_DEAD_LETTERED, DELIVERIES_SENT, DESTINATION_CONNECTED,
+    OUTBOX_BYTES, OUTBOX_DEPTH, OUTBOX_DROPPED_AGE, OUTBOX_DROPPED_FULL, OUTBOX_OLDEST_AGE,
+    OUTBOX_REJECTED, SOURCE_EVENTS, SOURCE_LAST_EVENT, SOURCE_MALFORMED, SOURCE_RECONNECTS,
+    SOURCE_STATE,
+};
 use super::{Snapshot, state_word};
 use crate::sources::status::SourceState;
 
@@ -48,6 +57,20 @@ fn ago(s: f64) -> String {
     }
 }
 
+/// A header row: `(title, metric)`; a metric gets `data-metric`, `_total` for a counter.
+fn header(h: &mut String, cols: &[(&str, &str)]) -> std::fmt::Result {
+    h.push_str("<tr>");
+    for (title, metric) in cols {
+        if metric.is_empty() {
+            write!(h, "<th>{title}</th>")?;
+        } else {
+            write!(h, "<th data-metric=\"{metric}\">{title}</th>")?;
+        }
+    }
+    h.push_str("</tr>\n");
+    Ok(())
+}
+
 /// The page.
 pub fn render(snap: &Snapshot, ready: bool) -> String {
     let mut h = String::new();
@@ -78,7 +101,18 @@ fn write_page(h: &mut String, snap: &Snapshot, ready: bool) -> std::fmt::Result 
         }
     )?;
 
-    h.push_str("<h2>Cameras</h2>\n<table><tr><th>Camera</th><th>State</th><th>Last event</th><th>Events</th><th>Malformed frames</th><th>Reconnects</th></tr>\n");
+    h.push_str("<h2>Cameras</h2>\n<table>");
+    header(
+        h,
+        &[
+            ("Camera", ""),
+            ("State", SOURCE_STATE),
+            ("Last event", SOURCE_LAST_EVENT),
+            ("Events", &format!("{SOURCE_EVENTS}_total")),
+            ("Malformed frames", &format!("{SOURCE_MALFORMED}_total")),
+            ("Reconnects", &format!("{SOURCE_RECONNECTS}_total")),
+        ],
+    )?;
     for c in &snap.cameras {
         let class = match c.state {
             SourceState::Streaming => "ok",
@@ -89,6 +123,7 @@ fn write_page(h: &mut String, snap: &Snapshot, ready: bool) -> std::fmt::Result 
         if let SourceState::Backoff { error } = &c.state {
             state = format!("{state}: {error}");
         }
+        let name = escape(&c.name);
         let last = c.last_event_ms.map_or_else(
             || "never".to_string(),
             |t| {
@@ -101,8 +136,7 @@ fn write_page(h: &mut String, snap: &Snapshot, ready: bool) -> std::fmt::Result 
         );
         writeln!(
             h,
-            "<tr><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            escape(&c.name),
+            "<tr data-camera=\"{name}\"><td>{name}</td><td class=\"{class}\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             escape(&state),
             escape(&last),
             c.events,
@@ -112,13 +146,33 @@ fn write_page(h: &mut String, snap: &Snapshot, ready: bool) -> std::fmt::Result 
     }
     h.push_str("</table>\n");
 
-    h.push_str("<h2>Destinations</h2>\n<table><tr><th>Destination</th><th>State</th><th>Queued</th><th>Queued bytes</th><th>Oldest queued</th><th>Sent</th><th>Acknowledged</th><th>Dead-lettered</th><th>Dropped (full)</th><th>Dropped (age)</th><th>Refused (full)</th></tr>\n");
+    h.push_str("<h2>Destinations</h2>\n<table>");
+    header(
+        h,
+        &[
+            ("Destination", ""),
+            ("State", DESTINATION_CONNECTED),
+            ("Queued", OUTBOX_DEPTH),
+            ("Queued bytes", OUTBOX_BYTES),
+            ("Oldest queued", OUTBOX_OLDEST_AGE),
+            ("Sent", &format!("{DELIVERIES_SENT}_total")),
+            ("Acknowledged", &format!("{DELIVERIES_ACKED}_total")),
+            (
+                "Dead-lettered",
+                &format!("{DELIVERIES_DEAD_LETTERED}_total"),
+            ),
+            ("Dropped (full)", &format!("{OUTBOX_DROPPED_FULL}_total")),
+            ("Dropped (age)", &format!("{OUTBOX_DROPPED_AGE}_total")),
+            ("Refused (full)", &format!("{OUTBOX_REJECTED}_total")),
+        ],
+    )?;
     for d in &snap.destinations {
         let (class, state) = if d.connected {
             ("ok", "connected")
         } else {
             ("bad", "not connected")
         };
+        let name = escape(&d.name);
         let oldest = if d.outbox.depth == 0 {
             "-".to_string()
         } else {
@@ -126,8 +180,7 @@ fn write_page(h: &mut String, snap: &Snapshot, ready: bool) -> std::fmt::Result 
         };
         writeln!(
             h,
-            "<tr><td>{}</td><td class=\"{class}\">{state}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            escape(&d.name),
+            "<tr data-destination=\"{name}\"><td>{name}</td><td class=\"{class}\">{state}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             d.outbox.depth,
             d.outbox.bytes,
             escape(&oldest),
