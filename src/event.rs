@@ -131,6 +131,9 @@ pub struct Event {
     pub operation: Option<Operation>,
     /// Whether the topic is a property (stateful) per the device's catalog or the message.
     pub stateful: bool,
+    /// Which data item holds a property's state, when the catalog says (Home Assistant
+    /// discovery points its sensors at it).
+    pub state_item: Option<Arc<str>>,
     /// Source items (identify the instance: port, channel, ...).
     pub source: Items,
     /// Key items.
@@ -198,6 +201,7 @@ impl Event {
             time_ms,
             operation: None,
             stateful: false,
+            state_item: None,
             source: Items::new(),
             key: Items::new(),
             data: Items::new(),

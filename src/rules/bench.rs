@@ -76,6 +76,7 @@ fn events() -> Vec<Event> {
                     time_ms: 1_750_148_043_512 + i as i64,
                     operation: None,
                     stateful: i != 3,
+                    state_item: None,
                     source,
                     key: Items::new(),
                     data: Items::from([(data.to_string(), ((port + cam) % 2).to_string())]),

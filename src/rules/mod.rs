@@ -481,6 +481,7 @@ mod tests {
             time_ms: 1_750_148_043_512,
             operation,
             stateful: true,
+            state_item: None,
             source: Items::from([("port".into(), "7".into())]),
             key: Items::new(),
             data: Items::from([("active".into(), "1".into())]),

@@ -14,8 +14,8 @@ const WSTOP: &str = "http://docs.oasis-open.org/wsn/t-1";
 pub struct TopicInfo {
     /// `isProperty="true"`: a property with a state.
     pub stateful: bool,
-    /// Name of the data item with `isPropertyState="true"`.
-    pub state_item: Option<String>,
+    /// Name of the data item with `isPropertyState="true"` (shared: every event carries it).
+    pub state_item: Option<std::sync::Arc<str>>,
 }
 
 /// Topic (canonical spelling) → what it is.
@@ -94,7 +94,7 @@ fn walk(node: roxmltree::Node, path: &mut Vec<String>, out: &mut HashMap<String,
                     .find(|n| n.attribute("isPropertyState") == Some("true"))
             })
             .and_then(|n| n.attribute("Name"))
-            .map(str::to_string);
+            .map(std::sync::Arc::from);
         out.insert(
             path.join("/"),
             TopicInfo {

@@ -59,6 +59,7 @@ pub fn event_from_message(
         time_ms: now_ms,
         operation: None,
         stateful: true,
+        state_item: None,
         source: Items::new(),
         key: Items::new(),
         data,

@@ -150,11 +150,13 @@ impl Notification {
             _ => now_ms,
         };
         let topic = canonical_topic(&self.topic);
+        let info = catalog.get(&topic);
         Event {
             camera: camera.clone(),
             serial: serial.clone(),
             kind: EventKind::Event,
-            stateful: catalog.is_stateful(&topic),
+            stateful: info.is_some_and(|t| t.stateful),
+            state_item: info.and_then(|t| t.state_item.clone()),
             topic,
             time_ms,
             operation: None,
