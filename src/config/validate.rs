@@ -48,6 +48,14 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         if let Err(e) = check_camera_url(&c.url) {
             out.push(Problem::new(p.key("url"), e));
         }
+        if let Some(r) = &c.snapshot_resolution
+            && !is_resolution(r)
+        {
+            out.push(Problem::new(
+                p.key("snapshot_resolution"),
+                format!("\"{r}\" is not WIDTHxHEIGHT, e.g. \"640x480\""),
+            ));
+        }
     }
 
     for (name, d) in &config.destination {
@@ -196,6 +204,19 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             if let Some(DestinationConfig::AwsIotCore(_)) = config.destination.get(dest) {
                 check_rule_for_aws(r, dest, &p, j, &mut out);
             }
+        }
+        if r.snapshot
+            && !r.to.iter().any(|d| {
+                matches!(
+                    config.destination.get(d),
+                    Some(DestinationConfig::S3(_) | DestinationConfig::AzureBlob(_))
+                )
+            })
+        {
+            out.push(Problem::new(
+                p.key("snapshot"),
+                "snapshots are stored in object stores only: add an s3 or azure-blob destination to `to`, or remove `snapshot`",
+            ));
         }
         check_qos(r.qos, p.key("qos"), &mut out);
         if r.payload.is_empty() {
@@ -416,9 +437,29 @@ fn check_batch(batch: &BatchConfig, key: Option<&str>, p: &KeyPath, out: &mut Ve
     }
 }
 
+fn check_snapshot_key(key: Option<&str>, p: &KeyPath, out: &mut Vec<Problem>) {
+    if let Some(key) = key
+        && let Err(e) = KeyTemplate::parse_snapshot(key)
+    {
+        out.push(Problem::new(p.key("snapshot_key"), e));
+    }
+}
+
+/// `WIDTHxHEIGHT`, both positive whole numbers.
+fn is_resolution(r: &str) -> bool {
+    r.split_once('x').is_some_and(|(w, h)| {
+        [w, h].iter().all(|n| {
+            !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && n.parse::<u32>().is_ok_and(|n| n > 0)
+        })
+    })
+}
+
 fn check_s3(s: &S3Destination, p: &KeyPath, out: &mut Vec<Problem>) {
     check_buffer(&s.buffer, p, out);
     check_batch(&s.batch, s.key.as_deref(), p, out);
+    check_snapshot_key(s.snapshot_key.as_deref(), p, out);
     if s.bucket.trim().is_empty() {
         out.push(Problem::new(p.key("bucket"), "must not be empty"));
     }
@@ -448,6 +489,7 @@ fn check_s3(s: &S3Destination, p: &KeyPath, out: &mut Vec<Problem>) {
 fn check_azure_blob(a: &AzureBlobDestination, p: &KeyPath, out: &mut Vec<Problem>) {
     check_buffer(&a.buffer, p, out);
     check_batch(&a.batch, a.key.as_deref(), p, out);
+    check_snapshot_key(a.snapshot_key.as_deref(), p, out);
     let has_sas = a.sas_url.is_some() || a.sas_url_file.is_some();
     let has_cs = a.connection_string.is_some() || a.connection_string_file.is_some();
     match (has_sas, has_cs) {
@@ -1108,6 +1150,75 @@ sas_url_file = "sas"
             a.sas_url.as_deref(),
             Some("https://a.blob.core.windows.net/c?sig=x")
         );
+    }
+
+    #[test]
+    fn snapshot_keys_are_checked_where_they_are_written() {
+        let errs = errors(
+            r#"[[camera]]
+name = "lobby"
+url = "http://192.0.2.10"
+snapshot_resolution = "big"
+[destination.archive]
+kind = "s3"
+bucket = "b"
+snapshot_key = "{camera}/{first_seq}.jpg"
+[destination.blob]
+kind = "azure-blob"
+sas_url = "https://a.blob.core.windows.net/c?sig=x"
+snapshot_key = "{camera}/latest.jpg"
+[destination.cloud]
+kind = "mqtt"
+url = "mqtt://h"
+[[rule]]
+name = "to-cloud"
+to = ["cloud"]
+snapshot = true
+[[rule]]
+name = "archived"
+to = ["cloud", "archive"]
+snapshot = true
+"#,
+        );
+        assert_eq!(errs.len(), 4, "{errs:#?}");
+        assert!(
+            errs[0].starts_with(
+                "c.toml:4: camera[0].snapshot_resolution: \"big\" is not WIDTHxHEIGHT"
+            ),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[1].starts_with("c.toml:8: destination.archive.snapshot_key: ")
+                && errs[1].contains("unknown placeholder {first_seq}"),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[2].starts_with("c.toml:12: destination.blob.snapshot_key: ")
+                && errs[2].contains("needs {timestamp} or {seq}"),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[3].starts_with(
+                "c.toml:19: rule[0].snapshot: snapshots are stored in object stores only"
+            ),
+            "{errs:#?}"
+        );
+        let errs = errors(
+            "[[rule]]\nname = \"r\"\nto = [\"d\"]\nsnapshot = \"yes\"\n[destination.d]\nkind = \"s3\"\nbucket = \"b\"\n",
+        );
+        assert!(errs[0].starts_with("c.toml:4: "), "{errs:#?}");
+        let errs =
+            errors("[destination.d]\nkind = \"s3\"\nbucket = \"b\"\nsnapshot_keys = \"x\"\n");
+        assert!(errs[0].starts_with("c.toml:4: "), "{errs:#?}");
+        assert!(errs[0].contains("snapshot_keys"), "{errs:#?}");
+        let ok = load_str_with(
+            "[[camera]]\nname = \"lobby\"\nurl = \"http://192.0.2.10\"\nsnapshot_resolution = \"640x480\"\n[destination.d]\nkind = \"s3\"\nbucket = \"b\"\nsnapshot_key = \"snaps/{camera}/{timestamp}_{topic}.jpg\"\n[[rule]]\nname = \"r\"\nto = [\"d\"]\nsnapshot = true\n",
+            "c.toml",
+            &no_env,
+            None,
+        )
+        .unwrap();
+        assert!(ok.rule[0].snapshot);
     }
 
     fn errors_text(errs: &[String]) -> String {

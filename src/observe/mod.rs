@@ -86,6 +86,9 @@ impl Observed {
                 malformed: s.malformed.load(Ordering::Relaxed),
                 reconnects: s.reconnects.load(Ordering::Relaxed),
                 last_event_ms: Some(s.last_event_ms.load(Ordering::Relaxed)).filter(|&t| t > 0),
+                snapshots_taken: s.snapshots_taken.load(Ordering::Relaxed),
+                snapshots_failed: s.snapshots_failed.load(Ordering::Relaxed),
+                snapshots_skipped: s.snapshots_skipped.load(Ordering::Relaxed),
             })
             .collect();
         let destinations = parts
@@ -129,6 +132,9 @@ pub struct CameraSnapshot {
     pub malformed: u64,
     pub reconnects: u64,
     pub last_event_ms: Option<i64>,
+    pub snapshots_taken: u64,
+    pub snapshots_failed: u64,
+    pub snapshots_skipped: u64,
 }
 
 /// One destination.

@@ -31,6 +31,12 @@ pub struct SourceStatus {
     pub reconnects: AtomicU64,
     /// Arrival time of the last event (epoch ms), 0 before any.
     pub last_event_ms: AtomicI64,
+    /// Snapshots fetched and queued for their destinations.
+    pub snapshots_taken: AtomicU64,
+    /// Snapshot fetches that failed (camera unreachable, refused, not a JPEG).
+    pub snapshots_failed: AtomicU64,
+    /// Snapshots not fetched because enough were already in flight for this camera.
+    pub snapshots_skipped: AtomicU64,
 }
 
 impl SourceStatus {
@@ -43,6 +49,9 @@ impl SourceStatus {
             malformed: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             last_event_ms: AtomicI64::new(0),
+            snapshots_taken: AtomicU64::new(0),
+            snapshots_failed: AtomicU64::new(0),
+            snapshots_skipped: AtomicU64::new(0),
         }
     }
 
