@@ -229,3 +229,169 @@ pub async fn fetch(vapix: &VapixClient, path: &str) -> Result<Vec<u8>, String> {
     }
     Ok(body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::delivery::Record;
+    use crate::outbox::{Outbox, OutboxOptions};
+    use crate::sources::emulator::{Emulator, EmulatorConfig};
+    use std::time::Duration;
+
+    fn client(base: &str, password: &str) -> VapixClient {
+        VapixClient::new(
+            url::Url::parse(base).unwrap(),
+            Some("bridge".into()),
+            Some(password.into()),
+            &crate::tls::TlsSettings::default(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn fetch_takes_the_cameras_jpeg_and_refuses_what_is_not_one() {
+        let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+        let jpeg = fetch(&client(&emu.base_url(), "fixture-pass"), IMAGE_CGI)
+            .await
+            .unwrap();
+        assert_eq!(
+            (&jpeg[..2], &jpeg[jpeg.len() - 2..]),
+            (&[0xFF, 0xD8][..], &[0xFF, 0xD9][..])
+        );
+        let e = fetch(&client(&emu.base_url(), "wrong"), IMAGE_CGI)
+            .await
+            .unwrap_err();
+        assert!(e.contains("authentication failed"), "{e}");
+        let xml = "/axis-cgi/virtualinput/activate.cgi?schemaversion=1&port=1";
+        let e = fetch(&client(&emu.base_url(), "fixture-pass"), xml)
+            .await
+            .unwrap_err();
+        assert!(e.contains("not a JPEG"), "{e}");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = fetch(&client(&format!("http://127.0.0.1:{port}"), "x"), IMAGE_CGI)
+            .await
+            .unwrap_err();
+        assert!(e.contains("unreachable"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_request_becomes_a_snapshot_record_in_each_outbox_and_failures_are_counted() {
+        let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut outboxes = HashMap::new();
+        for name in ["a", "b"] {
+            let (o, _) = Outbox::open(&dir.path().join(name), OutboxOptions::default()).unwrap();
+            outboxes.insert(Arc::<str>::from(name), SharedOutbox::new(o));
+        }
+        let camera = |password: &str| SnapshotCamera {
+            vapix: client(&emu.base_url(), password),
+            resolution: Some("640x480".into()),
+            status: Arc::new(SourceStatus::new("cam")),
+        };
+        let (good, bad) = (camera("fixture-pass"), camera("wrong"));
+        assert_eq!(good.path(), "/axis-cgi/jpg/image.cgi?resolution=640x480");
+        let cameras = HashMap::from([
+            (Arc::<str>::from("lobby"), good.clone()),
+            (Arc::<str>::from("yard"), bad.clone()),
+        ]);
+        let clock: SharedClock = Arc::new(ManualClock::new(42));
+        let (fetcher, queue) = Snapshotter::new(cameras, outboxes.clone(), clock);
+        let req = |camera: &str| SnapshotRequest {
+            camera: camera.into(),
+            serial: "B8A44F3E9D21".into(),
+            topic: "onvif:Device/axis:IO/VirtualInput".into(),
+            event_ms: 1_750_000_000_002,
+            destinations: vec!["a".into(), "b".into(), "gone".into()],
+        };
+        queue.request(req("yard"));
+        queue.request(req("lobby"));
+        queue.request(req("mqtt-sensor"));
+        drop(queue);
+        // Every queue gone: `run` returns once the fetches in flight finished.
+        tokio::time::timeout(Duration::from_secs(30), fetcher.run())
+            .await
+            .expect("fetcher finishes");
+        for name in ["a", "b"] {
+            let entries = outboxes[name].read(0, 10).unwrap();
+            assert_eq!(entries.len(), 1, "{name}");
+            let Record::Snapshot(s) = Record::decode(&entries[0].data).unwrap() else {
+                panic!("not a snapshot");
+            };
+            assert_eq!(
+                (
+                    s.camera.as_str(),
+                    s.event_ms,
+                    s.created_ms,
+                    s.topic.as_str()
+                ),
+                (
+                    "lobby",
+                    1_750_000_000_002,
+                    42,
+                    "onvif:Device/axis:IO/VirtualInput"
+                )
+            );
+            assert_eq!(&s.jpeg[..2], &[0xFF, 0xD8]);
+        }
+        let counts = |c: &SnapshotCamera| {
+            let s = &c.status;
+            [
+                &s.snapshots_taken,
+                &s.snapshots_failed,
+                &s.snapshots_skipped,
+            ]
+            .map(|a| a.load(Ordering::Relaxed))
+        };
+        assert_eq!(counts(&good), [1, 0, 0]);
+        assert_eq!(counts(&bad), [0, 1, 0]);
+    }
+
+    #[tokio::test]
+    async fn a_camera_that_does_not_answer_gets_two_fetches_and_the_rest_are_skipped() {
+        // Accepts connections and never answers: fetches hang until the client's timeout.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", silent.local_addr().unwrap());
+        let _held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                open.push(s);
+            }
+        });
+        let cam = SnapshotCamera {
+            vapix: client(&base, "x"),
+            resolution: None,
+            status: Arc::new(SourceStatus::new("mute")),
+        };
+        let cameras = HashMap::from([(Arc::<str>::from("mute"), cam.clone())]);
+        let clock: SharedClock = Arc::new(ManualClock::new(0));
+        let (fetcher, queue) = Snapshotter::new(cameras, HashMap::new(), clock);
+        for _ in 0..PER_CAMERA_IN_FLIGHT + 3 {
+            queue.request(SnapshotRequest {
+                camera: "mute".into(),
+                serial: "S".into(),
+                topic: "t".into(),
+                event_ms: 0,
+                destinations: Vec::new(),
+            });
+        }
+        drop(queue);
+        tokio::time::timeout(Duration::from_secs(60), fetcher.run())
+            .await
+            .expect("fetches end at the client timeout");
+        let s = &cam.status;
+        assert_eq!(
+            [
+                &s.snapshots_taken,
+                &s.snapshots_failed,
+                &s.snapshots_skipped
+            ]
+            .map(|a| a.load(Ordering::Relaxed)),
+            [0, PER_CAMERA_IN_FLIGHT as u64, 3]
+        );
+    }
+}
