@@ -123,7 +123,6 @@ impl Relay {
                 Transport::Websocket => {
                     let ws =
                         websocket_camera(cam, &rules, &mut source_tasks, &mut emulators).await?;
-                    vapix_clients.insert(cam.name.clone(), ws.vapix.clone());
                     let vapix = ws.vapix.clone();
                     let run = websocket::run(ws, tx.clone(), status.clone(), clock.clone());
                     (tokio::spawn(run), vapix)
@@ -135,6 +134,7 @@ impl Relay {
                     (tokio::spawn(run), vapix)
                 }
             };
+            vapix_clients.insert(cam.name.clone(), vapix.clone());
             snapshot_cameras.insert(
                 Arc::from(cam.name.as_str()),
                 SnapshotCamera {
@@ -180,7 +180,19 @@ impl Relay {
             ) else {
                 anyhow::bail!("command[{i}]: unknown destination or camera");
             };
-            let run = crate::commands::run(i, c.clone(), dest.clone(), vapix.clone());
+            let stores = crate::commands::SnapshotStores {
+                camera: c.camera.clone(),
+                outboxes: c
+                    .to
+                    .iter()
+                    .filter_map(|d| {
+                        let (name, outbox, _) = destinations.iter().find(|(n, _, _)| **n == **d)?;
+                        Some((name.clone(), outbox.clone()))
+                    })
+                    .collect(),
+                clock: clock.clone(),
+            };
+            let run = crate::commands::run(i, c.clone(), dest.clone(), vapix.clone(), stores);
             tasks.push(tokio::spawn(run));
         }
         Ok(Relay {

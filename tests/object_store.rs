@@ -1205,6 +1205,57 @@ batch = {{ max_events = 1, max_bytes = "8MiB", max_age = "1h" }}
     snapshot_lands_for_the_matching_event_only(&dest, || az_raw(port, "snaps")).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_command_stores_a_picture_and_answers_with_its_timestamp() {
+    let Some((moto, client)) = moto().await else {
+        return;
+    };
+    let broker = common::Mosquitto::start().await;
+    let mut replies = common::Subscriber::connect(broker.port, "cmd/lobby/reply").await;
+    let emu = Arc::new(Emulator::start(EmulatorConfig::default()).await.unwrap());
+    let dest = format!(
+        r#"{}
+[destination.broker]
+kind = "mqtt"
+url = "{}"
+[[command]]
+destination = "broker"
+topic = "cmd/lobby/snapshot"
+camera = "lobby"
+action = "snapshot"
+to = ["archive"]
+reply_topic = "cmd/lobby/reply"
+"#,
+        s3_dest(moto.port, ""),
+        broker.url()
+    );
+    let relay = RelayProcess::start(&relay_config(&emu, &dest, r#"["archive"]"#));
+    relay.wait_for_log("listening for commands", T).await;
+    common::publish_once(broker.port, "cmd/lobby/snapshot", "{}").await;
+    let reply: serde_json::Value = serde_json::from_str(&replies.next(T).await.payload).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["bytes"], 141, "the emulator's JPEG: {reply}");
+    let timestamp = reply["timestamp"].as_i64().unwrap();
+    let objects = wait_raw(&relay, &|| s3_raw(&client), "the snapshot", |o| {
+        o.iter().any(|o| o.key.ends_with(".jpg"))
+    })
+    .await;
+    let snap = objects.iter().find(|o| o.key.ends_with(".jpg")).unwrap();
+    assert!(
+        snap.key.starts_with("lobby/snapshots/")
+            && snap
+                .key
+                .ends_with(&format!("/{timestamp}_Command.Snapshot.jpg")),
+        "{}",
+        snap.key
+    );
+    assert_eq!(&snap.body[..2], &[0xFF, 0xD8]);
+    assert_eq!(
+        snap.metadata.get("topic").map(String::as_str),
+        Some("edgerelay:Command/Snapshot")
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Benchmark
 

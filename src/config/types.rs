@@ -67,6 +67,8 @@ pub struct MqttSourceConfig {
 pub enum CommandAction {
     /// `{"port":7,"active":true}`: activate or deactivate a virtual input (VAPIX).
     VirtualInput,
+    /// Any payload: take a snapshot and store it in the object stores of `to`.
+    Snapshot,
 }
 
 /// `[[command]]`: messages on `topic` at an MQTT destination's broker act on a camera; the
@@ -80,8 +82,12 @@ pub struct CommandConfig {
     pub topic: String,
     /// Name of the camera to act on.
     pub camera: String,
-    /// What to do: `virtual_input`.
+    /// What to do: `virtual_input` or `snapshot`.
     pub action: CommandAction,
+    /// `snapshot`: names of the `s3` / `azure-blob` destinations that store the picture.
+    /// Required for `snapshot`, not allowed otherwise.
+    #[serde(default)]
+    pub to: Vec<String>,
     /// Where to publish the outcome. Default: no reply.
     #[serde(default)]
     pub reply_topic: Option<String>,

@@ -10,8 +10,8 @@ use super::error::Problem;
 use super::locate::KeyPath;
 use super::types::{
     AwsIotCoreDestination, AzureBlobDestination, AzureIotHubDestination, BatchConfig, BufferConfig,
-    Config, DestinationConfig, MessageConfig, MqttDestination, RetainPolicy, RuleConfig,
-    S3Destination,
+    CommandAction, Config, DestinationConfig, MessageConfig, MqttDestination, RetainPolicy,
+    RuleConfig, S3Destination,
 };
 use super::units;
 use crate::rules::Rule;
@@ -135,6 +135,29 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         }
         if let Err(e) = check_topic_filter(&c.topic) {
             out.push(Problem::new(p.key("topic"), e));
+        }
+        match c.action {
+            CommandAction::Snapshot if c.to.is_empty() => out.push(Problem::new(
+                p.key("action"),
+                "a snapshot command needs `to`: the s3 or azure-blob destinations that store the picture",
+            )),
+            CommandAction::Snapshot => {}
+            CommandAction::VirtualInput if !c.to.is_empty() => out.push(Problem::new(
+                p.key("to"),
+                "only `action = \"snapshot\"` stores anything: remove `to`",
+            )),
+            CommandAction::VirtualInput => {}
+        }
+        for (j, dest) in c.to.iter().enumerate() {
+            if !matches!(
+                config.destination.get(dest),
+                Some(DestinationConfig::S3(_) | DestinationConfig::AzureBlob(_))
+            ) {
+                out.push(Problem::new(
+                    p.key("to").index(j),
+                    format!("\"{dest}\" is not an s3 or azure-blob destination (snapshots are stored in object stores only)"),
+                ));
+            }
         }
         if let Some(t) = &c.reply_topic
             && (t.is_empty() || t.contains(['+', '#']))
@@ -1219,6 +1242,41 @@ snapshot = true
         )
         .unwrap();
         assert!(ok.rule[0].snapshot);
+    }
+
+    #[test]
+    fn snapshot_commands_need_object_stores_in_to() {
+        let base = "[[camera]]\nname = \"lobby\"\nurl = \"http://192.0.2.10\"\n[destination.broker]\nkind = \"mqtt\"\nurl = \"mqtt://h\"\n[destination.archive]\nkind = \"s3\"\nbucket = \"b\"\n[[command]]\ndestination = \"broker\"\ntopic = \"cmd/snap\"\ncamera = \"lobby\"\n";
+        let errs = errors(&format!("{base}action = \"snapshot\"\n"));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("c.toml:14: command[0].action: a snapshot command needs `to`"),
+            "{errs:#?}"
+        );
+        let errs = errors(&format!(
+            "{base}action = \"snapshot\"\nto = [\"archive\", \"broker\"]\n"
+        ));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("c.toml:15: command[0].to[1]: \"broker\" is not an s3"),
+            "{errs:#?}"
+        );
+        let errs = errors(&format!(
+            "{base}action = \"virtual_input\"\nto = [\"archive\"]\n"
+        ));
+        assert!(
+            errs[0].starts_with("c.toml:15: command[0].to: only `action = \"snapshot\"`"),
+            "{errs:#?}"
+        );
+        let errs = errors(&format!("{base}action = \"photo\"\n"));
+        assert!(errs[0].starts_with("c.toml:14: "), "{errs:#?}");
+        load_str_with(
+            &format!("{base}action = \"snapshot\"\nto = [\"archive\"]\n"),
+            "c.toml",
+            &no_env,
+            None,
+        )
+        .unwrap();
     }
 
     fn errors_text(errs: &[String]) -> String {

@@ -441,12 +441,14 @@ impl ObjectFormat {
             self.snapshot_template
                 .render_fields(&fields, &self.destination)
         );
-        let metadata = vec![
+        let mut metadata = vec![
             ("camera", header_safe(&s.camera)),
             ("topic", header_safe(&s.topic)),
             ("timestamp", s.event_ms.to_string()),
-            ("serial", header_safe(&s.serial)),
         ];
+        if !s.serial.is_empty() {
+            metadata.push(("serial", header_safe(&s.serial)));
+        }
         Object {
             key,
             body: s.jpeg.into(),
