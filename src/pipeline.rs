@@ -4,7 +4,9 @@
 //! never grows memory). The router runs on its own thread: it takes every event waiting,
 //! routes the batch through the rules and appends each destination's deliveries to its outbox
 //! in one write (group commit). An event is accepted once that write returned. Each sink
-//! drains its own outbox, so a slow destination never slows another.
+//! drains its own outbox, so a slow destination never slows another. Pictures that rules
+//! ask for go to the [`Snapshotter`] once their events are accepted; it fetches them on its
+//! own task and appends them to the object stores' outboxes itself.
 
 use std::collections::HashMap;
 use std::path::Path;
