@@ -4,23 +4,62 @@
 //! `action = "virtual_input"`: the payload `{"port":7,"active":true}` (port a number or a
 //! numeric string; active a boolean, `0`/`1` or `"true"`/`"false"`/`"1"`/`"0"`; optional
 //! `"duration"` seconds when activating) calls VAPIX `activate.cgi` / `deactivate.cgi` with
-//! Digest. The reply is `{"ok":true,"changed":BOOL}` or `{"ok":false,"error":"..."}`. Commands
+//! Digest. The reply is `{"ok":true,"changed":BOOL}` or `{"ok":false,"error":"..."}`.
+//!
+//! `action = "snapshot"`: any payload takes a JPEG from the camera (as rules with
+//! `snapshot = true` do) and queues it in the outbox of each object store of `to`, under the
+//! topic [`SNAPSHOT_TOPIC`] at the time of the command. The reply
+//! `{"ok":true,"timestamp":MS,"bytes":N}` means queued (durable), not yet uploaded. Commands
 //! run one at a time in arrival order, so a quick on/off keeps its order. Each `[[command]]`
 //! has its own MQTT connection (client id `{client_id}-cmd{index}`), apart from the sink's.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Method;
 use rumqttc::{AsyncClient, Event as MqttEvent, Packet, QoS};
 use tokio::sync::mpsc;
 
+use crate::clock::SharedClock;
 use crate::config::{CommandAction, CommandConfig, MqttDestination};
+use crate::delivery::Snapshot;
+use crate::outbox::SharedOutbox;
 use crate::sources::backoff::Backoff;
 use crate::sources::mqtt::client_options;
 use crate::sources::vapix::VapixClient;
 
 /// Commands waiting for the camera; more are refused with an error reply.
 const QUEUE: usize = 64;
+/// Event topic of a snapshot taken on command (its key and metadata show it).
+pub const SNAPSHOT_TOPIC: &str = "edgerelay:Command/Snapshot";
+
+/// Where `snapshot` commands store their pictures.
+#[derive(Debug, Clone)]
+pub struct SnapshotStores {
+    /// Camera name, for keys and metadata.
+    pub camera: String,
+    /// Outboxes of the `to` destinations.
+    pub outboxes: Vec<(Arc<str>, Arc<SharedOutbox>)>,
+    /// The time of the command.
+    pub clock: SharedClock,
+}
+
+/// What a command did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A virtual input was set; whether its state changed.
+    VirtualInput {
+        /// The camera's `StateChanged`.
+        changed: bool,
+    },
+    /// A snapshot was queued.
+    Snapshot {
+        /// Its time (epoch ms), in its key.
+        timestamp: i64,
+        /// JPEG size.
+        bytes: usize,
+    },
+}
 
 /// A parsed virtual-input command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,9 +148,14 @@ pub fn parse_reply(xml: &str) -> Result<bool, String> {
 }
 
 /// The reply payload for an outcome.
-pub fn reply(outcome: &Result<bool, String>) -> String {
+pub fn reply(outcome: &Result<Outcome, String>) -> String {
     match outcome {
-        Ok(changed) => serde_json::json!({"ok": true, "changed": changed}).to_string(),
+        Ok(Outcome::VirtualInput { changed }) => {
+            serde_json::json!({"ok": true, "changed": changed}).to_string()
+        }
+        Ok(Outcome::Snapshot { timestamp, bytes }) => {
+            serde_json::json!({"ok": true, "timestamp": timestamp, "bytes": bytes}).to_string()
+        }
         Err(e) => serde_json::json!({"ok": false, "error": e}).to_string(),
     }
 }
@@ -120,7 +164,8 @@ async fn execute(
     action: CommandAction,
     vapix: &VapixClient,
     payload: &[u8],
-) -> Result<bool, String> {
+    stores: &SnapshotStores,
+) -> Result<Outcome, String> {
     match action {
         CommandAction::VirtualInput => {
             let cmd = VirtualInput::parse(payload)?;
@@ -129,12 +174,46 @@ async fn execute(
                 .await
                 .map_err(|e| e.to_string())?;
             parse_reply(&String::from_utf8_lossy(&body))
+                .map(|changed| Outcome::VirtualInput { changed })
+        }
+        CommandAction::Snapshot => {
+            let jpeg = crate::snapshots::fetch(vapix, "/axis-cgi/jpg/image.cgi").await?;
+            let now = stores.clock.now_ms();
+            let bytes = jpeg.len();
+            let record = Snapshot {
+                created_ms: now,
+                event_ms: now,
+                topic: SNAPSHOT_TOPIC.into(),
+                camera: stores.camera.clone(),
+                serial: String::new(),
+                jpeg,
+            }
+            .encode();
+            for (dest, outbox) in &stores.outboxes {
+                match outbox.append(&[&record], now) {
+                    Ok(o) if o.count_accepted == 0 => {
+                        return Err(format!("outbox of {dest} is full"));
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(format!("cannot queue in {dest}: {e}")),
+                }
+            }
+            Ok(Outcome::Snapshot {
+                timestamp: now,
+                bytes,
+            })
         }
     }
 }
 
 /// Runs one `[[command]]` until the task is aborted.
-pub async fn run(index: usize, cfg: CommandConfig, dest: MqttDestination, vapix: VapixClient) {
+pub async fn run(
+    index: usize,
+    cfg: CommandConfig,
+    dest: MqttDestination,
+    vapix: VapixClient,
+    stores: SnapshotStores,
+) {
     let base = dest
         .client_id
         .clone()
@@ -158,7 +237,7 @@ pub async fn run(index: usize, cfg: CommandConfig, dest: MqttDestination, vapix:
     // One worker: commands reach the camera in arrival order.
     let worker = tokio::spawn(async move {
         while let Some(payload) = rx.recv().await {
-            let outcome = execute(worker_cfg.action, &vapix, &payload).await;
+            let outcome = execute(worker_cfg.action, &vapix, &payload, &stores).await;
             if let Err(e) = &outcome {
                 tracing::warn!(camera = %worker_cfg.camera, error = %e, "command failed");
             }
@@ -252,7 +331,17 @@ mod tests {
             parse_reply(err),
             Err("camera error 20: No such virtual input".into())
         );
-        assert_eq!(reply(&Ok(true)), r#"{"ok":true,"changed":true}"#);
+        assert_eq!(
+            reply(&Ok(Outcome::VirtualInput { changed: true })),
+            r#"{"ok":true,"changed":true}"#
+        );
+        assert_eq!(
+            reply(&Ok(Outcome::Snapshot {
+                timestamp: 7,
+                bytes: 141
+            })),
+            r#"{"ok":true,"timestamp":7,"bytes":141}"#
+        );
         assert_eq!(
             reply(&Err("x \"y\"".into())),
             r#"{"ok":false,"error":"x \"y\""}"#

@@ -4,6 +4,12 @@
 //! `[version=2][qos u8][flags u8: bit0 retain][created_ms i64][topic_len u32][topic]`
 //! `[camera_len u16][camera][payload]`. Version 1 (written before object stores existed) is
 //! the same without the camera; it decodes with an empty camera.
+//!
+//! Version 3 is a [`Snapshot`], not a message: `[version=3][created_ms i64][event_ms i64]`
+//! `[topic_len u16][topic][camera_len u16][camera][serial_len u16][serial][jpeg]`. Messages
+//! are still written as version 2, so a relay rolled back to a version without snapshots
+//! reads every message and dead-letters only the snapshots. [`Record::decode`] reads all
+//! three; [`Delivery::decode`] reads messages only.
 
 use thiserror::Error;
 
@@ -32,6 +38,7 @@ pub struct DecodeError(&'static str);
 
 const VERSION: u8 = 2;
 const VERSION_NO_CAMERA: u8 = 1;
+const VERSION_SNAPSHOT: u8 = 3;
 const HEADER: usize = 1 + 1 + 1 + 8 + 4;
 
 impl Delivery {
@@ -106,9 +113,134 @@ impl Delivery {
     }
 }
 
+/// A camera picture taken because a rule with `snapshot = true` matched an event: object
+/// stores keep it as its own object beside the event archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// When the relay queued it (epoch ms): for `max_age`.
+    pub created_ms: i64,
+    /// The event's own timestamp (epoch ms): the key and metadata name it.
+    pub event_ms: i64,
+    /// The event's topic in payload spelling (`onvif:Device/axis:IO/VirtualInput`).
+    pub topic: String,
+    /// Config name of the camera.
+    pub camera: String,
+    /// The camera's serial.
+    pub serial: String,
+    /// The JPEG as the camera sent it.
+    pub jpeg: Vec<u8>,
+}
+
+/// Any record of an outbox: what a sink must be ready to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A message (MQTT publish, NDJSON line).
+    Message(Delivery),
+    /// A picture (object stores only).
+    Snapshot(Snapshot),
+}
+
+/// Appends a string of at most `u16::MAX` bytes (cut at a character boundary) with its length.
+fn put_short_str(out: &mut Vec<u8>, s: &str) {
+    let mut end = s.len().min(u16::MAX as usize);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.extend_from_slice(&(end as u16).to_le_bytes());
+    out.extend_from_slice(&s.as_bytes()[..end]);
+}
+
+/// Reads a string written by [`put_short_str`]; returns it and the rest.
+fn take_short_str<'a>(b: &'a [u8], what: &'static str) -> Result<(String, &'a [u8]), DecodeError> {
+    if b.len() < 2 {
+        return Err(DecodeError(what));
+    }
+    let len = u16::from_le_bytes([b[0], b[1]]) as usize;
+    let rest = &b[2..];
+    if rest.len() < len {
+        return Err(DecodeError(what));
+    }
+    let s = std::str::from_utf8(&rest[..len]).map_err(|_| DecodeError(what))?;
+    Ok((s.to_string(), &rest[len..]))
+}
+
+impl Snapshot {
+    /// The encoded form (version 3).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            17 + 6 + self.topic.len() + self.camera.len() + self.serial.len() + self.jpeg.len(),
+        );
+        out.push(VERSION_SNAPSHOT);
+        out.extend_from_slice(&self.created_ms.to_le_bytes());
+        out.extend_from_slice(&self.event_ms.to_le_bytes());
+        put_short_str(&mut out, &self.topic);
+        put_short_str(&mut out, &self.camera);
+        put_short_str(&mut out, &self.serial);
+        out.extend_from_slice(&self.jpeg);
+        out
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, DecodeError> {
+        if b.len() < 17 || b[0] != VERSION_SNAPSHOT {
+            return Err(DecodeError("snapshot header too short"));
+        }
+        let created_ms = i64::from_le_bytes(b[1..9].try_into().expect("8 bytes"));
+        let event_ms = i64::from_le_bytes(b[9..17].try_into().expect("8 bytes"));
+        let (topic, rest) = take_short_str(&b[17..], "snapshot topic past the end")?;
+        let (camera, rest) = take_short_str(rest, "snapshot camera past the end")?;
+        let (serial, rest) = take_short_str(rest, "snapshot serial past the end")?;
+        Ok(Self {
+            created_ms,
+            event_ms,
+            topic,
+            camera,
+            serial,
+            jpeg: rest.to_vec(),
+        })
+    }
+}
+
+impl Record {
+    /// Decodes any record version.
+    pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
+        match b.first() {
+            Some(&VERSION_SNAPSHOT) => Snapshot::decode(b).map(Self::Snapshot),
+            _ => Delivery::decode(b).map(Self::Message),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshots_round_trip_and_messages_stay_version_2() {
+        let s = Snapshot {
+            created_ms: 5,
+            event_ms: 1_750_000_000_123,
+            topic: "onvif:Device/axis:IO/VirtualInput".into(),
+            camera: "lobby".into(),
+            serial: "ACCC8E012345".into(),
+            jpeg: vec![0xFF, 0xD8, 1, 2, 0xFF, 0xD9],
+        };
+        let e = s.encode();
+        assert_eq!(Record::decode(&e).unwrap(), Record::Snapshot(s));
+        assert!(Delivery::decode(&e).is_err(), "a message reader refuses it");
+        for cut in [1, 16, 18, 20] {
+            assert!(Record::decode(&e[..cut]).is_err(), "cut at {cut}");
+        }
+        let d = Delivery {
+            topic: "t".into(),
+            payload: b"{}".to_vec(),
+            qos: 1,
+            retain: false,
+            created_ms: 0,
+            camera: "c".into(),
+        };
+        assert_eq!(d.encode()[0], 2);
+        assert_eq!(Record::decode(&d.encode()).unwrap(), Record::Message(d));
+    }
 
     #[test]
     fn round_trip_and_damage() {

@@ -13,6 +13,7 @@
 //! - [`outbox`]: the durable per-destination FIFO.
 //! - [`sinks`]: destinations that drain the outbox (MQTT over TCP, TLS or WebSocket: plain
 //!   brokers, Azure IoT Hub, AWS IoT Core).
+//! - [`snapshots`]: pictures fetched from cameras when a rule with `snapshot = true` matches.
 //! - [`commands`]: downlink, MQTT messages that act on cameras (virtual inputs).
 //! - [`pipeline`]: wires the above together for `edgerelay run`.
 //! - [`broker`]: the embedded MQTT broker.
@@ -34,6 +35,7 @@ pub mod outbox;
 pub mod pipeline;
 pub mod rules;
 pub mod sinks;
+pub mod snapshots;
 pub mod sources;
 pub mod time;
 pub mod tls;

@@ -4,7 +4,9 @@
 //! never grows memory). The router runs on its own thread: it takes every event waiting,
 //! routes the batch through the rules and appends each destination's deliveries to its outbox
 //! in one write (group commit). An event is accepted once that write returned. Each sink
-//! drains its own outbox, so a slow destination never slows another.
+//! drains its own outbox, so a slow destination never slows another. Pictures that rules
+//! ask for go to the [`Snapshotter`] once their events are accepted; it fetches them on its
+//! own task and appends them to the object stores' outboxes itself.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,6 +23,7 @@ use crate::outbox::{DeadLetters, Outbox, OutboxOptions, SharedOutbox};
 use crate::rules::{Routed, RuleSet};
 use crate::sinks::mqtt::{MqttSink, SinkStats};
 use crate::sinks::object_store::ObjectSink;
+use crate::snapshots::{SnapshotCamera, SnapshotQueue, Snapshotter};
 use crate::sources::emulator::{Emulator, EmulatorConfig};
 use crate::sources::rtsp::{self, RtspCamera};
 use crate::sources::status::SourceStatus;
@@ -131,37 +134,58 @@ impl Relay {
             clock.clone(),
         )));
 
+        // The router starts once the snapshot queue exists; sources wait in the channel.
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-        let (router_rules, router_clock) = (rules.clone(), clock.clone());
-        let router = std::thread::Builder::new()
-            .name("router".into())
-            .spawn(move || route_loop(rx, router_rules, outboxes, router_clock, state_path))?;
 
         let mut sources = Vec::new();
         let mut emulators = Vec::new();
         let mut vapix_clients: HashMap<String, VapixClient> = HashMap::new();
+        let mut snapshot_cameras = HashMap::new();
         for cam in &cfg.camera {
             let status = Arc::new(SourceStatus::new(&cam.name));
-            let task = match cam.transport {
+            let (task, vapix) = match cam.transport {
                 Transport::Websocket => {
                     let ws =
                         websocket_camera(cam, &rules, &mut source_tasks, &mut emulators).await?;
-                    vapix_clients.insert(cam.name.clone(), ws.vapix.clone());
-                    tokio::spawn(websocket::run(
-                        ws,
-                        tx.clone(),
-                        status.clone(),
-                        clock.clone(),
-                    ))
+                    let vapix = ws.vapix.clone();
+                    let run = websocket::run(ws, tx.clone(), status.clone(), clock.clone());
+                    (tokio::spawn(run), vapix)
                 }
                 Transport::Rtsp => {
                     let rtsp = rtsp_camera(cam)?;
-                    tokio::spawn(rtsp::run(rtsp, tx.clone(), status.clone(), clock.clone()))
+                    let vapix = rtsp_vapix(cam)?;
+                    let run = rtsp::run(rtsp, tx.clone(), status.clone(), clock.clone());
+                    (tokio::spawn(run), vapix)
                 }
             };
+            vapix_clients.insert(cam.name.clone(), vapix.clone());
+            snapshot_cameras.insert(
+                Arc::from(cam.name.as_str()),
+                SnapshotCamera {
+                    vapix,
+                    resolution: cam.snapshot_resolution.clone(),
+                    status: status.clone(),
+                },
+            );
             source_tasks.push(task);
             sources.push(status);
         }
+        let (snapshotter, snapshots) =
+            Snapshotter::new(snapshot_cameras, outboxes.clone(), clock.clone());
+        tasks.push(tokio::spawn(snapshotter.run()));
+        let (router_rules, router_clock) = (rules.clone(), clock.clone());
+        let router = std::thread::Builder::new()
+            .name("router".into())
+            .spawn(move || {
+                route_loop(
+                    rx,
+                    router_rules,
+                    outboxes,
+                    snapshots,
+                    router_clock,
+                    state_path,
+                )
+            })?;
         for m in &cfg.mqtt_source {
             let status = Arc::new(SourceStatus::new(&m.name));
             source_tasks.push(tokio::spawn(crate::sources::mqtt::run(
@@ -180,7 +204,19 @@ impl Relay {
             ) else {
                 anyhow::bail!("command[{i}]: unknown destination or camera");
             };
-            let run = crate::commands::run(i, c.clone(), dest.clone(), vapix.clone());
+            let stores = crate::commands::SnapshotStores {
+                camera: c.camera.clone(),
+                outboxes: c
+                    .to
+                    .iter()
+                    .filter_map(|d| {
+                        let (name, outbox, _) = destinations.iter().find(|(n, _, _)| **n == **d)?;
+                        Some((name.clone(), outbox.clone()))
+                    })
+                    .collect(),
+                clock: clock.clone(),
+            };
+            let run = crate::commands::run(i, c.clone(), dest.clone(), vapix.clone(), stores);
             tasks.push(tokio::spawn(run));
         }
         Ok(Relay {
@@ -303,6 +339,22 @@ async fn websocket_camera(
     })
 }
 
+/// The VAPIX client of an RTSP camera (for snapshots): its `http(s)://` URL and login.
+fn rtsp_vapix(cam: &CameraConfig) -> anyhow::Result<VapixClient> {
+    let base = url::Url::parse(&cam.url).with_context(|| format!("camera {}: url", cam.name))?;
+    let tls = crate::tls::TlsSettings {
+        ca_file: cam.ca_file.clone(),
+        insecure_skip_verify: !cam.tls_verify,
+        ..Default::default()
+    };
+    Ok(VapixClient::new(
+        base,
+        cam.username.clone(),
+        cam.password.clone(),
+        &tls,
+    )?)
+}
+
 /// An RTSP camera from config: the host of its `http(s)://` URL, the RTSP port apart.
 fn rtsp_camera(cam: &CameraConfig) -> anyhow::Result<RtspCamera> {
     let url = url::Url::parse(&cam.url).with_context(|| format!("camera {}: url", cam.name))?;
@@ -368,6 +420,7 @@ fn route_loop(
     mut rx: mpsc::Receiver<Event>,
     mut rules: RuleSet,
     outboxes: HashMap<Arc<str>, Arc<SharedOutbox>>,
+    snapshots: SnapshotQueue,
     clock: SharedClock,
     state_path: std::path::PathBuf,
 ) {
@@ -435,6 +488,10 @@ fn route_loop(
                 None => tracing::warn!(destination = %dest, "rule names an unknown destination"),
             }
             records.clear();
+        }
+        // Pictures are asked for once their events are accepted.
+        for req in rules.take_snapshots() {
+            snapshots.request(req);
         }
         // After the outbox accepted the deliveries: a crash repeats a state, never loses one.
         if let Some(s) = rules.state_to_save() {

@@ -921,6 +921,342 @@ batch = {{ max_events = 10, max_bytes = "8MiB", max_age = "1s" }}
 }
 
 // ---------------------------------------------------------------------------------------------
+// Snapshots
+
+/// One stored object as bytes, with its metadata.
+#[derive(Debug)]
+struct RawObject {
+    key: String,
+    content_type: Option<String>,
+    metadata: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+async fn s3_raw(client: &aws_sdk_s3::Client) -> Vec<RawObject> {
+    let page = client
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for key in page.contents().iter().filter_map(|o| o.key()) {
+        let o = client
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        out.push(RawObject {
+            key: key.to_string(),
+            content_type: o.content_type().map(str::to_string),
+            metadata: o.metadata().cloned().unwrap_or_default(),
+            body: o.body.collect().await.unwrap().into_bytes().to_vec(),
+        });
+    }
+    out
+}
+
+async fn az_raw(port: u16, container: &str) -> Vec<RawObject> {
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}/{AZ_ACCOUNT}/{container}");
+    let list = http
+        .get(format!(
+            "{base}?restype=container&comp=list&{}",
+            account_sas()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let doc = roxmltree::Document::parse(&list).unwrap();
+    let names: Vec<String> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("Blob"))
+        .filter_map(|b| b.children().find(|c| c.has_tag_name("Name")))
+        .filter_map(|n| n.text().map(str::to_string))
+        .collect();
+    let mut out = Vec::new();
+    for key in names {
+        let r = http
+            .get(format!("{base}/{key}?{}", account_sas()))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{key}: {}", r.status());
+        let metadata = r
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| {
+                let name = k.as_str().strip_prefix("x-ms-meta-")?;
+                Some((name.to_string(), v.to_str().ok()?.to_string()))
+            })
+            .collect();
+        let content_type = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        out.push(RawObject {
+            key,
+            content_type,
+            metadata,
+            body: r.bytes().await.unwrap().to_vec(),
+        });
+    }
+    out
+}
+
+/// The `n` of every NDJSON object's lines (snapshots left out).
+fn archived_numbers(objects: &[RawObject]) -> BTreeSet<u64> {
+    objects
+        .iter()
+        .filter(|o| !o.key.ends_with(".jpg"))
+        .flat_map(|o| {
+            let raw = decompress(Some("gzip"), &o.body).unwrap();
+            String::from_utf8(raw)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    v["payload"].as_str().unwrap().parse::<u64>().unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A relay whose rule `snap` (virtual inputs) takes snapshots into `archive`, and whose rule
+/// `all` archives every other event without one.
+fn snapshot_config(emu: &Emulator, dest: &str) -> String {
+    format!(
+        r#"[relay]
+data_dir = "{{data_dir}}"
+http = "{{http}}"
+[[camera]]
+name = "lobby"
+url = "{}"
+username = "bridge"
+password = "fixture-pass"
+max_backoff_s = 1
+{dest}
+[[rule]]
+name = "snap"
+topic = "tns1:Device/tnsaxis:IO//."
+to = ["archive"]
+snapshot = true
+mqtt_topic = "load/{{camera}}"
+payload = "{{data.n}}"
+stop = true
+[[rule]]
+name = "all"
+to = ["archive"]
+mqtt_topic = "load/{{camera}}"
+payload = "{{data.n}}"
+"#,
+        emu.base_url()
+    )
+}
+
+/// Polls the store until `done` holds (or panics at the deadline with the relay's log).
+async fn wait_raw<F, Fut>(
+    relay: &RelayProcess,
+    read: &F,
+    what: &str,
+    done: impl Fn(&[RawObject]) -> bool,
+) -> Vec<RawObject>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Vec<RawObject>>,
+{
+    let end = Instant::now() + T;
+    loop {
+        let objects = read().await;
+        if done(&objects) {
+            return objects;
+        }
+        let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for {what}; store: {keys:?}\n--- relay log ---\n{}",
+            relay.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A non-matching event, a matching one, another non-matching one: exactly one JPEG lands,
+/// the emulator's own bytes, named and described by the matching event.
+async fn snapshot_lands_for_the_matching_event_only<F, Fut>(dest: &str, read: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Vec<RawObject>>,
+{
+    let emu = Arc::new(Emulator::start(EmulatorConfig::default()).await.unwrap());
+    let relay = RelayProcess::start(&snapshot_config(&emu, dest));
+    assert!(
+        emu.wait_for_clients(1, T).await,
+        "relay never subscribed:\n{}",
+        relay.log()
+    );
+    let camera_jpeg = edgerelay::snapshots::fetch(
+        &edgerelay::sources::vapix::VapixClient::new(
+            url::Url::parse(&emu.base_url()).unwrap(),
+            Some("bridge".into()),
+            Some("fixture-pass".into()),
+            &edgerelay::tls::TlsSettings::default(),
+        )
+        .unwrap(),
+        "/axis-cgi/jpg/image.cgi",
+    )
+    .await
+    .unwrap();
+
+    emu.emit(&event(1));
+    wait_raw(&relay, &read, "event 1", |o| {
+        archived_numbers(o).contains(&1)
+    })
+    .await;
+    emu.emit(&numbered(2));
+    let is_jpg = |o: &RawObject| o.key.ends_with(".jpg");
+    wait_raw(&relay, &read, "event 2 and its snapshot", |o| {
+        archived_numbers(o).contains(&2) && o.iter().any(is_jpg)
+    })
+    .await;
+    emu.emit(&event(3));
+    let objects = wait_raw(&relay, &read, "event 3", |o| {
+        archived_numbers(o).contains(&3)
+    })
+    .await;
+
+    assert_eq!(archived_numbers(&objects), BTreeSet::from([1, 2, 3]));
+    let snaps: Vec<&RawObject> = objects.iter().filter(|o| is_jpg(o)).collect();
+    assert_eq!(
+        snaps.len(),
+        1,
+        "{:?}",
+        objects.iter().map(|o| &o.key).collect::<Vec<_>>()
+    );
+    let snap = snaps[0];
+    // numbered(2) happened at 1_750_000_000_002 = 2025-06-15T15:06:40.002Z.
+    assert_eq!(
+        snap.key,
+        "lobby/snapshots/2025/06/15/15/1750000000002_Device.IO.VirtualInput.jpg"
+    );
+    assert_eq!(snap.content_type.as_deref(), Some("image/jpeg"));
+    assert_eq!(snap.body, camera_jpeg);
+    assert_eq!(
+        (&snap.body[..2], &snap.body[snap.body.len() - 2..]),
+        (&[0xFF, 0xD8][..], &[0xFF, 0xD9][..])
+    );
+    let meta = |k: &str| snap.metadata.get(k).map(String::as_str);
+    assert_eq!(meta("camera"), Some("lobby"));
+    assert_eq!(meta("topic"), Some("onvif:Device/axis:IO/VirtualInput"));
+    assert_eq!(meta("timestamp"), Some("1750000000002"));
+    assert_eq!(meta("serial"), Some(emu.serial()));
+
+    let metrics = reqwest::get(format!("{}/metrics", relay.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "edgerelay_snapshots_taken_total{camera=\"lobby\"} 1",
+        "edgerelay_snapshots_failed_total{camera=\"lobby\"} 0",
+        "edgerelay_snapshots_skipped_total{camera=\"lobby\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing:\n{metrics}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_snapshot_lands_for_a_matching_event() {
+    let Some((moto, client)) = moto().await else {
+        return;
+    };
+    let dest = s3_dest(
+        moto.port,
+        r#"batch = { max_events = 1, max_bytes = "8MiB", max_age = "1h" }"#,
+    );
+    snapshot_lands_for_the_matching_event_only(&dest, || s3_raw(&client)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_blob_snapshot_lands_for_a_matching_event() {
+    let Some(azurite) = azurite().await else {
+        return;
+    };
+    let port = azurite.port;
+    az_create_container(port, "snaps").await;
+    let dest = format!(
+        r#"[destination.archive]
+kind = "azure-blob"
+connection_string = "DefaultEndpointsProtocol=http;AccountName={AZ_ACCOUNT};AccountKey={AZ_KEY};BlobEndpoint=http://127.0.0.1:{port}/{AZ_ACCOUNT};"
+container = "snaps"
+batch = {{ max_events = 1, max_bytes = "8MiB", max_age = "1h" }}
+"#
+    );
+    snapshot_lands_for_the_matching_event_only(&dest, || az_raw(port, "snaps")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_command_stores_a_picture_and_answers_with_its_timestamp() {
+    let Some((moto, client)) = moto().await else {
+        return;
+    };
+    let broker = common::Mosquitto::start().await;
+    let mut replies = common::Subscriber::connect(broker.port, "cmd/lobby/reply").await;
+    let emu = Arc::new(Emulator::start(EmulatorConfig::default()).await.unwrap());
+    let dest = format!(
+        r#"{}
+[destination.broker]
+kind = "mqtt"
+url = "{}"
+[[command]]
+destination = "broker"
+topic = "cmd/lobby/snapshot"
+camera = "lobby"
+action = "snapshot"
+to = ["archive"]
+reply_topic = "cmd/lobby/reply"
+"#,
+        s3_dest(moto.port, ""),
+        broker.url()
+    );
+    let relay = RelayProcess::start(&relay_config(&emu, &dest, r#"["archive"]"#));
+    relay.wait_for_log("listening for commands", T).await;
+    common::publish_once(broker.port, "cmd/lobby/snapshot", "{}").await;
+    let reply: serde_json::Value = serde_json::from_str(&replies.next(T).await.payload).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["bytes"], 141, "the emulator's JPEG: {reply}");
+    let timestamp = reply["timestamp"].as_i64().unwrap();
+    let objects = wait_raw(&relay, &|| s3_raw(&client), "the snapshot", |o| {
+        o.iter().any(|o| o.key.ends_with(".jpg"))
+    })
+    .await;
+    let snap = objects.iter().find(|o| o.key.ends_with(".jpg")).unwrap();
+    assert!(
+        snap.key.starts_with("lobby/snapshots/")
+            && snap
+                .key
+                .ends_with(&format!("/{timestamp}_Command.Snapshot.jpg")),
+        "{}",
+        snap.key
+    );
+    assert_eq!(&snap.body[..2], &[0xFF, 0xD8]);
+    assert_eq!(
+        snap.metadata.get("topic").map(String::as_str),
+        Some("edgerelay:Command/Snapshot")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Benchmark
 
 /// Archive rate through the real sink into moto: an outbox filled with camera-sized events,

@@ -67,6 +67,8 @@ pub struct MqttSourceConfig {
 pub enum CommandAction {
     /// `{"port":7,"active":true}`: activate or deactivate a virtual input (VAPIX).
     VirtualInput,
+    /// Any payload: take a snapshot and store it in the object stores of `to`.
+    Snapshot,
 }
 
 /// `[[command]]`: messages on `topic` at an MQTT destination's broker act on a camera; the
@@ -80,8 +82,12 @@ pub struct CommandConfig {
     pub topic: String,
     /// Name of the camera to act on.
     pub camera: String,
-    /// What to do: `virtual_input`.
+    /// What to do: `virtual_input` or `snapshot`.
     pub action: CommandAction,
+    /// `snapshot`: names of the `s3` / `azure-blob` destinations that store the picture.
+    /// Required for `snapshot`, not allowed otherwise.
+    #[serde(default)]
+    pub to: Vec<String>,
     /// Where to publish the outcome. Default: no reply.
     #[serde(default)]
     pub reply_topic: Option<String>,
@@ -197,6 +203,10 @@ pub struct CameraConfig {
     /// device's self-signed certificate. Default: the system roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Resolution of snapshots (rules with `snapshot = true`), `"WIDTHxHEIGHT"` such as
+    /// `"640x480"`, one the camera supports. Default: the camera's default resolution.
+    #[serde(default)]
+    pub snapshot_resolution: Option<String>,
 }
 
 fn default_heartbeat() -> String {
@@ -278,6 +288,12 @@ pub struct S3Destination {
     /// `"none"`).
     #[serde(default)]
     pub key: Option<String>,
+    /// Key template of snapshots (rules with `snapshot = true`): `{camera}`, `{yyyy}`, `{mm}`,
+    /// `{dd}`, `{hh}` (UTC, of the event), `{timestamp}` (the event's epoch ms), `{topic}` (the
+    /// event topic, path-safe), `{seq}` (outbox sequence), `{destination}`. Default
+    /// `{camera}/snapshots/{yyyy}/{mm}/{dd}/{hh}/{timestamp}_{topic}.jpg`.
+    #[serde(default)]
+    pub snapshot_key: Option<String>,
     /// When an object is closed and uploaded.
     #[serde(default)]
     pub batch: BatchConfig,
@@ -317,6 +333,9 @@ pub struct AzureBlobDestination {
     /// Blob name template, as `key` of `kind = "s3"`.
     #[serde(default)]
     pub key: Option<String>,
+    /// Blob name template of snapshots, as `snapshot_key` of `kind = "s3"`.
+    #[serde(default)]
+    pub snapshot_key: Option<String>,
     /// When a blob is closed and uploaded.
     #[serde(default)]
     pub batch: BatchConfig,
@@ -699,6 +718,12 @@ pub struct RuleConfig {
     /// End matching for this event after this rule. Default false.
     #[serde(default)]
     pub stop: bool,
+    /// Also fetch a JPEG from the camera (VAPIX `image.cgi`) when this rule delivers an event,
+    /// stored as its own object in each `s3` / `azure-blob` destination of `to` (other
+    /// destinations get the event only). Best effort: a failed or skipped fetch never holds
+    /// the event back. Default false.
+    #[serde(default)]
+    pub snapshot: bool,
 }
 
 fn default_prefix() -> String {

@@ -10,8 +10,8 @@ use super::error::Problem;
 use super::locate::KeyPath;
 use super::types::{
     AwsIotCoreDestination, AzureBlobDestination, AzureIotHubDestination, BatchConfig, BufferConfig,
-    Config, DestinationConfig, MessageConfig, MqttDestination, RetainPolicy, RuleConfig,
-    S3Destination,
+    CommandAction, Config, DestinationConfig, MessageConfig, MqttDestination, RetainPolicy,
+    RuleConfig, S3Destination,
 };
 use super::units;
 use crate::rules::Rule;
@@ -61,6 +61,14 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 "below 100ms: a camera cannot answer that often",
             )),
             Ok(_) => {}
+        }
+        if let Some(r) = &c.snapshot_resolution
+            && !is_resolution(r)
+        {
+            out.push(Problem::new(
+                p.key("snapshot_resolution"),
+                format!("\"{r}\" is not WIDTHxHEIGHT, e.g. \"640x480\""),
+            ));
         }
     }
 
@@ -142,6 +150,29 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         if let Err(e) = check_topic_filter(&c.topic) {
             out.push(Problem::new(p.key("topic"), e));
         }
+        match c.action {
+            CommandAction::Snapshot if c.to.is_empty() => out.push(Problem::new(
+                p.key("action"),
+                "a snapshot command needs `to`: the s3 or azure-blob destinations that store the picture",
+            )),
+            CommandAction::Snapshot => {}
+            CommandAction::VirtualInput if !c.to.is_empty() => out.push(Problem::new(
+                p.key("to"),
+                "only `action = \"snapshot\"` stores anything: remove `to`",
+            )),
+            CommandAction::VirtualInput => {}
+        }
+        for (j, dest) in c.to.iter().enumerate() {
+            if !matches!(
+                config.destination.get(dest),
+                Some(DestinationConfig::S3(_) | DestinationConfig::AzureBlob(_))
+            ) {
+                out.push(Problem::new(
+                    p.key("to").index(j),
+                    format!("\"{dest}\" is not an s3 or azure-blob destination (snapshots are stored in object stores only)"),
+                ));
+            }
+        }
         if let Some(t) = &c.reply_topic
             && (t.is_empty() || t.contains(['+', '#']))
         {
@@ -210,6 +241,19 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             if let Some(DestinationConfig::AwsIotCore(_)) = config.destination.get(dest) {
                 check_rule_for_aws(r, dest, &p, j, &mut out);
             }
+        }
+        if r.snapshot
+            && !r.to.iter().any(|d| {
+                matches!(
+                    config.destination.get(d),
+                    Some(DestinationConfig::S3(_) | DestinationConfig::AzureBlob(_))
+                )
+            })
+        {
+            out.push(Problem::new(
+                p.key("snapshot"),
+                "snapshots are stored in object stores only: add an s3 or azure-blob destination to `to`, or remove `snapshot`",
+            ));
         }
         check_qos(r.qos, p.key("qos"), &mut out);
         if r.payload.is_empty() {
@@ -430,9 +474,29 @@ fn check_batch(batch: &BatchConfig, key: Option<&str>, p: &KeyPath, out: &mut Ve
     }
 }
 
+fn check_snapshot_key(key: Option<&str>, p: &KeyPath, out: &mut Vec<Problem>) {
+    if let Some(key) = key
+        && let Err(e) = KeyTemplate::parse_snapshot(key)
+    {
+        out.push(Problem::new(p.key("snapshot_key"), e));
+    }
+}
+
+/// `WIDTHxHEIGHT`, both positive whole numbers.
+fn is_resolution(r: &str) -> bool {
+    r.split_once('x').is_some_and(|(w, h)| {
+        [w, h].iter().all(|n| {
+            !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && n.parse::<u32>().is_ok_and(|n| n > 0)
+        })
+    })
+}
+
 fn check_s3(s: &S3Destination, p: &KeyPath, out: &mut Vec<Problem>) {
     check_buffer(&s.buffer, p, out);
     check_batch(&s.batch, s.key.as_deref(), p, out);
+    check_snapshot_key(s.snapshot_key.as_deref(), p, out);
     if s.bucket.trim().is_empty() {
         out.push(Problem::new(p.key("bucket"), "must not be empty"));
     }
@@ -462,6 +526,7 @@ fn check_s3(s: &S3Destination, p: &KeyPath, out: &mut Vec<Problem>) {
 fn check_azure_blob(a: &AzureBlobDestination, p: &KeyPath, out: &mut Vec<Problem>) {
     check_buffer(&a.buffer, p, out);
     check_batch(&a.batch, a.key.as_deref(), p, out);
+    check_snapshot_key(a.snapshot_key.as_deref(), p, out);
     let has_sas = a.sas_url.is_some() || a.sas_url_file.is_some();
     let has_cs = a.connection_string.is_some() || a.connection_string_file.is_some();
     match (has_sas, has_cs) {
@@ -1122,6 +1187,110 @@ sas_url_file = "sas"
             a.sas_url.as_deref(),
             Some("https://a.blob.core.windows.net/c?sig=x")
         );
+    }
+
+    #[test]
+    fn snapshot_keys_are_checked_where_they_are_written() {
+        let errs = errors(
+            r#"[[camera]]
+name = "lobby"
+url = "http://192.0.2.10"
+snapshot_resolution = "big"
+[destination.archive]
+kind = "s3"
+bucket = "b"
+snapshot_key = "{camera}/{first_seq}.jpg"
+[destination.blob]
+kind = "azure-blob"
+sas_url = "https://a.blob.core.windows.net/c?sig=x"
+snapshot_key = "{camera}/latest.jpg"
+[destination.cloud]
+kind = "mqtt"
+url = "mqtt://h"
+[[rule]]
+name = "to-cloud"
+to = ["cloud"]
+snapshot = true
+[[rule]]
+name = "archived"
+to = ["cloud", "archive"]
+snapshot = true
+"#,
+        );
+        assert_eq!(errs.len(), 4, "{errs:#?}");
+        assert!(
+            errs[0].starts_with(
+                "c.toml:4: camera[0].snapshot_resolution: \"big\" is not WIDTHxHEIGHT"
+            ),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[1].starts_with("c.toml:8: destination.archive.snapshot_key: ")
+                && errs[1].contains("unknown placeholder {first_seq}"),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[2].starts_with("c.toml:12: destination.blob.snapshot_key: ")
+                && errs[2].contains("needs {timestamp} or {seq}"),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[3].starts_with(
+                "c.toml:19: rule[0].snapshot: snapshots are stored in object stores only"
+            ),
+            "{errs:#?}"
+        );
+        let errs = errors(
+            "[[rule]]\nname = \"r\"\nto = [\"d\"]\nsnapshot = \"yes\"\n[destination.d]\nkind = \"s3\"\nbucket = \"b\"\n",
+        );
+        assert!(errs[0].starts_with("c.toml:4: "), "{errs:#?}");
+        let errs =
+            errors("[destination.d]\nkind = \"s3\"\nbucket = \"b\"\nsnapshot_keys = \"x\"\n");
+        assert!(errs[0].starts_with("c.toml:4: "), "{errs:#?}");
+        assert!(errs[0].contains("snapshot_keys"), "{errs:#?}");
+        let ok = load_str_with(
+            "[[camera]]\nname = \"lobby\"\nurl = \"http://192.0.2.10\"\nsnapshot_resolution = \"640x480\"\n[destination.d]\nkind = \"s3\"\nbucket = \"b\"\nsnapshot_key = \"snaps/{camera}/{timestamp}_{topic}.jpg\"\n[[rule]]\nname = \"r\"\nto = [\"d\"]\nsnapshot = true\n",
+            "c.toml",
+            &no_env,
+            None,
+        )
+        .unwrap();
+        assert!(ok.rule[0].snapshot);
+    }
+
+    #[test]
+    fn snapshot_commands_need_object_stores_in_to() {
+        let base = "[[camera]]\nname = \"lobby\"\nurl = \"http://192.0.2.10\"\n[destination.broker]\nkind = \"mqtt\"\nurl = \"mqtt://h\"\n[destination.archive]\nkind = \"s3\"\nbucket = \"b\"\n[[command]]\ndestination = \"broker\"\ntopic = \"cmd/snap\"\ncamera = \"lobby\"\n";
+        let errs = errors(&format!("{base}action = \"snapshot\"\n"));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("c.toml:14: command[0].action: a snapshot command needs `to`"),
+            "{errs:#?}"
+        );
+        let errs = errors(&format!(
+            "{base}action = \"snapshot\"\nto = [\"archive\", \"broker\"]\n"
+        ));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("c.toml:15: command[0].to[1]: \"broker\" is not an s3"),
+            "{errs:#?}"
+        );
+        let errs = errors(&format!(
+            "{base}action = \"virtual_input\"\nto = [\"archive\"]\n"
+        ));
+        assert!(
+            errs[0].starts_with("c.toml:15: command[0].to: only `action = \"snapshot\"`"),
+            "{errs:#?}"
+        );
+        let errs = errors(&format!("{base}action = \"photo\"\n"));
+        assert!(errs[0].starts_with("c.toml:14: "), "{errs:#?}");
+        load_str_with(
+            &format!("{base}action = \"snapshot\"\nto = [\"archive\"]\n"),
+            "c.toml",
+            &no_env,
+            None,
+        )
+        .unwrap();
     }
 
     fn errors_text(errs: &[String]) -> String {

@@ -24,6 +24,9 @@ pub const SOURCE_RECONNECTS: &str = "edgerelay_source_reconnects";
 pub const SOURCE_SILENCES: &str = "edgerelay_source_silences";
 pub const SOURCE_STATE: &str = "edgerelay_source_state";
 pub const SOURCE_LAST_EVENT: &str = "edgerelay_source_last_event_timestamp_seconds";
+pub const SNAPSHOTS_TAKEN: &str = "edgerelay_snapshots_taken";
+pub const SNAPSHOTS_FAILED: &str = "edgerelay_snapshots_failed";
+pub const SNAPSHOTS_SKIPPED: &str = "edgerelay_snapshots_skipped";
 /// Per destination (label `destination`).
 pub const DELIVERIES_SENT: &str = "edgerelay_deliveries_sent";
 pub const DELIVERIES_ACKED: &str = "edgerelay_deliveries_acked";
@@ -145,6 +148,30 @@ impl Collector for RelayCollector {
                     gauge(s.last_event_ms.unwrap_or(0) as f64 / 1000.0),
                 )
             }),
+        )?;
+        family(
+            &mut enc,
+            SNAPSHOTS_TAKEN,
+            "Snapshots fetched from the camera and queued for their destinations.",
+            Counter,
+            "camera",
+            cam(|s| s.snapshots_taken),
+        )?;
+        family(
+            &mut enc,
+            SNAPSHOTS_FAILED,
+            "Snapshot fetches that failed (camera unreachable, credentials refused, not a JPEG).",
+            Counter,
+            "camera",
+            cam(|s| s.snapshots_failed),
+        )?;
+        family(
+            &mut enc,
+            SNAPSHOTS_SKIPPED,
+            "Snapshots not taken because enough fetches from the camera were in flight.",
+            Counter,
+            "camera",
+            cam(|s| s.snapshots_skipped),
         )?;
 
         let d = &destinations;

@@ -88,6 +88,9 @@ impl Observed {
                 reconnects: s.reconnects.load(Ordering::Relaxed),
                 silences: s.silences.load(Ordering::Relaxed),
                 last_event_ms: Some(s.last_event_ms.load(Ordering::Relaxed)).filter(|&t| t > 0),
+                snapshots_taken: s.snapshots_taken.load(Ordering::Relaxed),
+                snapshots_failed: s.snapshots_failed.load(Ordering::Relaxed),
+                snapshots_skipped: s.snapshots_skipped.load(Ordering::Relaxed),
             })
             .collect();
         let destinations = parts
@@ -132,6 +135,9 @@ pub struct CameraSnapshot {
     pub reconnects: u64,
     pub silences: u64,
     pub last_event_ms: Option<i64>,
+    pub snapshots_taken: u64,
+    pub snapshots_failed: u64,
+    pub snapshots_skipped: u64,
 }
 
 /// One destination.

@@ -9,6 +9,10 @@
 //! per event and only if a matching rule needs it. A matching rule then passes the event
 //! through `only_changes` and `max_rate` ([`state`]) before it delivers; those never change
 //! which later rules see the event (`drop` and `stop` do).
+//!
+//! A rule with `snapshot = true` that delivers an event as it arrives (not a held
+//! `max_rate_keep = "latest"` one, whose moment has passed) also asks for a picture: one
+//! [`SnapshotRequest`] per event, naming every object-store destination of every such rule.
 
 pub mod bench;
 pub mod state;
@@ -18,9 +22,9 @@ pub mod topic_filter;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::config::{Config, RetainPolicy, RuleConfig, units};
+use crate::config::{Config, DestinationConfig, RetainPolicy, RuleConfig, units};
 use crate::delivery::Delivery;
-use crate::event::{Event, EventKind, Operation, mqtt_path, push_level};
+use crate::event::{Event, EventKind, Operation, mqtt_path, payload_topic, push_level};
 use state::{ChangeFilter, Decision, RateLimiter};
 use template::{JsonPathExpr, Template, TemplateError, View};
 use topic_filter::{TopicFilter, TopicFilterError};
@@ -90,6 +94,10 @@ pub struct Rule {
     only_changes: bool,
     max_rate: Option<units::Rate>,
     max_rate_keep: state::Keep,
+    snapshot: bool,
+    /// The object-store destinations of `to` when `snapshot = true` (set by
+    /// [`RuleSet::compile`], which knows the destinations' kinds).
+    snapshot_to: Vec<Arc<str>>,
 }
 
 impl Rule {
@@ -156,6 +164,8 @@ impl Rule {
                 .transpose()
                 .map_err(|m| invalid("max_rate", m))?,
             max_rate_keep: rc.max_rate_keep,
+            snapshot: rc.snapshot,
+            snapshot_to: Vec::new(),
         })
     }
 
@@ -293,6 +303,7 @@ pub struct RuleSet {
     limiters: Vec<Option<RateLimiter<Event>>>,
     flushed: Vec<Event>,
     streams: StreamCache,
+    snapshots: Vec<SnapshotRequest>,
 }
 
 /// Which rules' cameras and topic filters match a (camera, topic): a handful of topics per
@@ -332,6 +343,21 @@ impl StreamCache {
     }
 }
 
+/// A picture to take for an event a rule with `snapshot = true` delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRequest {
+    /// Config name of the camera.
+    pub camera: Arc<str>,
+    /// The camera's serial.
+    pub serial: Arc<str>,
+    /// The event topic in payload spelling.
+    pub topic: String,
+    /// The event's timestamp (epoch ms).
+    pub event_ms: i64,
+    /// Object-store destinations to store it in, each once, in rule order.
+    pub destinations: Vec<Arc<str>>,
+}
+
 /// A delivery bound for one named destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routed {
@@ -344,11 +370,23 @@ pub struct Routed {
 impl RuleSet {
     /// Compiles every rule of a config.
     pub fn compile(cfg: &Config) -> Result<Self, RuleError> {
-        let rules: Vec<Rule> = cfg
+        let mut rules: Vec<Rule> = cfg
             .rule
             .iter()
             .map(Rule::compile)
             .collect::<Result<_, _>>()?;
+        for r in rules.iter_mut().filter(|r| r.snapshot) {
+            r.snapshot_to =
+                r.to.iter()
+                    .filter(|d| {
+                        matches!(
+                            cfg.destination.get(&***d),
+                            Some(DestinationConfig::S3(_) | DestinationConfig::AzureBlob(_))
+                        )
+                    })
+                    .cloned()
+                    .collect();
+        }
         let limiters = rules
             .iter()
             .map(|r| {
@@ -362,7 +400,13 @@ impl RuleSet {
             limiters,
             flushed: Vec::new(),
             streams: StreamCache::default(),
+            snapshots: Vec::new(),
         })
+    }
+
+    /// The pictures asked for by the events routed since the last call.
+    pub fn take_snapshots(&mut self) -> Vec<SnapshotRequest> {
+        std::mem::take(&mut self.snapshots)
     }
 
     /// Whether [`RuleSet::due`] can ever return something, or state needs saving: the router
@@ -411,8 +455,29 @@ impl RuleSet {
         )
     }
 
-    /// Evaluates the rules for one event at `now_ms`, appending its deliveries to `out`.
+    /// Evaluates the rules for one event at `now_ms`, appending its deliveries to `out` (and
+    /// its picture, if a rule asks for one, to [`RuleSet::take_snapshots`]).
     pub fn route(&mut self, ev: &Event, now_ms: i64, out: &mut Vec<Routed>) {
+        let mut snapshot_to = Vec::new();
+        self.route_rules(ev, now_ms, out, &mut snapshot_to);
+        if !snapshot_to.is_empty() && ev.kind == EventKind::Event {
+            self.snapshots.push(SnapshotRequest {
+                camera: ev.camera.clone(),
+                serial: ev.serial.clone(),
+                topic: payload_topic(&ev.topic),
+                event_ms: ev.time_ms,
+                destinations: snapshot_to,
+            });
+        }
+    }
+
+    fn route_rules(
+        &mut self,
+        ev: &Event,
+        now_ms: i64,
+        out: &mut Vec<Routed>,
+        snapshot_to: &mut Vec<Arc<str>>,
+    ) {
         let view = View::new(ev);
         let matching = self.streams.get(&self.rules, &ev.camera, &ev.topic);
         for (i, rule) in self.rules.iter().enumerate() {
@@ -423,16 +488,22 @@ impl RuleSet {
                 return;
             }
             if !rule.to.is_empty() && admit(rule, &mut self.changes, ev) {
-                match &mut self.limiters[i] {
-                    None => rule.deliver(ev, now_ms, out),
+                let live = match &mut self.limiters[i] {
+                    None => true,
                     Some(l) => {
                         let key = l.key((&*ev.camera, ev.topic.as_str()));
                         let decision = l.admit(key, now_ms, || ev.clone(), &mut self.flushed);
                         for held in self.flushed.drain(..) {
                             rule.deliver(&held, now_ms, out);
                         }
-                        if decision == Decision::Pass {
-                            rule.deliver(ev, now_ms, out);
+                        decision == Decision::Pass
+                    }
+                };
+                if live {
+                    rule.deliver(ev, now_ms, out);
+                    for d in &rule.snapshot_to {
+                        if !snapshot_to.contains(d) {
+                            snapshot_to.push(d.clone());
                         }
                     }
                 }
@@ -722,6 +793,66 @@ mod tests {
         assert!(again.restore_state(&saved));
         assert!(routed(&mut again, &on, 9).is_empty());
         assert_eq!(routed(&mut again, &off, 10).len(), 1);
+    }
+
+    #[test]
+    fn snapshot_rules_ask_for_one_picture_per_delivered_event_for_object_stores_only() {
+        let mut rs = ruleset(
+            r#"
+            [destination.archive]
+            kind = "s3"
+            bucket = "b"
+            [destination.blob]
+            kind = "azure-blob"
+            sas_url = "https://a.blob.core.windows.net/c?sig=x"
+            [destination.cloud]
+            kind = "mqtt"
+            url = "mqtt://h"
+            [[rule]]
+            name = "io"
+            topic = "tns1:Device/tnsaxis:IO//."
+            to = ["cloud", "archive"]
+            snapshot = true
+            max_rate = "1/s"
+            [[rule]]
+            name = "again"
+            to = ["blob", "archive"]
+            snapshot = true
+            [[rule]]
+            name = "plain"
+            to = ["archive"]
+            "#,
+        );
+        let ev = vi(None);
+        assert_eq!(routed(&mut rs, &ev, 0).len(), 5);
+        let snaps = rs.take_snapshots();
+        assert_eq!(
+            snaps,
+            [SnapshotRequest {
+                camera: "lobby".into(),
+                serial: "B8A44F3E9D21".into(),
+                topic: "onvif:Device/axis:IO/VirtualInput".into(),
+                event_ms: ev.time_ms,
+                destinations: vec!["archive".into(), "blob".into()],
+            }]
+        );
+        assert!(rs.take_snapshots().is_empty(), "taken once");
+        // Held back by max_rate: only the second rule's picture.
+        routed(&mut rs, &ev, 10);
+        assert_eq!(
+            rs.take_snapshots()[0].destinations,
+            vec![Arc::<str>::from("blob"), "archive".into()]
+        );
+        // Not matching a snapshot rule: no picture.
+        let mut rs = ruleset(
+            "[destination.archive]\nkind = \"s3\"\nbucket = \"b\"\n[[rule]]\nname = \"io\"\ntopic = \"tns1:Device/tnsaxis:IO//.\"\nto = [\"archive\"]\nsnapshot = true\n[[rule]]\nname = \"all\"\nto = [\"archive\"]\n",
+        );
+        let mut other = vi(None);
+        other.topic = "tns1:VideoSource/MotionAlarm".into();
+        assert_eq!(routed(&mut rs, &other, 0).len(), 1);
+        assert!(rs.take_snapshots().is_empty());
+        assert_eq!(routed(&mut rs, &ev, 0).len(), 2);
+        assert_eq!(rs.take_snapshots().len(), 1);
     }
 
     #[test]

@@ -33,6 +33,12 @@ pub struct SourceStatus {
     pub last_event_ms: AtomicI64,
     /// Connections given up because the stream went silent (no data, no keep-alive answer).
     pub silences: AtomicU64,
+    /// Snapshots fetched and queued for their destinations.
+    pub snapshots_taken: AtomicU64,
+    /// Snapshot fetches that failed (camera unreachable, refused, not a JPEG).
+    pub snapshots_failed: AtomicU64,
+    /// Snapshots not fetched because enough were already in flight for this camera.
+    pub snapshots_skipped: AtomicU64,
 }
 
 impl SourceStatus {
@@ -46,6 +52,9 @@ impl SourceStatus {
             reconnects: AtomicU64::new(0),
             last_event_ms: AtomicI64::new(0),
             silences: AtomicU64::new(0),
+            snapshots_taken: AtomicU64::new(0),
+            snapshots_failed: AtomicU64::new(0),
+            snapshots_skipped: AtomicU64::new(0),
         }
     }
 

@@ -85,6 +85,53 @@ impl VapixClient {
         extra: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<Vec<u8>, VapixError> {
+        let resp = self
+            .send(method, path_and_query, content_type, extra, body)
+            .await?;
+        Ok(resp
+            .bytes()
+            .await
+            .map_err(|e| VapixError::Unavailable(error_chain(&e)))?
+            .to_vec())
+    }
+
+    /// A GET whose body may hold at most `max_bytes` (a picture): a longer one is refused
+    /// before it fills memory.
+    pub async fn get_limited(
+        &self,
+        path_and_query: &str,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, VapixError> {
+        let mut resp = self
+            .send(Method::GET, path_and_query, "text/plain", &[], Vec::new())
+            .await?;
+        let too_big = || VapixError::BadReply(format!("body over {max_bytes} bytes"));
+        if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
+            return Err(too_big());
+        }
+        let mut out = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| VapixError::Unavailable(error_chain(&e)))?
+        {
+            if out.len() + chunk.len() > max_bytes {
+                return Err(too_big());
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// Sends a request, answering one Digest/Basic challenge; the response when it is 2xx.
+    async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        content_type: &str,
+        extra: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response, VapixError> {
         let url = self
             .base
             .join(path_and_query)
@@ -126,7 +173,7 @@ impl VapixClient {
                 "HTTP {status} for {path_and_query}"
             )));
         }
-        Ok(resp.bytes().await.map_err(unavailable)?.to_vec())
+        Ok(resp)
     }
 
     /// The serial number from the basic device information API.

@@ -15,7 +15,7 @@ use azure_core::http::{ExponentialRetryOptions, NoFormat, RequestContent, RetryO
 use azure_storage_blob::models::BlockBlobClientUploadOptions;
 use azure_storage_blob::{BlobClient, BlobClientOptions};
 
-use super::batch::{CONTENT_TYPE, Object, utc_ymdh};
+use super::batch::{Object, utc_ymdh};
 use crate::clock::SharedClock;
 use crate::config::AzureBlobDestination;
 
@@ -259,8 +259,14 @@ impl AzureBlobStore {
         });
         let client = BlobClient::new(url, None, Some(options)).map_err(|e| e.to_string())?;
         let options = BlockBlobClientUploadOptions {
-            blob_content_type: Some(CONTENT_TYPE.to_string()),
+            blob_content_type: Some(o.content_type.to_string()),
             blob_content_encoding: o.content_encoding.map(str::to_string),
+            metadata: (!o.metadata.is_empty()).then(|| {
+                o.metadata
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect()
+            }),
             ..Default::default()
         };
         let content: RequestContent<bytes::Bytes, NoFormat> = o.body.clone().into();

@@ -3,7 +3,8 @@
 //! An object closes at whichever limit comes first: `max_events`, `max_bytes` (of the
 //! uncompressed NDJSON) or `max_age` (measured from the first entry's outbox time). With a
 //! `{camera}` key template it also closes when the camera changes, so an object never holds
-//! another camera's events under its key.
+//! another camera's events under its key. A snapshot entry closes the open object too: the
+//! snapshot goes up as its own object, and acknowledgements stay in outbox order.
 //!
 //! Determinism is what makes re-uploads safe: for the same outbox contents the batcher cuts
 //! the same objects, so after a crash the object in flight is cut again from the same first
@@ -14,7 +15,7 @@
 use std::io::Write as _;
 
 use crate::config::Compression;
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, Snapshot};
 
 /// Limits of one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +109,11 @@ impl Batcher {
         }
     }
 
+    /// Closes the open object now, whatever its limits (a snapshot follows it).
+    pub fn close(&mut self) -> Option<Batch> {
+        self.open.take()
+    }
+
     /// Whether nothing is collected.
     pub fn is_empty(&self) -> bool {
         self.open.is_none()
@@ -168,12 +174,34 @@ enum Part {
     Month,
     Day,
     Hour,
+    /// `{first_seq}` of a batch, `{seq}` of a snapshot.
     FirstSeq,
     Destination,
+    /// Snapshots: the event's epoch ms.
+    Timestamp,
+    /// Snapshots: the event topic, path-safe.
+    Topic,
 }
 
 /// Digits of `{first_seq}`: every u64 fits, and keys sort in sequence order.
 const SEQ_DIGITS: usize = 20;
+
+/// The default key of snapshots: beside the camera's NDJSON objects, one per event.
+pub const DEFAULT_SNAPSHOT_KEY: &str =
+    "{camera}/snapshots/{yyyy}/{mm}/{dd}/{hh}/{timestamp}_{topic}.jpg";
+
+/// What one key names: a batch or a snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyFields<'a> {
+    /// Config name of the camera (empty: `unknown`).
+    pub camera: &'a str,
+    /// Epoch ms the date parts come from.
+    pub time_ms: i64,
+    /// `{first_seq}` / `{seq}`.
+    pub seq: u64,
+    /// The event topic of a snapshot (payload spelling); empty for batches.
+    pub topic: &'a str,
+}
 
 impl KeyTemplate {
     /// The default template for a compression.
@@ -188,6 +216,32 @@ impl KeyTemplate {
     /// Parses `text`; unknown placeholders and a template without `{first_seq}` (which would
     /// make objects overwrite each other) are errors.
     pub fn parse(text: &str) -> Result<Self, String> {
+        let t = Self::parse_with(text, false)?;
+        if !t.0.contains(&Part::FirstSeq) {
+            return Err(format!(
+                "\"{text}\": needs {{first_seq}}, or every object would overwrite the last"
+            ));
+        }
+        Ok(t)
+    }
+
+    /// Parses a `snapshot_key`: it needs `{timestamp}` or `{seq}`, or every snapshot of a
+    /// camera would overwrite the last.
+    pub fn parse_snapshot(text: &str) -> Result<Self, String> {
+        let t = Self::parse_with(text, true)?;
+        if !t.0.contains(&Part::FirstSeq) && !t.0.contains(&Part::Timestamp) {
+            return Err(format!(
+                "\"{text}\": needs {{timestamp}} or {{seq}}, or every snapshot would overwrite the last"
+            ));
+        }
+        Ok(t)
+    }
+
+    fn parse_with(text: &str, snapshot: bool) -> Result<Self, String> {
+        let known = match snapshot {
+            false => "camera, yyyy, mm, dd, hh, first_seq, destination",
+            true => "camera, yyyy, mm, dd, hh, timestamp, topic, seq, destination",
+        };
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find('{') {
@@ -198,17 +252,19 @@ impl KeyTemplate {
                 .find('}')
                 .ok_or_else(|| format!("\"{text}\": unclosed {{"))?;
             let name = &rest[open + 1..open + close];
-            parts.push(match name {
-                "camera" => Part::Camera,
-                "yyyy" => Part::Year,
-                "mm" => Part::Month,
-                "dd" => Part::Day,
-                "hh" => Part::Hour,
-                "first_seq" => Part::FirstSeq,
-                "destination" => Part::Destination,
-                other => {
+            parts.push(match (name, snapshot) {
+                ("camera", _) => Part::Camera,
+                ("yyyy", _) => Part::Year,
+                ("mm", _) => Part::Month,
+                ("dd", _) => Part::Day,
+                ("hh", _) => Part::Hour,
+                ("first_seq", false) | ("seq", true) => Part::FirstSeq,
+                ("destination", _) => Part::Destination,
+                ("timestamp", true) => Part::Timestamp,
+                ("topic", true) => Part::Topic,
+                (other, _) => {
                     return Err(format!(
-                        "\"{text}\": unknown placeholder {{{other}}} (known: camera, yyyy, mm, dd, hh, first_seq, destination)"
+                        "\"{text}\": unknown placeholder {{{other}}} (known: {known})"
                     ));
                 }
             });
@@ -216,11 +272,6 @@ impl KeyTemplate {
         }
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_string()));
-        }
-        if !parts.contains(&Part::FirstSeq) {
-            return Err(format!(
-                "\"{text}\": needs {{first_seq}}, or every object would overwrite the last"
-            ));
         }
         Ok(Self(parts))
     }
@@ -232,22 +283,57 @@ impl KeyTemplate {
 
     /// The key of `batch` in destination `destination`.
     pub fn render(&self, batch: &Batch, destination: &str) -> String {
-        let (y, mo, d, h) = utc_ymdh(batch.first_time_ms);
+        self.render_fields(
+            &KeyFields {
+                camera: &batch.camera,
+                time_ms: batch.first_time_ms,
+                seq: batch.first_seq,
+                topic: "",
+            },
+            destination,
+        )
+    }
+
+    /// The key of anything described by `f` in destination `destination`.
+    pub fn render_fields(&self, f: &KeyFields<'_>, destination: &str) -> String {
+        let (y, mo, d, h) = utc_ymdh(f.time_ms);
         let mut k = String::new();
         for p in &self.0 {
             match p {
                 Part::Text(t) => k.push_str(t),
-                Part::Camera if batch.camera.is_empty() => k.push_str("unknown"),
-                Part::Camera => k.push_str(&key_safe(&batch.camera)),
+                Part::Camera if f.camera.is_empty() => k.push_str("unknown"),
+                Part::Camera => k.push_str(&key_safe(f.camera)),
                 Part::Year => k.push_str(&format!("{y:04}")),
                 Part::Month => k.push_str(&format!("{mo:02}")),
                 Part::Day => k.push_str(&format!("{d:02}")),
                 Part::Hour => k.push_str(&format!("{h:02}")),
-                Part::FirstSeq => k.push_str(&format!("{:0w$}", batch.first_seq, w = SEQ_DIGITS)),
+                Part::FirstSeq => k.push_str(&format!("{:0w$}", f.seq, w = SEQ_DIGITS)),
                 Part::Destination => k.push_str(&key_safe(destination)),
+                Part::Timestamp => k.push_str(&f.time_ms.to_string()),
+                Part::Topic => push_topic_name(&mut k, f.topic),
             }
         }
         k
+    }
+}
+
+/// An event topic as one file-name-safe key segment: namespace prefixes dropped, levels
+/// joined by `.`, anything but ASCII letters, digits, `-` and `_` as `_`
+/// (`onvif:Device/axis:IO/VirtualInput` → `Device.IO.VirtualInput`).
+fn push_topic_name(k: &mut String, topic: &str) {
+    if topic.is_empty() {
+        k.push_str("unknown");
+        return;
+    }
+    for (i, level) in topic.split('/').enumerate() {
+        if i > 0 {
+            k.push('.');
+        }
+        let local = level.split_once(':').map_or(level, |(_, l)| l);
+        k.extend(local.chars().map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => c,
+            _ => '_',
+        }));
     }
 }
 
@@ -283,6 +369,11 @@ pub struct Object {
     pub body: bytes::Bytes,
     /// `Content-Encoding`, if compressed.
     pub content_encoding: Option<&'static str>,
+    /// `Content-Type`: [`CONTENT_TYPE`], or [`SNAPSHOT_CONTENT_TYPE`] for a snapshot.
+    pub content_type: &'static str,
+    /// User metadata (`x-amz-meta-*`, `x-ms-meta-*`): names are lower-case identifiers,
+    /// values ASCII (S3 sends them as HTTP headers).
+    pub metadata: Vec<(&'static str, String)>,
     /// First and last outbox sequence numbers.
     pub first_seq: u64,
     /// Acknowledged through this once stored.
@@ -291,8 +382,10 @@ pub struct Object {
     pub count: usize,
 }
 
-/// `Content-Type` of every object.
+/// `Content-Type` of NDJSON objects.
 pub const CONTENT_TYPE: &str = "application/x-ndjson";
+/// `Content-Type` of snapshots.
+pub const SNAPSHOT_CONTENT_TYPE: &str = "image/jpeg";
 
 /// Turns batches into objects: key, compression.
 #[derive(Debug, Clone)]
@@ -303,6 +396,8 @@ pub struct ObjectFormat {
     pub prefix: String,
     /// Key template.
     pub template: KeyTemplate,
+    /// Key template of snapshots.
+    pub snapshot_template: KeyTemplate,
     /// Body compression.
     pub compression: Compression,
 }
@@ -323,11 +418,62 @@ impl ObjectFormat {
             key,
             body: body.into(),
             content_encoding,
+            content_type: CONTENT_TYPE,
+            metadata: Vec::new(),
             first_seq: batch.first_seq,
             last_seq: batch.last_seq,
             count: batch.count,
         })
     }
+
+    /// The object of the snapshot at outbox sequence `seq`: the JPEG as is, named and
+    /// described by its event.
+    pub fn snapshot(&self, seq: u64, s: Snapshot) -> Object {
+        let fields = KeyFields {
+            camera: &s.camera,
+            time_ms: s.event_ms,
+            seq,
+            topic: &s.topic,
+        };
+        let key = format!(
+            "{}{}",
+            self.prefix,
+            self.snapshot_template
+                .render_fields(&fields, &self.destination)
+        );
+        let mut metadata = vec![
+            ("camera", header_safe(&s.camera)),
+            ("topic", header_safe(&s.topic)),
+            ("timestamp", s.event_ms.to_string()),
+        ];
+        if !s.serial.is_empty() {
+            metadata.push(("serial", header_safe(&s.serial)));
+        }
+        Object {
+            key,
+            body: s.jpeg.into(),
+            content_encoding: None,
+            content_type: SNAPSHOT_CONTENT_TYPE,
+            metadata,
+            first_seq: seq,
+            last_seq: seq,
+            count: 1,
+        }
+    }
+}
+
+/// A metadata value both stores accept as an HTTP header: printable ASCII, the rest (and
+/// `%`) percent-encoded.
+fn header_safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Compresses a body; returns it with its `Content-Encoding`.
@@ -534,6 +680,65 @@ mod tests {
         assert_eq!(utc_ymdh(0), (1970, 1, 1, 0));
         assert_eq!(utc_ymdh(951_782_400_000), (2000, 2, 29, 0));
         assert_eq!(utc_ymdh(1_767_225_599_000), (2025, 12, 31, 23));
+    }
+
+    #[test]
+    fn snapshot_keys_and_objects_name_the_event() {
+        let format = ObjectFormat {
+            destination: "archive".into(),
+            prefix: "site1/".into(),
+            template: KeyTemplate::parse(KeyTemplate::default_for(Compression::Gzip)).unwrap(),
+            snapshot_template: KeyTemplate::parse_snapshot(DEFAULT_SNAPSHOT_KEY).unwrap(),
+            compression: Compression::Gzip,
+        };
+        let snap = Snapshot {
+            created_ms: 0,
+            // 2025-01-01T12:00:00.123Z
+            event_ms: 1_735_732_800_123,
+            topic: "onvif:Device/axis:IO/Virtual Input+ü".into(),
+            camera: "gate/2".into(),
+            serial: "ACCC8E012345".into(),
+            jpeg: vec![0xFF, 0xD8, 0xFF, 0xD9],
+        };
+        let o = format.snapshot(7, snap);
+        assert_eq!(
+            o.key,
+            "site1/gate%2F2/snapshots/2025/01/01/12/1735732800123_Device.IO.Virtual_Input__.jpg"
+        );
+        assert_eq!(
+            (o.content_type, o.content_encoding, &o.body[..]),
+            ("image/jpeg", None, &[0xFF, 0xD8, 0xFF, 0xD9][..])
+        );
+        assert_eq!((o.first_seq, o.last_seq, o.count), (7, 7, 1));
+        assert_eq!(
+            o.metadata,
+            [
+                ("camera", "gate/2".to_string()),
+                ("topic", "onvif:Device/axis:IO/Virtual Input+%C3%BC".into()),
+                ("timestamp", "1735732800123".into()),
+                ("serial", "ACCC8E012345".into()),
+            ]
+        );
+        let t = KeyTemplate::parse_snapshot("{destination}/{seq}.jpg").unwrap();
+        let f = KeyFields {
+            camera: "",
+            time_ms: 0,
+            seq: 3,
+            topic: "",
+        };
+        assert_eq!(t.render_fields(&f, "a"), "a/00000000000000000003.jpg");
+        assert!(KeyTemplate::parse_snapshot("{camera}/x.jpg").is_err());
+        assert!(KeyTemplate::parse_snapshot("{first_seq}.jpg").is_err());
+        assert!(KeyTemplate::parse("{timestamp}/{first_seq}").is_err());
+    }
+
+    #[test]
+    fn close_ends_the_open_object_early() {
+        let mut b = Batcher::new(BIG, true);
+        assert!(feed(&mut b, &[(0, 0, d("a", "{}")), (1, 0, d("a", "{}"))]).is_empty());
+        let o = b.close().unwrap();
+        assert_eq!((o.first_seq, o.last_seq), (0, 1));
+        assert!(b.is_empty() && b.close().is_none());
     }
 
     #[test]

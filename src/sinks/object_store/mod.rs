@@ -8,6 +8,11 @@
 //! backlog. An object's key comes from its first sequence number, so an object uploaded but
 //! not acknowledged before a crash is cut again from the same entries after the restart and
 //! overwrites itself instead of duplicating events.
+//!
+//! A [`Snapshot`] record (a rule with `snapshot = true`) closes the open object and goes up
+//! as its own JPEG object right after it; its key comes from the event (timestamp, topic), so
+//! a re-upload after a crash overwrites it too. Uploads and acknowledgements keep outbox
+//! order, so an acknowledgement never covers an entry not yet stored.
 
 pub mod azure_blob;
 pub mod batch;
@@ -20,11 +25,11 @@ use std::time::Duration;
 
 use crate::clock::SharedClock;
 use crate::config::{BatchConfig, Compression, DestinationConfig, units};
-use crate::delivery::Delivery;
+use crate::delivery::{Record, Snapshot};
 use crate::outbox::{DeadLetters, SharedOutbox};
 use crate::sinks::mqtt::SinkStats;
 use crate::sources::backoff::Backoff;
-use batch::{Batch, Batcher, KeyTemplate, Limits, Object, ObjectFormat};
+use batch::{Batch, Batcher, DEFAULT_SNAPSHOT_KEY, KeyTemplate, Limits, Object, ObjectFormat};
 
 /// Outbox entries read per step: bounds memory between reads and batching.
 const READ_CHUNK: usize = 2048;
@@ -86,16 +91,32 @@ fn format(
     name: &str,
     prefix: &str,
     key: Option<&str>,
+    snapshot_key: Option<&str>,
     compression: Compression,
 ) -> Result<ObjectFormat, String> {
     let template =
         KeyTemplate::parse(key.unwrap_or_else(|| KeyTemplate::default_for(compression)))?;
+    let snapshot_template =
+        KeyTemplate::parse_snapshot(snapshot_key.unwrap_or(DEFAULT_SNAPSHOT_KEY))?;
     Ok(ObjectFormat {
         destination: name.to_string(),
         prefix: prefix.to_string(),
         template,
+        snapshot_template,
         compression,
     })
+}
+
+/// What the sink does next, in outbox order.
+#[derive(Debug)]
+enum Upload {
+    /// An NDJSON object.
+    Batch(Batch),
+    /// A snapshot at this sequence number.
+    Snapshot(u64, Snapshot),
+    /// Acknowledge through this sequence number (a dead-lettered entry with nothing open
+    /// before it).
+    Ack(u64),
 }
 
 impl ObjectSink {
@@ -109,12 +130,24 @@ impl ObjectSink {
             let (store, format, limits) = match dest {
                 DestinationConfig::S3(c) => (
                     Store::S3(s3::S3Store::new(c)?),
-                    format(&name, &c.prefix, c.key.as_deref(), c.compression)?,
+                    format(
+                        &name,
+                        &c.prefix,
+                        c.key.as_deref(),
+                        c.snapshot_key.as_deref(),
+                        c.compression,
+                    )?,
                     limits(&c.batch)?,
                 ),
                 DestinationConfig::AzureBlob(c) => (
                     Store::AzureBlob(Box::new(azure_blob::AzureBlobStore::new(c, clock.clone())?)),
-                    format(&name, &c.prefix, c.key.as_deref(), c.compression)?,
+                    format(
+                        &name,
+                        &c.prefix,
+                        c.key.as_deref(),
+                        c.snapshot_key.as_deref(),
+                        c.compression,
+                    )?,
                     limits(&c.batch)?,
                 ),
                 _ => unreachable!("checked below"),
@@ -144,13 +177,21 @@ impl ObjectSink {
         // "Connected" for a store: no upload is failing (there is no session to hold open).
         stats.connected.store(true, Ordering::Relaxed);
         let mut batcher = Batcher::new(self.limits, self.format.template.uses_camera());
-        let mut ready: VecDeque<Batch> = VecDeque::new();
+        let mut ready: VecDeque<Upload> = VecDeque::new();
         let mut closed = Vec::new();
         let mut next = 0u64;
         let mut backoff = Backoff::new(MAX_BACKOFF);
         loop {
-            while let Some(b) = ready.pop_front() {
-                self.store_and_ack(b, &outbox, &stats, &mut backoff).await;
+            while let Some(u) = ready.pop_front() {
+                match u {
+                    Upload::Batch(b) => self.store_batch(b, &outbox, &stats, &mut backoff).await,
+                    Upload::Snapshot(seq, snap) => {
+                        let object = self.format.snapshot(seq, snap);
+                        self.store_and_ack(object, &outbox, &stats, &mut backoff)
+                            .await
+                    }
+                    Upload::Ack(seq) => self.ack(seq, &outbox, &mut backoff).await,
+                }
             }
             let entries = match outbox.read(next, READ_CHUNK) {
                 Ok(e) => e,
@@ -163,8 +204,13 @@ impl ObjectSink {
             if !entries.is_empty() {
                 for e in entries {
                     next = e.seq + 1;
-                    match Delivery::decode(&e.data) {
-                        Ok(d) => batcher.push(e.seq, e.time_ms, &d, &mut closed),
+                    match Record::decode(&e.data) {
+                        Ok(Record::Message(d)) => batcher.push(e.seq, e.time_ms, &d, &mut closed),
+                        Ok(Record::Snapshot(snap)) => {
+                            closed.extend(batcher.close());
+                            ready.extend(closed.drain(..).map(Upload::Batch));
+                            ready.push_back(Upload::Snapshot(e.seq, snap));
+                        }
                         Err(err) => {
                             if let Err(io) = dead.put(e.seq, e.time_ms, &e.data, &err.to_string()) {
                                 tracing::error!(destination = %self.name, error = %io, "cannot write dead letter");
@@ -172,11 +218,11 @@ impl ObjectSink {
                             stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                             // Covered by the next object's acknowledgement otherwise.
                             if batcher.is_empty() && closed.is_empty() {
-                                let _ = outbox.ack_through(e.seq);
+                                ready.push_back(Upload::Ack(e.seq));
                             }
                         }
                     }
-                    ready.extend(closed.drain(..));
+                    ready.extend(closed.drain(..).map(Upload::Batch));
                 }
                 continue;
             }
@@ -186,7 +232,7 @@ impl ObjectSink {
                 Some(at) => {
                     let now = self.clock.now_ms();
                     if let Some(b) = batcher.close_if_due(now) {
-                        ready.push_back(b);
+                        ready.push_back(Upload::Batch(b));
                         continue;
                     }
                     let wait = Duration::from_millis((at - now).max(1) as u64);
@@ -199,23 +245,33 @@ impl ObjectSink {
         }
     }
 
-    /// Uploads one object until the store takes it, then acknowledges its entries.
-    async fn store_and_ack(
+    /// Builds one NDJSON object, then stores and acknowledges it.
+    async fn store_batch(
         &self,
         batch: Batch,
         outbox: &SharedOutbox,
         stats: &SinkStats,
         backoff: &mut Backoff,
     ) {
-        let (first_seq, last_seq, count) = (batch.first_seq, batch.last_seq, batch.count);
-        let object = match self.format.finish(batch) {
-            Ok(o) => o,
+        let first_seq = batch.first_seq;
+        match self.format.finish(batch) {
+            Ok(o) => self.store_and_ack(o, outbox, stats, backoff).await,
+            // Compressing into memory cannot fail short of a bug; keep the entries.
             Err(e) => {
-                // Compressing into memory cannot fail short of a bug; keep the entries.
-                tracing::error!(destination = %self.name, error = %e, first_seq, "cannot build object; entries stay queued");
-                return;
+                tracing::error!(destination = %self.name, error = %e, first_seq, "cannot build object; entries stay queued")
             }
-        };
+        }
+    }
+
+    /// Uploads one object until the store takes it, then acknowledges its entries.
+    async fn store_and_ack(
+        &self,
+        object: Object,
+        outbox: &SharedOutbox,
+        stats: &SinkStats,
+        backoff: &mut Backoff,
+    ) {
+        let (first_seq, last_seq, count) = (object.first_seq, object.last_seq, object.count);
         let mut failures = 0u32;
         loop {
             stats.sent.fetch_add(count as u64, Ordering::Relaxed);
@@ -238,8 +294,14 @@ impl ObjectSink {
         }
         backoff.reset();
         tracing::debug!(destination = %self.name, key = %object.key, first_seq, last_seq, count, bytes = object.body.len(), "object stored");
+        self.ack(last_seq, outbox, backoff).await;
+        stats.acked.fetch_add(count as u64, Ordering::Relaxed);
+    }
+
+    /// Acknowledges through `seq`, retrying until the outbox takes it.
+    async fn ack(&self, seq: u64, outbox: &SharedOutbox, backoff: &mut Backoff) {
         loop {
-            match outbox.ack_through(last_seq) {
+            match outbox.ack_through(seq) {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::error!(destination = %self.name, error = %e, "cannot acknowledge in the outbox; retrying");
@@ -247,6 +309,5 @@ impl ObjectSink {
                 }
             }
         }
-        stats.acked.fetch_add(count as u64, Ordering::Relaxed);
     }
 }

@@ -16,7 +16,7 @@ use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
-use super::batch::{CONTENT_TYPE, Object};
+use super::batch::Object;
 use crate::config::S3Destination;
 
 /// Attempts the SDK makes per upload before our own back-off takes over.
@@ -38,6 +38,16 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     endpoint: String,
+}
+
+/// The object's user metadata as the SDK takes it (`x-amz-meta-*`); `None` when empty.
+fn metadata(o: &Object) -> Option<std::collections::HashMap<String, String>> {
+    (!o.metadata.is_empty()).then(|| {
+        o.metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    })
 }
 
 fn env(name: &str) -> Option<String> {
@@ -110,7 +120,8 @@ impl S3Store {
             .put_object()
             .bucket(&self.bucket)
             .key(&o.key)
-            .content_type(CONTENT_TYPE)
+            .content_type(o.content_type)
+            .set_metadata(metadata(o))
             .body(ByteStream::from(o.body.clone()));
         if let Some(enc) = o.content_encoding {
             req = req.content_encoding(enc);
@@ -129,7 +140,8 @@ impl S3Store {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(&o.key)
-            .content_type(CONTENT_TYPE)
+            .content_type(o.content_type)
+            .set_metadata(metadata(o))
             .set_content_encoding(o.content_encoding.map(str::to_string))
             .send()
             .await
