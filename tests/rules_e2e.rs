@@ -350,3 +350,65 @@ reply_topic = "cmd/lobby/reply"
         )]
     );
 }
+
+#[tokio::test]
+async fn home_assistant_discovery_announces_each_stateful_instance_once() {
+    let broker = Mosquitto::start().await;
+    let emu = start_camera().await;
+    let mut ha = Subscriber::connect(broker.port, "homeassistant/#").await;
+    let mut events = Subscriber::connect(broker.port, "axis/#").await;
+    let config = relay_config(
+        &camera(&emu),
+        &broker,
+        "[[rule]]\nname = \"all\"\nto = [\"broker\"]\nretain = \"property\"\n",
+    )
+    .replace(
+        "client_id = \"relay-under-test\"\n",
+        "client_id = \"relay-under-test\"\nhome_assistant = true\n",
+    );
+    let relay = RelayProcess::start(&config);
+    assert!(emu.wait_for_clients(1, T).await, "{}", relay.log());
+
+    emu.emit(&vi("3", &[("active", "1")]));
+    let c = ha.next(T).await;
+    assert_eq!(
+        c.topic,
+        "homeassistant/binary_sensor/edgerelay_B8A44F3E9D21/Device_IO_VirtualInput_port_3/config"
+    );
+    let v: serde_json::Value = serde_json::from_str(&c.payload).unwrap();
+    let (state_topic, state) = next(&mut events).await;
+    assert_eq!(
+        v["state_topic"],
+        state_topic.as_str(),
+        "points at the real topic"
+    );
+    assert_eq!(v["value_template"], "{{ value_json.message.data.active }}");
+    assert_eq!(
+        (v["payload_on"].as_str(), v["payload_off"].as_str()),
+        (Some("1"), Some("0"))
+    );
+    assert_eq!(v["device"]["name"], "lobby");
+    assert!(state.contains(r#""data":{"active":"1"}"#), "{state}");
+
+    // Same instance again, a stateless event, then a marker instance: one new config only.
+    emu.emit(&vi("3", &[("active", "0")]));
+    emu.emit(&tampering());
+    emu.emit(&vi("4", &[("active", "1")]));
+    for _ in 0..3 {
+        next(&mut events).await;
+    }
+    let c = ha.next(T).await;
+    assert!(c.topic.contains("VirtualInput_port_4"), "{}", c.topic);
+    ha.expect_nothing(Duration::from_millis(300)).await;
+
+    // Retained: Home Assistant starting later still finds both sensors.
+    let mut late = Subscriber::connect(broker.port, "homeassistant/#").await;
+    let (a, b) = (late.next(T).await, late.next(T).await);
+    assert!(a.retain && b.retain);
+    let mut topics = vec![a.topic, b.topic];
+    topics.sort();
+    assert!(
+        topics[0].contains("port_3") && topics[1].contains("port_4"),
+        "{topics:?}"
+    );
+}

@@ -452,6 +452,18 @@ pub struct MqttDestination {
     /// the traffic). Default false; a warning is logged on every connect when set.
     #[serde(default)]
     pub tls_insecure_skip_verify: bool,
+    /// Publish Home Assistant MQTT discovery configs (retained) for every stateful event
+    /// instance this destination gets, so Home Assistant creates binary sensors by itself.
+    /// Default false.
+    #[serde(default)]
+    pub home_assistant: bool,
+    /// Discovery prefix Home Assistant listens on. Default "homeassistant".
+    #[serde(default = "default_home_assistant_prefix")]
+    pub home_assistant_prefix: String,
+}
+
+fn default_home_assistant_prefix() -> String {
+    "homeassistant".to_string()
 }
 
 /// How Azure IoT Hub is reached.

@@ -378,6 +378,12 @@ fn check_mqtt(m: &MqttDestination, p: &KeyPath, out: &mut Vec<Problem>) {
         }
     }
     check_buffer(&m.buffer, p, out);
+    if m.home_assistant_prefix.is_empty() || m.home_assistant_prefix.contains(['+', '#', '\0']) {
+        out.push(Problem::new(
+            p.key("home_assistant_prefix"),
+            "a topic prefix cannot be empty or hold the wildcards + or #",
+        ));
+    }
     let tls_scheme = m.url.starts_with("mqtts://") || m.url.starts_with("wss://");
     for (key, set) in [
         ("ca_file", m.ca_file.is_some()),

@@ -15,6 +15,7 @@
 //! [`SnapshotRequest`] per event, naming every object-store destination of every such rule.
 
 pub mod bench;
+pub mod discovery;
 pub mod state;
 pub mod template;
 pub mod topic_filter;
@@ -304,6 +305,7 @@ pub struct RuleSet {
     flushed: Vec<Event>,
     streams: StreamCache,
     snapshots: Vec<SnapshotRequest>,
+    discovery: discovery::Discovery,
 }
 
 /// Which rules' cameras and topic filters match a (camera, topic): a handful of topics per
@@ -401,6 +403,7 @@ impl RuleSet {
             flushed: Vec::new(),
             streams: StreamCache::default(),
             snapshots: Vec::new(),
+            discovery: discovery::Discovery::from_config(cfg),
         })
     }
 
@@ -459,7 +462,11 @@ impl RuleSet {
     /// its picture, if a rule asks for one, to [`RuleSet::take_snapshots`]).
     pub fn route(&mut self, ev: &Event, now_ms: i64, out: &mut Vec<Routed>) {
         let mut snapshot_to = Vec::new();
+        let from = out.len();
         self.route_rules(ev, now_ms, out, &mut snapshot_to);
+        if self.discovery.is_active() && out.len() > from {
+            self.discovery.announce(ev, out, from);
+        }
         if !snapshot_to.is_empty() && ev.kind == EventKind::Event {
             self.snapshots.push(SnapshotRequest {
                 camera: ev.camera.clone(),

@@ -76,6 +76,8 @@ pub fn setup(a: &AwsIotCoreDestination) -> Result<MqttDestination, String> {
         key_file: a.key_file.clone(),
         alpn: (a.port == 443).then(|| vec![ALPN_443.to_string()]),
         tls_insecure_skip_verify: false,
+        home_assistant: false,
+        home_assistant_prefix: String::new(),
     })
 }
 

@@ -229,6 +229,8 @@ pub fn setup(a: &AzureIotHubDestination) -> Result<AzureSetup, String> {
         key_file: a.key_file.clone(),
         alpn: None,
         tls_insecure_skip_verify: false,
+        home_assistant: false,
+        home_assistant_prefix: String::new(),
     };
     Ok(AzureSetup {
         mqtt,
