@@ -65,8 +65,9 @@ make_local_bases() { # runtime_tag rust_tag
     local work mirror sysroot
     mirror=$(debian_mirror)
     sysroot=$(rustc --print sysroot 2>/dev/null) || die "no rustc on this machine for the Rust base"
-    [ -x "$sysroot/bin/cargo" ] && [ -d "$sysroot/lib/rustlib" ] && [ "$sysroot" != /usr ] \
-        || die "rustc's sysroot $sysroot is not a relocatable toolchain with cargo (rustup's is)"
+    if [ ! -x "$sysroot/bin/cargo" ] || [ ! -d "$sysroot/lib/rustlib" ] || [ "$sysroot" = /usr ]; then
+        die "rustc's sysroot $sysroot is not a relocatable toolchain with cargo (rustup's is)"
+    fi
     work=$(mktemp -d /var/tmp/edgerelay-bases.XXXXXX)
     # shellcheck disable=SC2064
     trap "rm -rf '$work'" EXIT
@@ -138,15 +139,16 @@ expect() { # name, actual, wanted
     fi
 }
 inspect() { podman image inspect --format "$1" "$TAG"; }
+keys() { inspect "{{range \$k, \$v := .Config.$1}}{{\$k}} {{end}}"; }
 
 expect user "$(inspect '{{.Config.User}}')" "10001:10001"
 expect entrypoint "$(inspect '{{json .Config.Entrypoint}}')" '["/usr/local/bin/edgerelay"]'
 expect cmd "$(inspect '{{json .Config.Cmd}}')" '["run","--config","/etc/edgerelay/config.toml"]'
 expect healthcheck "$(inspect '{{json .Config.Healthcheck.Test}}')" \
     '["CMD","/usr/local/bin/edgerelay","healthcheck","--url","http://127.0.0.1:9090/healthz"]'
-expect volumes "$(inspect '{{range $k, $v := .Config.Volumes}}{{$k}} {{end}}')" "/var/lib/edgerelay "
+expect volumes "$(keys Volumes)" "/var/lib/edgerelay "
 expect stopsignal "$(inspect '{{.Config.StopSignal}}')" "SIGTERM"
-expect ports "$(inspect '{{range $k, $v := .Config.ExposedPorts}}{{$k}} {{end}}')" "9090/tcp "
+expect ports "$(keys ExposedPorts)" "9090/tcp "
 expect workdir "$(inspect '{{.Config.WorkingDir}}')" "/var/lib/edgerelay"
 
 # The user exists in the image and owns the volume's directory; the config is where CMD says.
@@ -155,10 +157,55 @@ expect passwd "$(grep '^edgerelay:' "$mnt/etc/passwd" | cut -d: -f1,3,4 || true)
 expect volume-owner "$(stat -c %u:%g "$mnt/var/lib/edgerelay")" "10001:10001"
 expect config "$(test -f "$mnt/etc/edgerelay/config.toml" && echo present || echo missing)" present
 expect ca-bundle "$(test -s "$mnt/etc/ssl/certs/ca-certificates.crt" && echo present || echo missing)" present
+mnt_config=$(mktemp)
+cp "$mnt/etc/edgerelay/config.toml" "$mnt_config"
 podman image unmount "$TAG" >/dev/null
 
 size=$(podman image inspect --format '{{.Size}}' "$TAG")
 say "image size: $((size / 1000000)) MB ($size bytes, uncompressed; podman image ls shows the same)"
+
+# The image's process for real, without an OCI runtime: `buildah run --isolation chroot` starts
+# it as the image's user in a working container of the image (host network, so free ports and a
+# config of its own), then the HEALTHCHECK's command must pass and SIGTERM must stop it cleanly.
+smoke() {
+    local dir ctr runner rc=0 healthy=0 p1 p2 i fail_before=$fail
+    dir=$(mktemp -d /tmp/edgerelay-check.XXXXXX)
+    chmod 0777 "$dir"
+    read -r p1 p2 < <(python3 -c 'import socket
+s = [socket.socket() for _ in range(2)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*[x.getsockname()[1] for x in s])')
+    sed -e "s|0.0.0.0:9090|127.0.0.1:$p1|" -e "s|127.0.0.1:1883|127.0.0.1:$p2|g" \
+        -e 's|edgerelay-demo|edgerelay-check|' "$mnt_config" >"$dir/config.toml"
+    chmod 0644 "$dir/config.toml"
+    ctr=$(buildah from --pull-never --name "edgerelay-check-$$" "$TAG")
+    # shellcheck disable=SC2016
+    timeout 120 buildah run --isolation chroot -v "$dir:/run/check" "$ctr" -- /bin/sh -c \
+        'echo $$ >/run/check/pid; exec /usr/local/bin/edgerelay run -c /run/check/config.toml' \
+        >"$dir/log" 2>&1 &
+    runner=$!
+    for i in $(seq 30); do
+        sleep 1
+        if buildah run --isolation chroot "$ctr" -- /usr/local/bin/edgerelay healthcheck \
+            --url "http://127.0.0.1:$p1/healthz" >/dev/null 2>&1; then
+            healthy=1
+            break
+        fi
+    done
+    expect "healthcheck (running as $(buildah run --isolation chroot "$ctr" -- id -u))" \
+        "$([ $healthy = 1 ] && echo "healthy after $i s" || echo unhealthy)" "healthy after $i s"
+    if [ -s "$dir/pid" ]; then kill -TERM "$(cat "$dir/pid")" 2>/dev/null || true; fi
+    wait "$runner" || rc=$?
+    expect "SIGTERM" "exit $rc, $(grep -c 'every queued delivery was sent' "$dir/log") clean stop" \
+        "exit 0, 1 clean stop"
+    [ "$fail" = "$fail_before" ] || tail -n 20 "$dir/log"
+    buildah rm "$ctr" >/dev/null
+    rm -rf "$dir"
+}
+if [ "$ISOLATION" = chroot ]; then
+    smoke
+fi
+rm -f "$mnt_config"
 
 # podman run does not work on every machine (see the top); when it does, the binary answers.
 if out=$(timeout 60 podman run --rm --network none "$TAG" check -c /etc/edgerelay/config.toml 2>&1); then
