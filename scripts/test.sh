@@ -44,3 +44,9 @@ fi
 
 # Four test threads: each end-to-end test mostly waits on real processes and sockets.
 cargo test --all-targets -- --test-threads="${EDGERELAY_TEST_THREADS:-4}" "$@"
+
+# The container image check: opt-in, because a cold build takes ~18 minutes on 2 cores
+# (warm: seconds). EDGERELAY_CONTAINER_CHECK=1 scripts/test.sh runs it after the tests.
+if [ "${EDGERELAY_CONTAINER_CHECK:-0}" = 1 ]; then
+  scripts/container-check.sh
+fi
