@@ -242,6 +242,37 @@ impl Event {
         json.expect("serializing strings and numbers cannot fail")
     }
 
+    /// An analytics frame in a few bytes: how many objects, and how many of each class
+    /// (`"unknown"` for objects without one), for dashboards that count rather than track.
+    pub fn summary_payload(&self, include_serial: bool) -> String {
+        let empty = Frame::default();
+        let f = self.analytics.as_deref().unwrap_or(&empty);
+        let mut classes: std::collections::BTreeMap<&str, u64> = Default::default();
+        for o in &f.objects {
+            *classes
+                .entry(o.class.as_deref().unwrap_or("unknown"))
+                .or_default() += 1;
+        }
+        let mut v = serde_json::Map::new();
+        v.insert("timestamp".into(), self.time_ms.into());
+        if include_serial {
+            v.insert("serial".into(), self.serial.as_ref().into());
+        }
+        if let Some(s) = &f.source {
+            v.insert("source".into(), s.as_str().into());
+        }
+        v.insert("objects".into(), f.objects.len().into());
+        v.insert(
+            "classes".into(),
+            classes
+                .into_iter()
+                .map(|(k, n)| (k.to_string(), n.into()))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        );
+        serde_json::Value::Object(v).to_string()
+    }
+
     fn event_payload(&self, include_serial: bool) -> String {
         let p = Payload {
             topic: payload_topic(&self.topic),
@@ -387,6 +418,36 @@ pub fn push_level(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_analytics_summary_counts_objects_per_class() {
+        let obj = |id: &str, class: Option<&str>| Object {
+            id: id.into(),
+            class: class.map(str::to_string),
+            score: Some(0.9),
+            bbox: None,
+        };
+        let mut ev = Event::new("gate".into(), "B8A44F3E9D21".into(), String::new(), 7);
+        ev.kind = EventKind::Analytics;
+        ev.analytics = Some(Arc::new(Frame {
+            source: Some("VideoSource0".into()),
+            objects: vec![
+                obj("1", Some("Human")),
+                obj("2", Some("Vehicle")),
+                obj("3", Some("Human")),
+                obj("4", None),
+            ],
+        }));
+        assert_eq!(
+            ev.summary_payload(true),
+            r#"{"timestamp":7,"serial":"B8A44F3E9D21","source":"VideoSource0","objects":4,"classes":{"Human":2,"Vehicle":1,"unknown":1}}"#
+        );
+        ev.analytics = None;
+        assert_eq!(
+            ev.summary_payload(false),
+            r#"{"timestamp":7,"objects":0,"classes":{}}"#
+        );
+    }
 
     #[test]
     fn three_spellings_of_a_topic() {

@@ -160,3 +160,32 @@ async fn rtsp_connection_dropped_mid_document_recovers() {
         "only the cut document is lost: {m:?}"
     );
 }
+
+#[tokio::test]
+async fn analytics_frames_without_objects_are_filtered_and_the_rest_summarised() {
+    let broker = Mosquitto::start().await;
+    let emu = RtspEmulator::start(RtspEmulatorConfig::default())
+        .await
+        .unwrap();
+    let mut sub = Subscriber::connect(broker.port, "frames/#").await;
+    let config = config(&emu, &broker).replace(
+        "[[rule]]\nname = \"all\"",
+        "[[rule]]\nname = \"frames\"\nwhen = \"$.objects[*]\"\npayload = \"summary\"\nmqtt_topic = \"frames/{camera}\"\nto = [\"broker\"]\nstop = true\n[[rule]]\nname = \"all\"",
+    );
+    let relay = RelayProcess::start(&config);
+    assert!(emu.wait_for_sessions(1, T).await, "{}", relay.log());
+    let with_objects = fixture("rtsp-metadata-06-analytics-frame.xml");
+    let start = with_objects.find("<tt:Object ").unwrap();
+    let end = with_objects.rfind("</tt:Object>").unwrap() + "</tt:Object>".len();
+    let empty = format!("{}{}", &with_objects[..start], &with_objects[end..]);
+    emu.send_document(&empty);
+    emu.send_document(&with_objects);
+    emu.send_document(&empty);
+    let m = sub.next(T).await;
+    assert_eq!(m.topic, "frames/gate");
+    assert_eq!(
+        m.payload,
+        r#"{"timestamp":1750148434133,"objects":2,"classes":{"Bicycle":1,"Human":1}}"#
+    );
+    sub.expect_nothing(Duration::from_millis(300)).await;
+}

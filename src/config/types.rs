@@ -704,7 +704,8 @@ pub struct RuleConfig {
     /// Put `serial` in the payload. Default false.
     #[serde(default)]
     pub include_serial: bool,
-    /// `axis` (the camera format) or a template. Default `axis`.
+    /// `axis` (the camera format), `summary` (analytics frames as object counts per class;
+    /// other events in the camera format) or a template. Default `axis`.
     #[serde(default = "default_payload")]
     pub payload: String,
     /// QoS 0, 1 or 2. Default 1.

@@ -285,7 +285,7 @@ fn check_templates(r: &RuleConfig, p: &KeyPath, out: &mut Vec<Problem>) {
             out.push(Problem::new(p.key(key), format!("\"{text}\": {e}")));
         }
     }
-    if r.payload != "axis" && !r.payload.is_empty() {
+    if r.payload != "axis" && r.payload != "summary" && !r.payload.is_empty() {
         match Template::parse_payload(&r.payload) {
             Err(e) => out.push(Problem::new(
                 p.key("payload"),

@@ -68,6 +68,8 @@ pub enum RuleError {
 enum PayloadShape {
     /// The camera's own MQTT payload.
     Axis,
+    /// Analytics frames summarised (object counts per class); the camera payload otherwise.
+    Summary,
     /// A template.
     Template(Template),
 }
@@ -118,6 +120,8 @@ impl Rule {
         };
         let payload = if rc.payload == "axis" {
             PayloadShape::Axis
+        } else if rc.payload == "summary" {
+            PayloadShape::Summary
         } else {
             let t = Template::parse_payload(&rc.payload).map_err(|source| RuleError::Template {
                 rule: rc.name.clone(),
@@ -285,6 +289,10 @@ impl Rule {
         }
         let body = match &self.payload {
             PayloadShape::Axis => ev.payload(self.include_serial),
+            PayloadShape::Summary if ev.kind == EventKind::Analytics => {
+                ev.summary_payload(self.include_serial)
+            }
+            PayloadShape::Summary => ev.payload(self.include_serial),
             PayloadShape::Template(t) => {
                 let mut s = String::new();
                 t.render(ev, self.include_namespaces, false, &mut s);
