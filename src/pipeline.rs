@@ -152,7 +152,7 @@ impl Relay {
                     (tokio::spawn(run), vapix)
                 }
                 Transport::Rtsp => {
-                    let rtsp = rtsp_camera(cam)?;
+                    let rtsp = rtsp_camera(cam, &rules)?;
                     let vapix = rtsp_vapix(cam)?;
                     let run = rtsp::run(rtsp, tx.clone(), status.clone(), clock.clone());
                     (tokio::spawn(run), vapix)
@@ -356,7 +356,7 @@ fn rtsp_vapix(cam: &CameraConfig) -> anyhow::Result<VapixClient> {
 }
 
 /// An RTSP camera from config: the host of its `http(s)://` URL, the RTSP port apart.
-fn rtsp_camera(cam: &CameraConfig) -> anyhow::Result<RtspCamera> {
+fn rtsp_camera(cam: &CameraConfig, rules: &RuleSet) -> anyhow::Result<RtspCamera> {
     let url = url::Url::parse(&cam.url).with_context(|| format!("camera {}: url", cam.name))?;
     let host = url.host_str().with_context(|| {
         format!(
@@ -368,9 +368,12 @@ fn rtsp_camera(cam: &CameraConfig) -> anyhow::Result<RtspCamera> {
         name: cam.name.as_str().into(),
         host: host.to_string(),
         port: cam.rtsp_port.unwrap_or(554),
-        channel: 1,
-        analytics: cam.analytics,
-        ptz: cam.ptz,
+        query: crate::sources::rtsp::session::StreamQuery {
+            camera: cam.channel,
+            analytics: cam.analytics,
+            ptz: cam.ptz,
+            event_topics: rules.camera_filters(&cam.name),
+        },
         username: cam.username.clone(),
         password: cam.password.clone(),
         serial: cam.serial.clone(),

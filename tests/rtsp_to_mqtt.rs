@@ -189,3 +189,30 @@ async fn analytics_frames_without_objects_are_filtered_and_the_rest_summarised()
     );
     sub.expect_nothing(Duration::from_millis(300)).await;
 }
+
+#[tokio::test]
+async fn the_stream_asks_only_for_the_topics_the_rules_use_on_the_configured_channel() {
+    let broker = Mosquitto::start().await;
+    let emu = RtspEmulator::start(RtspEmulatorConfig::default())
+        .await
+        .unwrap();
+    let config = config(&emu, &broker)
+        .replace("ptz = true\n", "ptz = true\nchannel = 2\n")
+        .replace(
+            "name = \"all\"\n",
+            "name = \"all\"\ntopic = \"tnsaxis:CameraApplicationPlatform/VMD//.|tns1:Device/tnsaxis:IO/VirtualPort\"\n",
+        );
+    let relay = RelayProcess::start(&config);
+    assert!(emu.wait_for_sessions(1, T).await, "{}", relay.log());
+    let describe = emu
+        .requests()
+        .into_iter()
+        .find(|r| r.starts_with("DESCRIBE "))
+        .unwrap();
+    assert!(
+        describe.ends_with(
+            "media.amp?camera=2&video=0&audio=0&event=on&analytics=polygon&ptz=all&eventtopic=axis:CameraApplicationPlatform/VMD//.%7Convif:Device/axis:IO/VirtualPort"
+        ),
+        "{describe}"
+    );
+}

@@ -186,6 +186,9 @@ pub struct CameraConfig {
     /// RTSP: add `ptz=all`. Default false.
     #[serde(default)]
     pub ptz: bool,
+    /// Video channel of a multi-channel device (RTSP `camera=N`). Default 1.
+    #[serde(default = "default_channel")]
+    pub channel: u32,
     /// RTSP port when not 554.
     #[serde(default)]
     pub rtsp_port: Option<u16>,
@@ -207,6 +210,10 @@ pub struct CameraConfig {
     /// `"640x480"`, one the camera supports. Default: the camera's default resolution.
     #[serde(default)]
     pub snapshot_resolution: Option<String>,
+}
+
+fn default_channel() -> u32 {
+    1
 }
 
 fn default_heartbeat() -> String {

@@ -62,6 +62,12 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             )),
             Ok(_) => {}
         }
+        if c.channel == 0 {
+            out.push(Problem::new(
+                p.key("channel"),
+                "video channels count from 1 (camera=1 is the first)",
+            ));
+        }
         if let Some(r) = &c.snapshot_resolution
             && !is_resolution(r)
         {

@@ -63,12 +63,8 @@ pub struct RtspCamera {
     pub host: String,
     /// RTSP port (554 unless configured).
     pub port: u16,
-    /// Video channel (`camera=N`).
-    pub channel: u32,
-    /// Add `analytics=polygon`.
-    pub analytics: bool,
-    /// Add `ptz=all`.
-    pub ptz: bool,
+    /// What the stream URL asks for (channel, analytics, PTZ, event topics).
+    pub query: session::StreamQuery,
     /// Digest/Basic user.
     pub username: Option<String>,
     /// Digest/Basic password.
@@ -87,13 +83,7 @@ pub struct RtspCamera {
 impl RtspCamera {
     /// The request URL (fixtures/README.md §2.1).
     pub fn url(&self) -> String {
-        session::stream_url(
-            &self.host,
-            self.port,
-            self.channel,
-            self.analytics,
-            self.ptz,
-        )
+        session::stream_url(&self.host, self.port, &self.query)
     }
 }
 

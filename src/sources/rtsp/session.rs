@@ -1,8 +1,63 @@
 //! The RTSP/1.0 text side (fixtures/README.md §2.1–2.3): request URL, replies, SDP media
 //! choice, `Transport` and `Session` headers, and Digest/Basic answers. Pure functions.
 
+/// What a stream URL asks the camera for (fixtures/README.md §2.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamQuery {
+    /// Video channel (`camera=N`).
+    pub camera: u32,
+    /// `analytics=polygon`.
+    pub analytics: bool,
+    /// `ptz=all`.
+    pub ptz: bool,
+    /// `eventtopic=`: the rules' topic filters, so the camera sends only what a rule can use;
+    /// empty when a rule takes everything.
+    pub event_topics: Vec<String>,
+}
+
+/// The `eventtopic` value: filters in the URL spelling of Axis (`onvif:`/`axis:` prefixes),
+/// `|`-joined, with what a query cannot hold percent-encoded; `None` for "everything".
+pub fn event_topic_param(filters: &[String]) -> Option<String> {
+    if filters.is_empty() || filters.iter().any(|f| f == "//.") {
+        return None;
+    }
+    let joined = filters
+        .iter()
+        .map(|f| {
+            f.split('/')
+                .map(|seg| {
+                    if let Some(rest) = seg.strip_prefix("tns1:") {
+                        format!("onvif:{rest}")
+                    } else if let Some(rest) = seg.strip_prefix("tnsaxis:") {
+                        format!("axis:{rest}")
+                    } else {
+                        seg.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .collect::<Vec<_>>()
+        .join("|");
+    let mut out = String::with_capacity(joined.len());
+    for b in joined.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:/*".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Some(out)
+}
+
 /// The stream URL for one camera (fixtures/README.md §2.1).
-pub fn stream_url(host: &str, port: u16, camera: u32, analytics: bool, ptz: bool) -> String {
+pub fn stream_url(host: &str, port: u16, q: &StreamQuery) -> String {
+    let StreamQuery {
+        camera,
+        analytics,
+        ptz,
+        event_topics,
+    } = q;
     let host = if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
     } else {
@@ -11,11 +66,15 @@ pub fn stream_url(host: &str, port: u16, camera: u32, analytics: bool, ptz: bool
     let mut u = format!(
         "rtsp://{host}:{port}/axis-media/media.amp?camera={camera}&video=0&audio=0&event=on"
     );
-    if analytics {
+    if *analytics {
         u.push_str("&analytics=polygon");
     }
-    if ptz {
+    if *ptz {
         u.push_str("&ptz=all");
+    }
+    if let Some(t) = event_topic_param(event_topics) {
+        u.push_str("&eventtopic=");
+        u.push_str(&t);
     }
     u
 }
@@ -305,9 +364,27 @@ mod tests {
             ("Qx7pR2vLm9WdT4bN".into(), 60)
         );
         assert_eq!(session_header("abc").1, 60);
+        let mut q = StreamQuery {
+            camera: 1,
+            analytics: true,
+            ptz: true,
+            event_topics: vec!["//.".into()],
+        };
         assert_eq!(
-            stream_url("192.0.2.57", 554, 1, true, true),
+            stream_url("192.0.2.57", 554, &q),
             "rtsp://192.0.2.57:554/axis-media/media.amp?camera=1&video=0&audio=0&event=on&analytics=polygon&ptz=all"
+        );
+        q = StreamQuery {
+            camera: 2,
+            event_topics: vec![
+                "tnsaxis:CameraApplicationPlatform/VMD//.".into(),
+                "tns1:Device/tnsaxis:IO/VirtualPort".into(),
+            ],
+            ..StreamQuery::default()
+        };
+        assert_eq!(
+            stream_url("192.0.2.57", 554, &q),
+            "rtsp://192.0.2.57:554/axis-media/media.amp?camera=2&video=0&audio=0&event=on&eventtopic=axis:CameraApplicationPlatform/VMD//.%7Convif:Device/axis:IO/VirtualPort"
         );
     }
 
