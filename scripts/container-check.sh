@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the image from Containerfile with podman and checks what it declares: user, entrypoint,
 # command, healthcheck, volume, stop signal, port. Prints the image size. Exits non-zero on any
-# mismatch. Not part of scripts/test.sh.
+# mismatch. scripts/test.sh runs it after the tests when EDGERELAY_CONTAINER_CHECK=1.
 #
 #   scripts/container-check.sh
 #   RUST_IMAGE=... RUNTIME_IMAGE=... scripts/container-check.sh   # bases already in local storage
