@@ -172,6 +172,7 @@ async fn run(cfg: edgerelay::config::Config, path: &std::path::Path) -> anyhow::
     let parts = |r: &Relay| Parts {
         sources: r.sources.clone(),
         destinations: r.destinations.clone(),
+        topics: r.topics.clone(),
     };
     let mut running = cfg.clone();
     let mut relay = Relay::start(cfg, clock.clone()).await?;

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use crate::clock::SharedClock;
 use crate::config::{BufferConfig, CameraConfig, Config, DestinationConfig, Transport, units};
 use crate::event::Event;
+use crate::observe::topics::TopicCounts;
 use crate::outbox::{DeadLetters, Outbox, OutboxOptions, SharedOutbox};
 use crate::rules::{Routed, RuleSet};
 use crate::sinks::mqtt::{MqttSink, SinkStats};
@@ -51,6 +52,8 @@ pub struct Relay {
     pub sources: Vec<Arc<SourceStatus>>,
     /// Per-destination outbox and counters.
     pub destinations: Vec<(Arc<str>, Arc<SharedOutbox>, Arc<SinkStats>)>,
+    /// Events per camera and topic, counted by the router.
+    pub topics: Arc<crate::observe::topics::TopicCounts>,
     _emulators: Vec<Emulator>,
     shutdown_timeout: Duration,
 }
@@ -174,6 +177,8 @@ impl Relay {
             Snapshotter::new(snapshot_cameras, outboxes.clone(), clock.clone());
         tasks.push(tokio::spawn(snapshotter.run()));
         let (router_rules, router_clock) = (rules.clone(), clock.clone());
+        let topics = Arc::new(TopicCounts::default());
+        let router_topics = topics.clone();
         let router = std::thread::Builder::new()
             .name("router".into())
             .spawn(move || {
@@ -182,7 +187,7 @@ impl Relay {
                     router_rules,
                     outboxes,
                     snapshots,
-                    router_clock,
+                    (router_clock, router_topics),
                     state_path,
                 )
             })?;
@@ -225,6 +230,7 @@ impl Relay {
             router: Some(router),
             sources,
             destinations,
+            topics,
             _emulators: emulators,
             shutdown_timeout,
         })
@@ -424,7 +430,7 @@ fn route_loop(
     mut rules: RuleSet,
     outboxes: HashMap<Arc<str>, Arc<SharedOutbox>>,
     snapshots: SnapshotQueue,
-    clock: SharedClock,
+    (clock, topics): (SharedClock, Arc<TopicCounts>),
     state_path: std::path::PathBuf,
 ) {
     let mut routed: Vec<Routed> = Vec::with_capacity(ROUTE_BATCH);
@@ -456,17 +462,23 @@ fn route_loop(
         };
         let now = clock.now_ms();
         routed.extend(rules.due(now));
+        let mut counting = topics.batch();
         if let Some(ev) = &first {
+            counting.count(ev);
             rules.route(ev, now, &mut routed);
         }
         let mut n = 1;
         while n < ROUTE_BATCH {
             match rx.try_recv() {
-                Ok(ev) => rules.route(&ev, now, &mut routed),
+                Ok(ev) => {
+                    counting.count(&ev);
+                    rules.route(&ev, now, &mut routed);
+                }
                 Err(_) => break,
             }
             n += 1;
         }
+        drop(counting);
         for r in routed.drain(..) {
             per_dest
                 .entry(r.destination)

@@ -166,13 +166,44 @@ async fn metrics_and_status_count_a_known_sequence_exactly() {
         "{m}"
     );
     assert!(m.contains("# TYPE edgerelay_outbox_depth gauge"), "{m}");
-    // Labels are only camera and destination names.
+    // Labels are only camera and destination names, the camera's topics and histogram bounds.
     for l in m.lines().filter(|l| !l.starts_with('#')) {
-        assert!(
-            l.contains("{camera=\"lobby\"}") || l.contains("{destination=\"broker\"}"),
-            "unexpected labels: {l}"
+        let labels = l.split_once('{').unwrap().1.split_once('}').unwrap().0;
+        for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once("=\"").unwrap();
+            match k {
+                "camera" => assert_eq!(v.trim_end_matches('"'), "lobby", "{l}"),
+                "destination" => assert_eq!(v.trim_end_matches('"'), "broker", "{l}"),
+                "topic" | "le" => {}
+                _ => panic!("unexpected label {k} in {l}"),
+            }
+        }
+    }
+    // Per camera and topic: exactly the fixture's topics, each as often as it appears.
+    let mut by_topic = std::collections::BTreeMap::<String, f64>::new();
+    for line in Emulator::fixture_lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let topic = v["params"]["notification"]["topic"].as_str().unwrap();
+        *by_topic.entry(topic.to_string()).or_default() += 1.0;
+    }
+    for (topic, count) in &by_topic {
+        let label = format!(r#"camera="lobby",topic="{topic}""#);
+        assert_eq!(
+            metric(&m, "edgerelay_events_received_by_topic_total", &label),
+            Some(*count),
+            "{label} in\n{m}"
         );
     }
+    // Every acknowledged delivery has its latency recorded.
+    assert_eq!(
+        metric(&m, "edgerelay_delivery_latency_seconds_count", dest),
+        Some(n),
+        "{m}"
+    );
+    assert!(
+        m.contains("# TYPE edgerelay_delivery_latency_seconds histogram"),
+        "{m}"
+    );
 
     let (code, page) = relay.get("/status").await.unwrap();
     assert_eq!(code, 200);

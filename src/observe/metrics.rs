@@ -19,6 +19,8 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Per camera (label `camera`). Counter names get `_total` from the encoder.
 pub const SOURCE_EVENTS: &str = "edgerelay_source_events_received";
+/// Per camera and topic (labels `camera`, `topic`).
+pub const EVENTS_BY_TOPIC: &str = "edgerelay_events_received_by_topic";
 pub const SOURCE_MALFORMED: &str = "edgerelay_source_malformed_frames";
 pub const SOURCE_RECONNECTS: &str = "edgerelay_source_reconnects";
 pub const SOURCE_SILENCES: &str = "edgerelay_source_silences";
@@ -40,6 +42,7 @@ pub const OUTBOX_REJECTED: &str = "edgerelay_outbox_rejected";
 pub const OUTBOX_LOST_CORRUPT: &str = "edgerelay_outbox_lost_corrupt";
 pub const DESTINATION_CONNECTED: &str = "edgerelay_destination_connected";
 pub const DESTINATION_CONNECTS: &str = "edgerelay_destination_connects";
+pub const DELIVERY_LATENCY: &str = "edgerelay_delivery_latency_seconds";
 
 #[derive(Debug)]
 struct RelayCollector(Arc<Observed>);
@@ -87,7 +90,20 @@ impl Collector for RelayCollector {
             now_ms,
             cameras,
             destinations,
+            topics,
         } = self.0.snapshot();
+        if !topics.is_empty() {
+            let mut m = enc.encode_descriptor(
+                EVENTS_BY_TOPIC,
+                "Events routed, per camera and topic (frames and PTZ status as topic \"analytics\" and \"ptz\").",
+                None,
+                MetricType::Counter,
+            )?;
+            for (camera, topic, n) in &topics {
+                let labels = [("camera", camera.as_str()), ("topic", topic.as_str())];
+                counter(*n).encode(m.encode_family(&labels)?)?;
+            }
+        }
         let c = &cameras;
         use MetricType::{Counter, Gauge};
         let cam = |f: fn(&super::CameraSnapshot) -> u64| {
@@ -281,6 +297,14 @@ impl Collector for RelayCollector {
             Counter,
             "destination",
             dest(|s| s.connects),
+        )?;
+        family(
+            &mut enc,
+            DELIVERY_LATENCY,
+            "End to end: from the outbox accepting an event to the destination acknowledging it.",
+            MetricType::Histogram,
+            "destination",
+            d.iter().map(|s| (s.name.clone(), s.latency.0.clone())),
         )?;
         Ok(())
     }

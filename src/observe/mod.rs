@@ -6,6 +6,7 @@
 
 pub mod metrics;
 pub mod status_page;
+pub mod topics;
 pub mod watch;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,8 @@ pub struct Parts {
     pub sources: Vec<Arc<SourceStatus>>,
     /// Per-destination outbox and counters.
     pub destinations: Vec<(Arc<str>, Arc<SharedOutbox>, Arc<SinkStats>)>,
+    /// Events per camera and topic.
+    pub topics: Arc<topics::TopicCounts>,
 }
 
 /// What the HTTP endpoint reads; ready once [`Observed::set_ready`] gave it the relay's parts
@@ -75,6 +78,7 @@ impl Observed {
                 now_ms,
                 cameras: Vec::new(),
                 destinations: Vec::new(),
+                topics: Vec::new(),
             };
         };
         let cameras = parts
@@ -103,6 +107,7 @@ impl Observed {
                 acked: stats.acked.load(Ordering::Relaxed),
                 dead_lettered: stats.dead_lettered.load(Ordering::Relaxed),
                 connects: stats.connects.load(Ordering::Relaxed),
+                latency: stats.latency.clone(),
                 outbox: outbox.stats(),
             })
             .collect();
@@ -110,6 +115,7 @@ impl Observed {
             now_ms,
             cameras,
             destinations,
+            topics: parts.topics.rows(),
         }
     }
 }
@@ -123,6 +129,8 @@ pub struct Snapshot {
     pub cameras: Vec<CameraSnapshot>,
     /// One per destination, in config order.
     pub destinations: Vec<DestinationSnapshot>,
+    /// (camera, topic, events received), sorted.
+    pub topics: Vec<(String, String, u64)>,
 }
 
 /// One camera.
@@ -150,6 +158,7 @@ pub struct DestinationSnapshot {
     pub dead_lettered: u64,
     pub connects: u64,
     pub outbox: OutboxStats,
+    pub latency: crate::sinks::mqtt::Latency,
 }
 
 impl DestinationSnapshot {

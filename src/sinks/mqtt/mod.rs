@@ -56,6 +56,35 @@ pub struct SinkStats {
     pub connects: AtomicU64,
     /// Connected to the broker now (CONNACK received, connection not ended).
     pub connected: AtomicBool,
+    /// Accepted → acknowledged, per delivery.
+    pub latency: Latency,
+}
+
+/// Upper bounds (seconds) of the latency buckets: milliseconds on a healthy link, up to a day
+/// when a backlog drains after an outage.
+pub const LATENCY_BUCKETS: [f64; 18] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 300.0, 1800.0,
+    3600.0, 21600.0, 86400.0,
+];
+
+/// End-to-end latency of a destination's deliveries, from the outbox accepting the event to the
+/// destination acknowledging it (a Prometheus histogram; clones share the counts).
+#[derive(Debug, Clone)]
+pub struct Latency(pub prometheus_client::metrics::histogram::Histogram);
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self(prometheus_client::metrics::histogram::Histogram::new(
+            LATENCY_BUCKETS,
+        ))
+    }
+}
+
+impl Latency {
+    /// Records one delivery that took `ms` (negative, from a clock step back, counts as 0).
+    pub fn observe_ms(&self, ms: i64) {
+        self.0.observe(ms.max(0) as f64 / 1000.0);
+    }
 }
 
 /// A resolved MQTT destination.
@@ -340,12 +369,15 @@ impl MqttSink {
                         if let Err(e) = client.try_publish(d.topic, qos(d.qos), d.retain, d.payload) {
                             return Ended::Error(format!("client queue: {e}"));
                         }
-                        window.push(Some(entry.seq), d.qos);
+                        window.push_entry(entry.seq, d.qos, entry.time_ms);
                         stats.sent.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
-            if let (Some(seq), count) = window.release() {
+            let now = self.clock.now_ms();
+            if let (Some(seq), count) =
+                window.release_observing(|t| stats.latency.observe_ms(now - t))
+            {
                 if let Err(e) = outbox.ack_through(seq) {
                     return Ended::Error(format!("acknowledging in the outbox: {e}"));
                 }

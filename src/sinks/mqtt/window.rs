@@ -13,6 +13,8 @@ use std::collections::VecDeque;
 struct Slot {
     /// Outbox sequence; `None` for the relay's own messages (connect message).
     seq: Option<u64>,
+    /// When the outbox accepted it (epoch ms), for the latency of delivered entries.
+    accepted_ms: Option<i64>,
     qos: u8,
     pkid: Option<u16>,
     done: bool,
@@ -53,6 +55,19 @@ impl AckWindow {
     pub fn push(&mut self, seq: Option<u64>, qos: u8) {
         self.slots.push_back(Slot {
             seq,
+            accepted_ms: None,
+            qos,
+            pkid: None,
+            done: false,
+        });
+    }
+
+    /// An outbox entry handed to the client, accepted at `accepted_ms`: its latency is
+    /// reported when it is released.
+    pub fn push_entry(&mut self, seq: u64, qos: u8, accepted_ms: i64) {
+        self.slots.push_back(Slot {
+            seq: Some(seq),
+            accepted_ms: Some(accepted_ms),
             qos,
             pkid: None,
             done: false,
@@ -63,6 +78,7 @@ impl AckWindow {
     pub fn push_done(&mut self, seq: u64) {
         self.slots.push_back(Slot {
             seq: Some(seq),
+            accepted_ms: None,
             qos: 0,
             pkid: None,
             done: true,
@@ -94,11 +110,23 @@ impl AckWindow {
     /// Releases the acknowledged prefix; returns the last outbox sequence released (if any)
     /// and how many outbox entries that released.
     pub fn release(&mut self) -> (Option<u64>, u64) {
+        self.release_observing(|_| {})
+    }
+
+    /// [`AckWindow::release`], calling `delivered` with the accept time of every released
+    /// entry the broker took (not dead letters, not the relay's own messages).
+    pub fn release_observing(&mut self, mut delivered: impl FnMut(i64)) -> (Option<u64>, u64) {
         let (mut last, mut count) = (None, 0);
         while self.slots.front().is_some_and(|s| s.done) {
-            if let Some(seq) = self.slots.pop_front().and_then(|s| s.seq) {
+            let Some(slot) = self.slots.pop_front() else {
+                break;
+            };
+            if let Some(seq) = slot.seq {
                 last = Some(seq);
                 count += 1;
+            }
+            if let Some(t) = slot.accepted_ms {
+                delivered(t);
             }
         }
         (last, count)
@@ -149,5 +177,20 @@ mod tests {
         assert_eq!(w.release(), (Some(2), 2));
         w.on_ack(8);
         assert_eq!(w.release(), (None, 0), "a duplicate ack is harmless");
+    }
+
+    #[test]
+    fn released_entries_report_their_accept_time_dead_letters_do_not() {
+        let mut w = AckWindow::new(4);
+        w.push_entry(1, 1, 1_000);
+        w.push_done(2);
+        w.push_entry(3, 0, 3_000);
+        w.on_outgoing(5);
+        w.on_outgoing(0);
+        let mut seen = Vec::new();
+        assert_eq!(w.release_observing(|t| seen.push(t)), (None, 0));
+        w.on_ack(5);
+        assert_eq!(w.release_observing(|t| seen.push(t)), (Some(3), 3));
+        assert_eq!(seen, vec![1_000, 3_000]);
     }
 }

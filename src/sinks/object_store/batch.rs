@@ -43,6 +43,8 @@ pub struct Batch {
     pub count: usize,
     /// NDJSON, one line per event, each ending in `\n`.
     pub ndjson: Vec<u8>,
+    /// Outbox time of each entry (epoch ms): end-to-end latency once stored.
+    pub accepted_ms: Vec<i64>,
 }
 
 /// Collects entries into [`Batch`]es.
@@ -84,10 +86,12 @@ impl Batcher {
             camera: d.camera.clone(),
             count: 0,
             ndjson: Vec::new(),
+            accepted_ms: Vec::new(),
         });
         open.ndjson.extend_from_slice(&self.line);
         open.last_seq = seq;
         open.count += 1;
+        open.accepted_ms.push(time_ms);
         if open.count >= self.limits.max_events || open.ndjson.len() >= self.limits.max_bytes {
             out.extend(self.open.take());
         }
@@ -380,6 +384,8 @@ pub struct Object {
     pub last_seq: u64,
     /// Events in it.
     pub count: usize,
+    /// Outbox time of each event in it (epoch ms); empty for snapshots.
+    pub accepted_ms: Vec<i64>,
 }
 
 /// `Content-Type` of NDJSON objects.
@@ -423,6 +429,7 @@ impl ObjectFormat {
             first_seq: batch.first_seq,
             last_seq: batch.last_seq,
             count: batch.count,
+            accepted_ms: batch.accepted_ms,
         })
     }
 
@@ -458,6 +465,7 @@ impl ObjectFormat {
             first_seq: seq,
             last_seq: seq,
             count: 1,
+            accepted_ms: Vec::new(),
         }
     }
 }
@@ -667,6 +675,7 @@ mod tests {
             camera: "lobby".into(),
             count: 9,
             ndjson: Vec::new(),
+            accepted_ms: Vec::new(),
         };
         assert_eq!(
             t.render(&batch, "archive"),

@@ -296,6 +296,10 @@ impl ObjectSink {
         tracing::debug!(destination = %self.name, key = %object.key, first_seq, last_seq, count, bytes = object.body.len(), "object stored");
         self.ack(last_seq, outbox, backoff).await;
         stats.acked.fetch_add(count as u64, Ordering::Relaxed);
+        let now = self.clock.now_ms();
+        for t in &object.accepted_ms {
+            stats.latency.observe_ms(now - t);
+        }
     }
 
     /// Acknowledges through `seq`, retrying until the outbox takes it.
