@@ -262,6 +262,39 @@ async fn a_silent_stream_is_reported_and_reconnected() {
 }
 
 #[tokio::test]
+async fn an_application_installed_while_streaming_is_learned_from_a_catalog_re_read() {
+    let broker = Mosquitto::start().await;
+    let emu = start_camera().await;
+    let mut sub = Subscriber::connect(broker.port, "axis/#").await;
+    let relay = RelayProcess::start(&relay_config(&camera("lobby", &emu), &broker, ALL_RULE));
+    assert!(emu.wait_for_clients(1, T).await);
+    assert_eq!(emu.counters().catalog_reads, 1);
+    emu.install_app("ObjectAnalytics", "active");
+    let app = |active: &str| Notification {
+        topic: "tnsaxis:CameraApplicationPlatform/ObjectAnalytics".into(),
+        timestamp: Some(1_750_148_043_512),
+        source: vec![],
+        key: vec![],
+        data: vec![("active".into(), active.into())],
+    };
+    // Unknown to the catalog read on connect: delivered as stateless, and the catalog re-read.
+    emu.emit(&app("1"));
+    assert!(sub.next_event(T).await.topic.contains("ObjectAnalytics"));
+    relay.wait_for_log("event catalog re-read", T).await;
+    assert_eq!(emu.counters().catalog_reads, 2);
+    // Now a property: retained like every other state.
+    emu.emit(&app("0"));
+    assert!(sub.next_event(T).await.payload.contains(r#""active":"0""#));
+    let mut late = Subscriber::connect(
+        broker.port,
+        "axis/+/event/tns:axis/CameraApplicationPlatform/#",
+    )
+    .await;
+    let m = late.next(T).await;
+    assert!(m.retain && m.payload.contains(r#""active":"0""#), "{m:?}");
+}
+
+#[tokio::test]
 async fn two_cameras_at_once_with_their_own_serials() {
     let broker = Mosquitto::start().await;
     let a = start_camera().await;

@@ -226,9 +226,16 @@ async fn services(
     .any(|v| v.contains("GetEventInstances"));
     let in_body = String::from_utf8_lossy(&body).contains("GetEventInstances");
     if action || in_body {
+        super::bump(&sh.counters.catalog_reads);
+        let extra = super::lock(&sh.extra_catalog).concat();
+        let xml = script::EVENT_INSTANCES_XML.replacen(
+            "</wstop:TopicSet>",
+            &format!("{extra}</wstop:TopicSet>"),
+            1,
+        );
         (
             [(header::CONTENT_TYPE, "application/soap+xml; charset=utf-8")],
-            script::EVENT_INSTANCES_XML,
+            xml,
         )
             .into_response()
     } else {

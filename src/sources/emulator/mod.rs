@@ -108,6 +108,8 @@ pub struct Counters {
     pub configures_rejected: u64,
     /// `events:notify` frames written to sockets (state re-sends included).
     pub frames_sent: u64,
+    /// Event catalogs (`GetEventInstances`) served.
+    pub catalog_reads: u64,
 }
 
 #[derive(Default)]
@@ -119,6 +121,7 @@ struct AtomicCounters {
     configures_ok: AtomicU64,
     configures_rejected: AtomicU64,
     frames_sent: AtomicU64,
+    catalog_reads: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -136,6 +139,7 @@ impl AtomicCounters {
             configures_ok: g(&self.configures_ok),
             configures_rejected: g(&self.configures_rejected),
             frames_sent: g(&self.frames_sent),
+            catalog_reads: g(&self.catalog_reads),
         }
     }
 }
@@ -210,6 +214,8 @@ struct Shared {
     configured: watch::Sender<usize>,
     /// Becomes `true` when the emulator stops.
     shutdown: watch::Sender<bool>,
+    /// Topic elements added to the catalog after start (an application installed).
+    extra_catalog: Mutex<Vec<String>>,
 }
 
 /// Locks a mutex, ignoring poisoning (a panicked test thread must not cascade).
@@ -400,6 +406,7 @@ impl Emulator {
             next_client: AtomicU64::new(1),
             configured: watch::channel(0).0,
             shutdown: watch::channel(false).0,
+            extra_catalog: Mutex::new(Vec::new()),
         });
         let app = http::router(shared.clone());
         let mut stop = shared.shutdown.subscribe();
@@ -503,6 +510,14 @@ impl Emulator {
     /// close; new connections are served normally.
     pub fn freeze_connections(&self) {
         self.shared.end_connections(|| Out::Freeze);
+    }
+
+    /// Adds a stateful topic `tnsaxis:CameraApplicationPlatform/{app}` whose state is data item
+    /// `state_item` to the catalog, like installing an application on a running camera.
+    pub fn install_app(&self, app: &str, state_item: &str) {
+        lock(&self.shared.extra_catalog).push(format!(
+            "<tnsaxis:CameraApplicationPlatform><{app} wstop:topic=\"true\"><aev:MessageInstance aev:isProperty=\"true\"><aev:DataInstance><aev:SimpleItemInstance Type=\"xsd:boolean\" Name=\"{state_item}\" isPropertyState=\"true\"/></aev:DataInstance></aev:MessageInstance></{app}></tnsaxis:CameraApplicationPlatform>"
+        ));
     }
 
     /// Injects a fault (or clears it with `None`); applies to requests from now on.

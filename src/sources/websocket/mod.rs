@@ -28,6 +28,9 @@ use protocol::{Incoming, configure_request, parse_frame};
 const STREAM_PATH: &str = "/vapix/ws-data-stream?sources=events";
 /// A camera that does not answer `events:configure` within this is treated as stalled.
 const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Distinct unlisted topics per connection that each trigger a catalog re-read (an application
+/// installed while streaming brings new topics); past this, no more re-reads until reconnect.
+const MAX_CATALOG_REREADS: usize = 16;
 
 /// What ended a connection, classified for the retry logic.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +188,10 @@ async fn session(
     tokio::pin!(configure_deadline);
     let mut configured = false;
     let mut watchdog = Watchdog::new(cam.heartbeat, tokio::time::Instant::now());
+    // Topics the catalog did not list, each answered by one re-read.
+    let mut unlisted: std::collections::HashSet<String> = Default::default();
+    let (catalog_tx, mut catalog_rx) = mpsc::channel::<Result<Catalog, String>>(1);
+    let mut rereading = false;
     let mut tick = tokio::time::interval(cam.heartbeat / 4);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -204,6 +211,17 @@ async fn session(
                 }
                 continue;
             }
+            Some(read) = catalog_rx.recv() => {
+                rereading = false;
+                match read {
+                    Ok(c) => {
+                        tracing::info!(camera = %cam.name, topics = c.len(), "event catalog re-read");
+                        *catalog = c;
+                    }
+                    Err(e) => tracing::warn!(camera = %cam.name, error = %e, "event catalog re-read failed; keeping the last one"),
+                }
+                continue;
+            }
         };
         watchdog.heard(tokio::time::Instant::now());
         let text = match msg {
@@ -217,6 +235,21 @@ async fn session(
             Ok(Incoming::Notify(n)) => {
                 let now = clock.now_ms();
                 let ev = n.into_event(&cam.name, &serial, catalog, now);
+                if !ev.stateful
+                    && !rereading
+                    && unlisted.len() < MAX_CATALOG_REREADS
+                    && catalog.get(&ev.topic).is_none()
+                    && unlisted.insert(ev.topic.clone())
+                {
+                    rereading = true;
+                    let (vapix, tx) = (cam.vapix.clone(), catalog_tx.clone());
+                    tokio::spawn(async move {
+                        let read = vapix.event_instances().await.map_err(|e| e.to_string());
+                        let parsed =
+                            read.and_then(|xml| Catalog::parse(&xml).map_err(|e| e.to_string()));
+                        let _ = tx.send(parsed).await;
+                    });
+                }
                 status.events.fetch_add(1, Ordering::Relaxed);
                 status.last_event_ms.store(now, Ordering::Relaxed);
                 if tx.send(ev).await.is_err() {
