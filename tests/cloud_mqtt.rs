@@ -174,7 +174,7 @@ async fn tls_and_login_failures_name_the_destination_and_reason_and_the_relay_ke
         )
     };
     let config = format!(
-        "[relay]\ndata_dir = \"{{data_dir}}\"\n\n{}\n{}{}{}{}{}{}{}{}{}{}",
+        "[relay]\ndata_dir = \"{{data_dir}}\"\n\n{}\n{}{}{}{}{}{}{}{}{}{}{}{}",
         camera("lobby", &emu),
         dest(
             "wrong_ca",
@@ -182,6 +182,7 @@ async fn tls_and_login_failures_name_the_destination_and_reason_and_the_relay_ke
             &certs("other-ca.pem", "client")
         ),
         dest("unknown_cert", broker.tls_cert, &certs("ca.pem", "rogue")),
+        dest("expired_cert", broker.tls_cert, &certs("ca.pem", "expired")),
         dest(
             "bad_password",
             broker.tls_password,
@@ -202,6 +203,7 @@ async fn tls_and_login_failures_name_the_destination_and_reason_and_the_relay_ke
         rule("e", "insecure", "x"),
         rule("a", "wrong_ca", "x"),
         rule("b", "unknown_cert", "x"),
+        rule("f", "expired_cert", "x"),
         rule("c", "bad_password", "x"),
         rule("d", "good", "good/{camera}"),
     );
@@ -217,6 +219,12 @@ async fn tls_and_login_failures_name_the_destination_and_reason_and_the_relay_ke
             && line.contains("UnknownCA"),
         "{line}"
     );
+    let line = wait_for_log_line(&relay, &["destination=expired_cert", "cannot connect"]).await;
+    assert!(
+        line.contains("the broker does not accept the client certificate")
+            && line.contains("CertificateExpired"),
+        "{line}"
+    );
     let line = wait_for_log_line(&relay, &["destination=bad_password", "cannot connect"]).await;
     assert!(line.contains("broker refused the connection"), "{line}");
     assert!(
@@ -224,7 +232,7 @@ async fn tls_and_login_failures_name_the_destination_and_reason_and_the_relay_ke
         "{line}"
     );
     // None of the refused ones ever counts as connected; the relay goes on delivering.
-    for name in ["wrong_ca", "unknown_cert", "bad_password"] {
+    for name in ["wrong_ca", "unknown_cert", "expired_cert", "bad_password"] {
         assert!(
             !relay
                 .log()

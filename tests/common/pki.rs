@@ -23,10 +23,21 @@ pub fn make_leaf(
     sans: &[&str],
     ca: &(CertificateParams, KeyPair, String),
 ) -> (String, String) {
+    make_leaf_with(cn, sans, ca, |_| {})
+}
+
+/// [`make_leaf`] with its parameters changed by `adjust` (validity, usages) before signing.
+pub fn make_leaf_with(
+    cn: &str,
+    sans: &[&str],
+    ca: &(CertificateParams, KeyPair, String),
+    adjust: impl FnOnce(&mut CertificateParams),
+) -> (String, String) {
     let key = KeyPair::generate().unwrap();
     let mut p =
         CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     p.distinguished_name.push(DnType::CommonName, cn);
+    adjust(&mut p);
     let issuer = Issuer::from_params(&ca.0, &ca.1);
     (
         p.signed_by(&key, &issuer).unwrap().pem(),
@@ -42,6 +53,10 @@ impl Pki {
         let (server, server_key) = make_leaf("127.0.0.1", &["127.0.0.1", "localhost"], &ca);
         let (client, client_key) = make_leaf("edgerelay-test", &[], &ca);
         let (rogue, rogue_key) = make_leaf("edgerelay-test", &[], &other);
+        let (expired, expired_key) = make_leaf_with("edgerelay-test", &[], &ca, |p| {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        });
         for (name, text) in [
             ("ca.pem", &ca.2),
             ("other-ca.pem", &other.2),
@@ -51,6 +66,8 @@ impl Pki {
             ("client.key", &client_key),
             ("rogue.pem", &rogue),
             ("rogue.key", &rogue_key),
+            ("expired.pem", &expired),
+            ("expired.key", &expired_key),
         ] {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
