@@ -2,10 +2,9 @@
 //! loopback over TLS (server and client certificates made here with rcgen), passwords over
 //! TLS, WebSocket, and an AWS IoT Core stand-in (mutual TLS) that shows the send-time limits.
 //!
-//! Debian's Mosquitto 2.0.11 cannot open `protocol websockets` listeners on this machine (its
-//! static libwebsockets fails to listen), so the WebSocket test puts a small WebSocket→TCP
-//! bridge of its own in front of Mosquitto's plain listener; the relay still speaks real MQTT
-//! over a real WebSocket (subprotocol `mqtt`).
+//! `ws://` and `wss://` go to Mosquitto's own `protocol websockets` listeners (plain and TLS).
+//! Two more WebSocket tests put a small WebSocket→TCP bridge in front of Mosquitto's plain
+//! listener only to see the request path the relay asks for (`/mqtt`, `/$iothub/websocket`).
 
 mod common;
 
@@ -679,4 +678,42 @@ async fn azure_sink_connects_as_the_device_with_fresh_sas_tokens_and_loses_nothi
     assert_eq!(seen, (0..next).collect::<Vec<_>>());
     assert!(stats.connects.load(Ordering::Relaxed) >= 2);
     task.abort();
+}
+
+#[tokio::test]
+async fn ws_and_wss_reach_a_real_mosquitto_websockets_listener() {
+    let pki = Pki::new();
+    let (ws, wss) = (free_port(), free_port());
+    let broker = Mosquitto::start_with(&format!(
+        "listener {ws} 127.0.0.1\nprotocol websockets\n\
+         listener {wss} 127.0.0.1\nprotocol websockets\ncertfile {}\nkeyfile {}\n",
+        pki.path("server.pem"),
+        pki.path("server.key"),
+    ))
+    .await;
+    for port in [ws, wss] {
+        assert!(
+            wait_for_port(port, T).await,
+            "no websockets listener on {port}"
+        );
+    }
+    let emu = start_camera().await;
+    let mut sub = Subscriber::connect(broker.port, "web/#").await;
+    let config = format!(
+        "[relay]\ndata_dir = \"{{data_dir}}\"\n\n{}\n\
+         [destination.plain]\nkind = \"mqtt\"\nurl = \"ws://127.0.0.1:{ws}/mqtt\"\nclient_id = \"relay-ws\"\n\n\
+         [destination.secure]\nkind = \"mqtt\"\nurl = \"wss://127.0.0.1:{wss}/mqtt\"\nclient_id = \"relay-wss\"\nca_file = \"{}\"\n\n{}{}",
+        camera("lobby", &emu),
+        pki.path("ca.pem"),
+        rule("a", "plain", "web/ws"),
+        rule("b", "secure", "web/wss"),
+    );
+    let relay = RelayProcess::start(&config);
+    wait_for_log_line(&relay, &["broker connected", "destination=plain"]).await;
+    wait_for_log_line(&relay, &["broker connected", "destination=secure"]).await;
+    assert!(emu.wait_for_clients(1, T).await, "relay never subscribed");
+    emu.emit_fixture_line(1);
+    let mut topics = vec![sub.next_event(T).await.topic, sub.next_event(T).await.topic];
+    topics.sort();
+    assert_eq!(topics, ["web/ws", "web/wss"]);
 }
