@@ -53,7 +53,7 @@ pub struct Relay {
     /// Per-destination outbox and counters.
     pub destinations: Vec<(Arc<str>, Arc<SharedOutbox>, Arc<SinkStats>)>,
     /// Events per camera and topic, counted by the router.
-    pub topics: Arc<crate::observe::topics::TopicCounts>,
+    pub topics: Arc<TopicCounts>,
     _emulators: Vec<Emulator>,
     shutdown_timeout: Duration,
 }
@@ -187,7 +187,8 @@ impl Relay {
                     router_rules,
                     outboxes,
                     snapshots,
-                    (router_clock, router_topics),
+                    router_clock,
+                    router_topics,
                     state_path,
                 )
             })?;
@@ -430,7 +431,8 @@ fn route_loop(
     mut rules: RuleSet,
     outboxes: HashMap<Arc<str>, Arc<SharedOutbox>>,
     snapshots: SnapshotQueue,
-    (clock, topics): (SharedClock, Arc<TopicCounts>),
+    clock: SharedClock,
+    topics: Arc<TopicCounts>,
     state_path: std::path::PathBuf,
 ) {
     let mut routed: Vec<Routed> = Vec::with_capacity(ROUTE_BATCH);
