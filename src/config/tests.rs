@@ -655,10 +655,8 @@ fn status_topic_cannot_hold_wildcards() {
 #[test]
 fn home_assistant_prefix_cannot_hold_wildcards() {
     assert_one_error(
-        &with_base("home_assistant = true\nhome_assistant_prefix = \"ha/#\"\n").replace(
-            "\n\nhome_assistant",
-            "\nhome_assistant",
-        ),
+        &with_base("home_assistant = true\nhome_assistant_prefix = \"ha/#\"\n")
+            .replace("\n\nhome_assistant", "\nhome_assistant"),
         "config.toml:9: destination.cloud.home_assistant_prefix: a topic prefix cannot",
     );
 }
