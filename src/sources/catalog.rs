@@ -8,6 +8,10 @@ use crate::event::Namespace;
 
 const AEV: &str = "http://www.axis.com/vapix/ws/event1";
 const WSTOP: &str = "http://docs.oasis-open.org/wsn/t-1";
+/// Topic trees are a handful of levels deep; elements nested deeper than this below
+/// `wstop:TopicSet` are not walked, so a hostile reply can neither overflow the stack nor
+/// make the topic paths (joined once per topic) quadratic.
+const MAX_TOPIC_DEPTH: usize = 32;
 
 /// What the catalog says about one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +77,7 @@ impl Catalog {
 }
 
 fn walk(node: roxmltree::Node, path: &mut Vec<String>, out: &mut HashMap<String, TopicInfo>) {
-    if node.tag_name().namespace() == Some(AEV) {
+    if node.tag_name().namespace() == Some(AEV) || path.len() >= MAX_TOPIC_DEPTH {
         return;
     }
     let local = node.tag_name().name();
@@ -137,5 +141,28 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         assert!(Catalog::parse("<a>").is_err());
         assert!(Catalog::parse("<a/>").is_err());
+    }
+
+    /// A reply nesting elements 100 000 deep under the TopicSet (every one a topic) was
+    /// walked recursively and joined once per level: a stack overflow on a 2 MiB runtime
+    /// thread, and quadratic time. Now the walk stops at `MAX_TOPIC_DEPTH`.
+    #[test]
+    fn deep_nesting_is_bounded() {
+        let depth = 100_000;
+        let mut xml = String::from(
+            r#"<t:TopicSet xmlns:t="http://docs.oasis-open.org/wsn/t-1"><a t:topic="true">"#,
+        );
+        xml.push_str(&r#"<a t:topic="true">"#.repeat(depth));
+        xml.push_str(&"</a>".repeat(depth + 1));
+        xml.push_str("</t:TopicSet>");
+        let c = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || Catalog::parse(&xml).unwrap())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(c.len(), MAX_TOPIC_DEPTH);
+        assert!(c.get("a").is_some());
+        assert!(c.get(&["a"; MAX_TOPIC_DEPTH].join("/")).is_some());
     }
 }
