@@ -95,6 +95,9 @@ pub struct Depacketizer {
     next_seq: Option<u16>,
     /// After a gap or an oversized document: discard until after the next marker.
     resync: bool,
+    /// Bytes of the pending reply (at the buffer's start) already searched for the end of its
+    /// head: a camera sending a byte at a time must not make every read search it all again.
+    reply_scanned: usize,
     /// What was skipped or lost so far.
     pub stats: Stats,
 }
@@ -108,6 +111,7 @@ impl Depacketizer {
             doc: Vec::new(),
             next_seq: None,
             resync: false,
+            reply_scanned: 0,
             stats: Stats::default(),
         }
     }
@@ -165,21 +169,32 @@ impl Depacketizer {
                 if b.len() < MAGIC.len() {
                     return None;
                 }
-                let Some(head_end) = find(b, b"\r\n\r\n").map(|i| i + 4) else {
+                // A pending reply is always at the buffer's start (`feed` drains up to it).
+                let from = if pos == 0 {
+                    self.reply_scanned.saturating_sub(3)
+                } else {
+                    0
+                };
+                let Some(head_end) = find(&b[from..], b"\r\n\r\n").map(|i| from + i + 4) else {
                     if b.len() > MAX_REPLY_HEAD {
                         self.stats.garbage_bytes += 1;
+                        self.reply_scanned = 0;
                         return Some(1);
                     }
+                    self.reply_scanned = b.len();
                     return None;
                 };
                 let body = content_length(&b[..head_end]).unwrap_or(0);
                 if body > MAX_REPLY_BODY {
                     self.stats.garbage_bytes += 1;
+                    self.reply_scanned = 0;
                     return Some(1);
                 }
                 if b.len() < head_end + body {
+                    self.reply_scanned = head_end - 4;
                     return None;
                 }
+                self.reply_scanned = 0;
                 out.push(Item::Reply(b[..head_end + body].to_vec()));
                 Some(head_end + body)
             }
@@ -313,6 +328,26 @@ mod tests {
             );
             assert_eq!((d.stats.dropped_gap, d.stats.garbage_bytes), (0, 0));
         }
+    }
+
+    #[test]
+    fn a_reply_trickling_in_a_byte_at_a_time_is_searched_once() {
+        let mut reply = b"RTSP/1.0 200 OK\r\nCSeq: 7\r\n".to_vec();
+        for i in 0..1000 {
+            reply.extend(format!("X-Padding-{i}: {}\r\n", "y".repeat(20)).as_bytes());
+        }
+        reply.extend(b"Content-Length: 4\r\n\r\nbody");
+        let mut d = Depacketizer::new(0);
+        let mut out = Vec::new();
+        for (i, b) in reply.iter().enumerate() {
+            d.feed(std::slice::from_ref(b), &mut out);
+            // Never more than a few bytes behind: each byte is looked at a bounded number of times.
+            assert!(out.is_empty() || i + 1 == reply.len());
+            assert!(d.reply_scanned + 8 >= d.buf.len().min(i + 1) || !out.is_empty());
+        }
+        assert!(reply.len() < MAX_REPLY_HEAD);
+        assert!(out == [Item::Reply(reply.clone())], "one reply, whole");
+        assert_eq!((d.reply_scanned, d.buf.len()), (0, 0));
     }
 
     #[test]
