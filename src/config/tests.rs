@@ -660,3 +660,12 @@ fn home_assistant_prefix_cannot_hold_wildcards() {
         "config.toml:9: destination.cloud.home_assistant_prefix: a topic prefix cannot",
     );
 }
+
+#[test]
+fn camera_channel_counts_from_one() {
+    assert_one_error(
+        "[[camera]]\nname = \"gate\"\nurl = \"http://192.0.2.10\"\ntransport = \"rtsp\"\nchannel = 0\n",
+        "config.toml:5: camera[0].channel: video channels count from 1",
+    );
+    assert_eq!(load_text(&with_base("")).unwrap().camera[0].channel, 1);
+}
