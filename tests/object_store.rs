@@ -283,47 +283,24 @@ impl Stored {
 
 /// Every object in the bucket, in `{first_seq}` order.
 async fn s3_archive(client: &aws_sdk_s3::Client) -> Vec<Stored> {
-    let mut keys = Vec::new();
-    let mut token = None;
-    loop {
-        let page = client
-            .list_objects_v2()
-            .bucket(BUCKET)
-            .set_continuation_token(token)
-            .send()
-            .await
-            .unwrap();
-        keys.extend(
-            page.contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_string)),
-        );
-        token = page.next_continuation_token().map(str::to_string);
-        if token.is_none() {
-            break;
-        }
-    }
-    let mut out = Vec::new();
-    for key in keys {
-        let o = client
-            .get_object()
-            .bucket(BUCKET)
-            .key(&key)
-            .send()
-            .await
-            .unwrap();
-        let content_type = o.content_type().map(str::to_string);
-        let content_encoding = o.content_encoding().map(str::to_string);
-        let body = o.body.collect().await.unwrap().into_bytes();
-        let raw =
-            decompress(content_encoding.as_deref(), &body).unwrap_or_else(|e| panic!("{key}: {e}"));
-        out.push(Stored {
-            key,
-            content_type,
-            content_encoding,
-            ndjson: String::from_utf8(raw).unwrap(),
-        });
-    }
+    archive(s3_raw(client).await)
+}
+
+/// Stored NDJSON objects decompressed by their Content-Encoding, in `{first_seq}` order.
+fn archive(raw: Vec<RawObject>) -> Vec<Stored> {
+    let mut out: Vec<Stored> = raw
+        .into_iter()
+        .map(|o| {
+            let ndjson = decompress(o.content_encoding.as_deref(), &o.body)
+                .unwrap_or_else(|e| panic!("{}: {e}", o.key));
+            Stored {
+                key: o.key,
+                content_type: o.content_type,
+                content_encoding: o.content_encoding,
+                ndjson: String::from_utf8(ndjson).unwrap(),
+            }
+        })
+        .collect();
     out.sort_by_key(Stored::first_seq);
     out
 }
@@ -804,47 +781,7 @@ async fn az_create_container(port: u16, container: &str) {
 }
 
 async fn az_archive(port: u16, container: &str) -> Vec<Stored> {
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}/{AZ_ACCOUNT}/{container}");
-    let list = http
-        .get(format!(
-            "{base}?restype=container&comp=list&{}",
-            account_sas()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let doc = roxmltree::Document::parse(&list).unwrap();
-    let names: Vec<String> = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("Blob"))
-        .filter_map(|b| b.children().find(|c| c.has_tag_name("Name")))
-        .filter_map(|n| n.text().map(str::to_string))
-        .collect();
-    let mut out = Vec::new();
-    for key in names {
-        let r = http
-            .get(format!("{base}/{key}?{}", account_sas()))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{key}: {}", r.status());
-        let header = |h: &str| r.headers().get(h).map(|v| v.to_str().unwrap().to_string());
-        let (content_type, content_encoding) = (header("content-type"), header("content-encoding"));
-        let body = r.bytes().await.unwrap();
-        let raw = decompress(content_encoding.as_deref(), &body).unwrap();
-        out.push(Stored {
-            key,
-            content_type,
-            content_encoding,
-            ndjson: String::from_utf8(raw).unwrap(),
-        });
-    }
-    out.sort_by_key(Stored::first_seq);
-    out
+    archive(az_raw(port, container).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -928,29 +865,46 @@ batch = {{ max_events = 10, max_bytes = "8MiB", max_age = "1s" }}
 struct RawObject {
     key: String,
     content_type: Option<String>,
+    content_encoding: Option<String>,
     metadata: HashMap<String, String>,
     body: Vec<u8>,
 }
 
+/// Every object in the bucket, as stored.
 async fn s3_raw(client: &aws_sdk_s3::Client) -> Vec<RawObject> {
-    let page = client
-        .list_objects_v2()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .unwrap();
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let page = client
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap();
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string)),
+        );
+        token = page.next_continuation_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
     let mut out = Vec::new();
-    for key in page.contents().iter().filter_map(|o| o.key()) {
+    for key in keys {
         let o = client
             .get_object()
             .bucket(BUCKET)
-            .key(key)
+            .key(&key)
             .send()
             .await
             .unwrap();
         out.push(RawObject {
-            key: key.to_string(),
+            key,
             content_type: o.content_type().map(str::to_string),
+            content_encoding: o.content_encoding().map(str::to_string),
             metadata: o.metadata().cloned().unwrap_or_default(),
             body: o.body.collect().await.unwrap().into_bytes().to_vec(),
         });
@@ -958,6 +912,7 @@ async fn s3_raw(client: &aws_sdk_s3::Client) -> Vec<RawObject> {
     out
 }
 
+/// Every blob in the container, as stored.
 async fn az_raw(port: u16, container: &str) -> Vec<RawObject> {
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}/{AZ_ACCOUNT}/{container}");
@@ -995,13 +950,12 @@ async fn az_raw(port: u16, container: &str) -> Vec<RawObject> {
                 Some((name.to_string(), v.to_str().ok()?.to_string()))
             })
             .collect();
-        let content_type = r
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string());
+        let header = |h: &str| r.headers().get(h).map(|v| v.to_str().unwrap().to_string());
+        let (content_type, content_encoding) = (header("content-type"), header("content-encoding"));
         out.push(RawObject {
             key,
             content_type,
+            content_encoding,
             metadata,
             body: r.bytes().await.unwrap().to_vec(),
         });
@@ -1015,7 +969,7 @@ fn archived_numbers(objects: &[RawObject]) -> BTreeSet<u64> {
         .iter()
         .filter(|o| !o.key.ends_with(".jpg"))
         .flat_map(|o| {
-            let raw = decompress(Some("gzip"), &o.body).unwrap();
+            let raw = decompress(o.content_encoding.as_deref(), &o.body).unwrap();
             String::from_utf8(raw)
                 .unwrap()
                 .lines()
