@@ -126,44 +126,35 @@ impl ObjectSink {
         dest: &DestinationConfig,
         clock: SharedClock,
     ) -> Option<Result<Self, String>> {
+        // The fields both kinds share, and the store that differs.
+        let (store, (prefix, key, snapshot_key, compression, batch)) = match dest {
+            DestinationConfig::S3(c) => (
+                s3::S3Store::new(c).map(Store::S3),
+                (&c.prefix, &c.key, &c.snapshot_key, c.compression, &c.batch),
+            ),
+            DestinationConfig::AzureBlob(c) => (
+                azure_blob::AzureBlobStore::new(c, clock.clone())
+                    .map(|s| Store::AzureBlob(Box::new(s))),
+                (&c.prefix, &c.key, &c.snapshot_key, c.compression, &c.batch),
+            ),
+            _ => return None,
+        };
         let make = || -> Result<Self, String> {
-            let (store, format, limits) = match dest {
-                DestinationConfig::S3(c) => (
-                    Store::S3(s3::S3Store::new(c)?),
-                    format(
-                        &name,
-                        &c.prefix,
-                        c.key.as_deref(),
-                        c.snapshot_key.as_deref(),
-                        c.compression,
-                    )?,
-                    limits(&c.batch)?,
-                ),
-                DestinationConfig::AzureBlob(c) => (
-                    Store::AzureBlob(Box::new(azure_blob::AzureBlobStore::new(c, clock.clone())?)),
-                    format(
-                        &name,
-                        &c.prefix,
-                        c.key.as_deref(),
-                        c.snapshot_key.as_deref(),
-                        c.compression,
-                    )?,
-                    limits(&c.batch)?,
-                ),
-                _ => unreachable!("checked below"),
-            };
             Ok(Self {
+                format: format(
+                    &name,
+                    prefix,
+                    key.as_deref(),
+                    snapshot_key.as_deref(),
+                    compression,
+                )?,
+                limits: limits(batch)?,
+                store: store?,
                 name: name.clone(),
-                store,
-                format,
-                limits,
                 clock: clock.clone(),
             })
         };
-        match dest {
-            DestinationConfig::S3(_) | DestinationConfig::AzureBlob(_) => Some(make()),
-            _ => None,
-        }
+        Some(make())
     }
 
     /// Drains the outbox forever (until the task is aborted).
