@@ -76,7 +76,8 @@ impl VapixClient {
             .map_err(|e| VapixError::BadReply(format!("cannot answer challenge: {e}")))
     }
 
-    /// Sends a request, answering one Digest/Basic challenge; returns the body on 2xx.
+    /// Sends a request, answering one Digest/Basic challenge; returns the body on 2xx (at most
+    /// [`MAX_REPLY_BYTES`]: a camera cannot make the relay hold more).
     pub async fn call(
         &self,
         method: Method,
@@ -88,11 +89,7 @@ impl VapixClient {
         let resp = self
             .send(method, path_and_query, content_type, extra, body)
             .await?;
-        Ok(resp
-            .bytes()
-            .await
-            .map_err(|e| VapixError::Unavailable(error_chain(&e)))?
-            .to_vec())
+        read_limited(resp, MAX_REPLY_BYTES).await
     }
 
     /// A GET whose body may hold at most `max_bytes` (a picture): a longer one is refused
@@ -102,25 +99,10 @@ impl VapixClient {
         path_and_query: &str,
         max_bytes: usize,
     ) -> Result<Vec<u8>, VapixError> {
-        let mut resp = self
+        let resp = self
             .send(Method::GET, path_and_query, "text/plain", &[], Vec::new())
             .await?;
-        let too_big = || VapixError::BadReply(format!("body over {max_bytes} bytes"));
-        if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
-            return Err(too_big());
-        }
-        let mut out = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| VapixError::Unavailable(error_chain(&e)))?
-        {
-            if out.len() + chunk.len() > max_bytes {
-                return Err(too_big());
-            }
-            out.extend_from_slice(&chunk);
-        }
-        Ok(out)
+        read_limited(resp, max_bytes).await
     }
 
     /// Sends a request, answering one Digest/Basic challenge; the response when it is 2xx.
@@ -213,6 +195,33 @@ impl VapixClient {
             .await?;
         String::from_utf8(reply).map_err(|_| VapixError::BadReply("catalog is not UTF-8".into()))
     }
+}
+
+/// Largest VAPIX reply body read (event catalogs of cameras with many applications run to a
+/// few hundred KiB).
+pub const MAX_REPLY_BYTES: usize = 8 << 20;
+
+/// Reads a reply body of at most `max_bytes`, refusing a longer one before it fills memory.
+async fn read_limited(
+    mut resp: reqwest::Response,
+    max_bytes: usize,
+) -> Result<Vec<u8>, VapixError> {
+    let too_big = || VapixError::BadReply(format!("body over {max_bytes} bytes"));
+    if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
+        return Err(too_big());
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| VapixError::Unavailable(error_chain(&e)))?
+    {
+        if out.len() + chunk.len() > max_bytes {
+            return Err(too_big());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 /// An error with its causes (`reqwest` hides the TLS or socket reason in its sources).
