@@ -305,16 +305,35 @@ fn archive(raw: Vec<RawObject>) -> Vec<Stored> {
     out
 }
 
-/// Polls until `done` holds for the archive (or panics at the deadline with the relay's log).
-async fn wait_archive<F, Fut>(
+/// What a timed-out wait shows of a stored object.
+trait Described {
+    fn describe(&self) -> String;
+}
+
+impl Described for Stored {
+    fn describe(&self) -> String {
+        format!("{} {:?}", self.key, self.numbers())
+    }
+}
+
+impl Described for RawObject {
+    fn describe(&self) -> String {
+        self.key.clone()
+    }
+}
+
+/// Polls the store until `done` holds (or panics at the deadline with the store's contents and
+/// the relay's log).
+async fn wait_store<O, F, Fut>(
     relay: &RelayProcess,
     read: F,
     what: &str,
-    done: impl Fn(&[Stored]) -> bool,
-) -> Vec<Stored>
+    done: impl Fn(&[O]) -> bool,
+) -> Vec<O>
 where
+    O: Described,
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Vec<Stored>>,
+    Fut: std::future::Future<Output = Vec<O>>,
 {
     let end = Instant::now() + T;
     loop {
@@ -322,13 +341,12 @@ where
         if done(&objects) {
             return objects;
         }
-        if Instant::now() > end {
-            let summary: Vec<_> = objects.iter().map(|o| (&o.key, o.numbers())).collect();
-            panic!(
-                "timed out waiting for {what}; archive: {summary:?}\n--- relay log ---\n{}",
-                relay.log()
-            );
-        }
+        let seen: Vec<String> = objects.iter().map(Described::describe).collect();
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for {what}; store: {seen:?}\n--- relay log ---\n{}",
+            relay.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -389,7 +407,7 @@ compression = "gzip""#,
     for n in 0..30 {
         emu.emit(&event(n));
     }
-    let objects = wait_archive(
+    let objects = wait_store(
         &relay,
         || s3_archive(&client),
         "3 objects",
@@ -426,7 +444,7 @@ compression = "zstd""#,
     for n in 1000..1031 {
         emu.emit(&event(n));
     }
-    let objects = wait_archive(
+    let objects = wait_store(
         &relay,
         || s3_archive(&client),
         "10 objects",
@@ -456,7 +474,7 @@ compression = "none""#,
     for n in 0..5 {
         emu.emit(&event(n));
     }
-    let objects = wait_archive(
+    let objects = wait_store(
         &relay,
         || s3_archive(&client),
         "an object",
@@ -470,7 +488,7 @@ compression = "none""#,
     for n in 5..8 {
         emu.emit(&event(n));
     }
-    let objects = wait_archive(
+    let objects = wait_store(
         &relay,
         || s3_archive(&client),
         "a second object",
@@ -510,7 +528,7 @@ async fn s3_unreachable_then_back_archives_every_event_once() {
         "nothing got through the outage"
     );
     proxy.set_up(true);
-    let objects = wait_archive(
+    let objects = wait_store(
         &relay,
         || s3_archive(&client),
         "100 events",
@@ -545,7 +563,7 @@ compression = "none""#
         e.data.push(("pad".into(), "x".repeat(PAD)));
         emu.emit(&e);
     }
-    let raw_objects = wait_archive(
+    let raw_objects = wait_store(
         &relay,
         || s3_archive(&client),
         "the big object",
@@ -593,7 +611,7 @@ async fn s3_object_stored_but_unacknowledged_at_a_kill_is_overwritten_not_duplic
     for n in 0..15 {
         emu.emit(&event(n));
     }
-    let before = wait_archive(
+    let before = wait_store(
         &relay,
         || s3_archive(&client),
         "the first object",
@@ -624,7 +642,7 @@ async fn s3_object_stored_but_unacknowledged_at_a_kill_is_overwritten_not_duplic
     for n in 15..20 {
         emu.emit(&event(n));
     }
-    let after = wait_archive(
+    let after = wait_store(
         &relay,
         || s3_archive(&client),
         "two objects",
@@ -687,7 +705,7 @@ async fn s3_relay_killed_during_uploads_leaves_every_event_exactly_once() {
     }
     running.store(false, Ordering::SeqCst);
     load.await.unwrap();
-    let objects = wait_archive(
+    let objects = wait_store(
         &relay,
         || s3_archive(&client),
         "every pending event",
@@ -825,7 +843,7 @@ batch = {{ max_events = 10, max_bytes = "8MiB", max_age = "1s" }}
         ("by-key", ".ndjson.gz", "gzip"),
         ("by-sas", ".ndjson.zst", "zstd"),
     ] {
-        let objects = wait_archive(
+        let objects = wait_store(
             &relay,
             || az_archive(port, container),
             container,
@@ -1014,33 +1032,6 @@ payload = "{{data.n}}"
     )
 }
 
-/// Polls the store until `done` holds (or panics at the deadline with the relay's log).
-async fn wait_raw<F, Fut>(
-    relay: &RelayProcess,
-    read: &F,
-    what: &str,
-    done: impl Fn(&[RawObject]) -> bool,
-) -> Vec<RawObject>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Vec<RawObject>>,
-{
-    let end = Instant::now() + T;
-    loop {
-        let objects = read().await;
-        if done(&objects) {
-            return objects;
-        }
-        let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
-        assert!(
-            Instant::now() < end,
-            "timed out waiting for {what}; store: {keys:?}\n--- relay log ---\n{}",
-            relay.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A non-matching event, a matching one, another non-matching one: exactly one JPEG lands,
 /// the emulator's own bytes, named and described by the matching event.
 async fn snapshot_lands_for_the_matching_event_only<F, Fut>(dest: &str, read: F)
@@ -1069,18 +1060,18 @@ where
     .unwrap();
 
     emu.emit(&event(1));
-    wait_raw(&relay, &read, "event 1", |o| {
+    wait_store(&relay, &read, "event 1", |o| {
         archived_numbers(o).contains(&1)
     })
     .await;
     emu.emit(&numbered(2));
     let is_jpg = |o: &RawObject| o.key.ends_with(".jpg");
-    wait_raw(&relay, &read, "event 2 and its snapshot", |o| {
+    wait_store(&relay, &read, "event 2 and its snapshot", |o| {
         archived_numbers(o).contains(&2) && o.iter().any(is_jpg)
     })
     .await;
     emu.emit(&event(3));
-    let objects = wait_raw(&relay, &read, "event 3", |o| {
+    let objects = wait_store(&relay, &read, "event 3", |o| {
         archived_numbers(o).contains(&3)
     })
     .await;
@@ -1190,7 +1181,7 @@ reply_topic = "cmd/lobby/reply"
     assert_eq!(reply["ok"], true, "{reply}");
     assert_eq!(reply["bytes"], 141, "the emulator's JPEG: {reply}");
     let timestamp = reply["timestamp"].as_i64().unwrap();
-    let objects = wait_raw(&relay, &|| s3_raw(&client), "the snapshot", |o| {
+    let objects = wait_store(&relay, &|| s3_raw(&client), "the snapshot", |o| {
         o.iter().any(|o| o.key.ends_with(".jpg"))
     })
     .await;
@@ -1315,7 +1306,7 @@ batch = {{ max_events = 20, max_bytes = "8MiB", max_age = "1s" }}
     }
     assert!(az_archive(port, "outage").await.is_empty());
     proxy.set_up(true);
-    let objects = wait_archive(
+    let objects = wait_store(
         &relay,
         || az_archive(port, "outage"),
         "100 events",

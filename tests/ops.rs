@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Mosquitto, RelayProcess, Subscriber, load_config, numbered};
+use edgerelay::delivery::Delivery;
 use edgerelay::sources::emulator::{Emulator, EmulatorConfig};
 
 const T: Duration = Duration::from_secs(30);
@@ -67,8 +68,8 @@ fn metric(text: &str, name: &str, label: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// A config sending every event of camera `lobby` to `broker` as `ops/{camera}`.
-fn ops_config(emu: &Emulator, broker: &Mosquitto) -> String {
+/// `[relay]` with data dir and HTTP endpoint, and camera `lobby` on `emu`.
+fn relay_and_camera(emu: &Emulator) -> String {
     format!(
         r#"[relay]
 data_dir = "{{data_dir}}"
@@ -78,7 +79,15 @@ name = "lobby"
 url = "{}"
 username = "bridge"
 password = "fixture-pass"
-[destination.broker]
+"#,
+        emu.base_url()
+    )
+}
+
+/// A config sending every event of camera `lobby` to `broker` as `ops/{camera}`.
+fn ops_config(emu: &Emulator, broker: &Mosquitto) -> String {
+    format!(
+        r#"{}[destination.broker]
 kind = "mqtt"
 url = "{}"
 client_id = "ops-relay"
@@ -87,7 +96,7 @@ name = "everything"
 to = ["broker"]
 mqtt_topic = "ops/{{camera}}"
 "#,
-        emu.base_url(),
+        relay_and_camera(emu),
         broker.url()
     )
 }
@@ -610,17 +619,20 @@ async fn the_relay_publishes_its_own_trouble_on_the_status_topic() {
         Subscriber::connect_as(broker.port, "edgerelay/status", Some(("watcher", "w"))).await;
     let mut load = Subscriber::connect_as(broker.port, "load/#", Some(("watcher", "w"))).await;
     let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let record = 24 + 15 + "load/lobby".len() + 2 + "lobby".len() + 2;
+    // One load delivery as the outbox frames it (24 bytes around the encoded record).
+    let record = 24
+        + Delivery {
+            topic: "load/lobby".into(),
+            payload: b"10".to_vec(),
+            qos: 1,
+            retain: false,
+            created_ms: 0,
+            camera: "lobby".into(),
+        }
+        .encode()
+        .len();
     let config = format!(
-        r#"[relay]
-data_dir = "{{data_dir}}"
-http = "{{http}}"
-[[camera]]
-name = "lobby"
-url = "{}"
-username = "bridge"
-password = "fixture-pass"
-[destination.cloud]
+        r#"{}[destination.cloud]
 kind = "mqtt"
 url = "{url}"
 client_id = "cloud-relay"
@@ -639,7 +651,7 @@ to = ["cloud"]
 mqtt_topic = "load/{{camera}}"
 payload = "{{data.n}}"
 "#,
-        emu.base_url(),
+        relay_and_camera(&emu),
         10 * record,
         url = broker.url(),
     );
