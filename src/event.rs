@@ -402,16 +402,28 @@ pub fn mqtt_path(topic: &str, include_namespaces: bool, out: &mut String) {
     }
 }
 
-/// Appends one MQTT topic level, percent-encoding `/`, `+` and `#` (DESIGN.md §4): MQTT
-/// forbids wildcards in published topics and `/` would add levels.
+/// Appends one MQTT topic level, percent-encoding what a level must not hold (DESIGN.md §4):
+/// `/` would add levels, `+` and `#` are wildcards MQTT forbids in published topics, U+0000 is
+/// forbidden in any MQTT string, and C0/C1 control characters make topics brokers and
+/// dashboards mangle. `%` itself is encoded too, so `a/b` and `a%2Fb` stay two topics.
 pub fn push_level(out: &mut String, s: &str) {
     for c in s.chars() {
-        match c {
-            '/' => out.push_str("%2F"),
-            '+' => out.push_str("%2B"),
-            '#' => out.push_str("%23"),
-            c => out.push(c),
+        if matches!(c, '/' | '+' | '#' | '%') || c.is_control() {
+            push_percent_encoded(out, c);
+        } else {
+            out.push(c);
         }
+    }
+}
+
+/// `%XX` for every UTF-8 byte of `c` (upper-case hex, as RFC 3986 recommends).
+fn push_percent_encoded(out: &mut String, c: char) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut buf = [0; 4];
+    for b in c.encode_utf8(&mut buf).bytes() {
+        out.push('%');
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
     }
 }
 
@@ -471,5 +483,22 @@ mod tests {
         let mut p = String::new();
         mqtt_path("acme:Thing/a+b", true, &mut p);
         assert_eq!(p, "tns:acme/Thing/a%2Bb");
+    }
+
+    #[test]
+    fn topic_levels_escape_separators_wildcards_percent_and_control_characters() {
+        let level = |s: &str| {
+            let mut out = String::new();
+            push_level(&mut out, s);
+            out
+        };
+        assert_eq!(level("a/b+c#d"), "a%2Fb%2Bc%23d");
+        // `%` is escaped, so a value that looks escaped stays distinct from one that is not.
+        assert_eq!(level("a%2Fb"), "a%252Fb");
+        assert_ne!(level("a/b"), level("a%2Fb"));
+        assert_eq!(level("x\0y\ty\u{7f}"), "x%00y%09y%7F");
+        // C1 controls are two UTF-8 bytes.
+        assert_eq!(level("\u{85}"), "%C2%85");
+        assert_eq!(level("Kamera Süd:1"), "Kamera Süd:1");
     }
 }

@@ -609,6 +609,7 @@ async fn azure_sink_connects_as_the_device_with_fresh_sas_tokens_and_loses_nothi
             ttl_s: 2,
         }),
         clock: clock.clone(),
+        max_packet: 1 << 20,
     };
     let stats = Arc::new(SinkStats::default());
     let task = tokio::spawn(sink.run(outbox.clone(), dead, stats.clone()));

@@ -467,6 +467,15 @@ pub struct MqttDestination {
     /// Discovery prefix Home Assistant listens on. Default "homeassistant".
     #[serde(default = "default_home_assistant_prefix")]
     pub home_assistant_prefix: String,
+    /// Largest PUBLISH packet (topic, payload and headers) the broker takes, e.g. "256KiB";
+    /// a bigger delivery goes to the dead-letter file instead of making the broker close the
+    /// connection. Default "1MiB".
+    #[serde(default = "default_max_packet_size")]
+    pub max_packet_size: String,
+}
+
+fn default_max_packet_size() -> String {
+    "1MiB".to_string()
 }
 
 fn default_home_assistant_prefix() -> String {

@@ -384,6 +384,22 @@ fn check_mqtt(m: &MqttDestination, p: &KeyPath, out: &mut Vec<Problem>) {
         }
     }
     check_buffer(&m.buffer, p, out);
+    match units::parse_bytes(&m.max_packet_size) {
+        Ok(n) if n < 1024 || n > crate::sinks::mqtt::limits::MAX_PACKET_BYTES as u64 => {
+            out.push(Problem::new(
+                p.key("max_packet_size"),
+                format!(
+                    "\"{}\": must be between 1KiB and 256MiB (MQTT's own limit)",
+                    m.max_packet_size
+                ),
+            ))
+        }
+        Ok(_) => {}
+        Err(e) => out.push(Problem::new(
+            p.key("max_packet_size"),
+            format!("\"{}\": {e}", m.max_packet_size),
+        )),
+    }
     if m.home_assistant_prefix.is_empty() || m.home_assistant_prefix.contains(['+', '#', '\0']) {
         out.push(Problem::new(
             p.key("home_assistant_prefix"),

@@ -445,8 +445,15 @@ pub fn iso_time(ms: i64) -> String {
     s
 }
 
-/// Appends [`iso_time`] without formatting machinery (templates render it per event).
+/// Earliest and latest instants RFC 3339 can write with a four-digit year
+/// (0000-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z): camera clocks can say anything.
+const ISO_MIN_MS: i64 = -62_167_219_200_000;
+const ISO_MAX_MS: i64 = 253_402_300_799_999;
+
+/// Appends [`iso_time`] without formatting machinery (templates render it per event). Times
+/// outside years 0000–9999 are clamped to that range, so the text is always valid RFC 3339.
 pub fn push_iso_time(out: &mut String, ms: i64) {
+    let ms = ms.clamp(ISO_MIN_MS, ISO_MAX_MS);
     let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = crate::time::civil_from_days(days);
@@ -557,6 +564,11 @@ mod tests {
         assert_eq!(iso_time(1_735_732_800_123), "2025-01-01T12:00:00.123Z");
         assert_eq!(iso_time(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(iso_time(-1), "1969-12-31T23:59:59.999Z");
+        // Any i64 renders valid RFC 3339: years clamp to 0000..=9999.
+        assert_eq!(iso_time(i64::MIN), "0000-01-01T00:00:00.000Z");
+        assert_eq!(iso_time(-62_167_219_200_001), "0000-01-01T00:00:00.000Z");
+        assert_eq!(iso_time(-62_135_596_800_000), "0001-01-01T00:00:00.000Z");
+        assert_eq!(iso_time(i64::MAX), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]

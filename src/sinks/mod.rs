@@ -1,4 +1,5 @@
 //! Destinations that drain the outbox.
 
+pub mod error;
 pub mod mqtt;
 pub mod object_store;

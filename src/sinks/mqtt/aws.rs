@@ -78,6 +78,7 @@ pub fn setup(a: &AwsIotCoreDestination) -> Result<MqttDestination, String> {
         tls_insecure_skip_verify: false,
         home_assistant: false,
         home_assistant_prefix: String::new(),
+        max_packet_size: String::new(),
     })
 }
 

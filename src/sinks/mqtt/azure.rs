@@ -231,6 +231,7 @@ pub fn setup(a: &AzureIotHubDestination) -> Result<AzureSetup, String> {
         tls_insecure_skip_verify: false,
         home_assistant: false,
         home_assistant_prefix: String::new(),
+        max_packet_size: String::new(),
     };
     Ok(AzureSetup {
         mqtt,

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use crate::clock::SharedClock;
-use crate::config::DestinationConfig;
+use crate::config::{DestinationConfig, units};
 
 use super::flavor::Flavor;
-use super::{MqttSink, aws, azure};
+use super::{MqttSink, aws, azure, limits};
 
 impl MqttSink {
     /// The sink of destination `name`; an error names what in the config is unusable.
@@ -16,8 +16,14 @@ impl MqttSink {
         print: bool,
         clock: SharedClock,
     ) -> Result<MqttSink, String> {
+        let mut max_packet = limits::DEFAULT_PACKET_BYTES;
         let (config, flavor, sas) = match dest {
-            DestinationConfig::Mqtt(m) => (m.clone(), Flavor::Plain, None),
+            DestinationConfig::Mqtt(m) => {
+                max_packet = units::parse_bytes(&m.max_packet_size)
+                    .map_err(|e| format!("max_packet_size: {e}"))?
+                    as usize;
+                (m.clone(), Flavor::Plain, None)
+            }
             DestinationConfig::AzureIotHub(a) => {
                 let s = azure::setup(a)?;
                 let flavor = Flavor::Azure {
@@ -37,6 +43,7 @@ impl MqttSink {
             flavor,
             sas,
             clock,
+            max_packet,
         })
     }
 }

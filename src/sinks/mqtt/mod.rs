@@ -13,7 +13,8 @@ pub mod aws;
 pub mod azure;
 pub mod destination;
 pub mod flavor;
-
+pub mod limits;
+pub mod refusal;
 pub mod window;
 
 use std::sync::Arc;
@@ -29,9 +30,11 @@ use rumqttc::{
 use crate::clock::SharedClock;
 use crate::config::{MessageConfig, MqttDestination};
 use crate::delivery::Delivery;
+use crate::outbox::Entry;
 use crate::outbox::{DeadLetters, SharedOutbox};
 use crate::sources::backoff::Backoff;
 use flavor::{Flavor, Prepared};
+use refusal::RefusalGuard;
 use window::AckWindow;
 
 /// Connection state of a destination, for logs and status.
@@ -100,8 +103,10 @@ pub struct MqttSink {
     pub flavor: Flavor,
     /// Azure SAS devices: the key that makes a fresh password for every connection.
     pub sas: Option<azure::SasKey>,
-    /// Clock of SAS tokens.
+    /// Clock of SAS tokens and of the refusal window.
     pub clock: SharedClock,
+    /// Largest PUBLISH packet this destination takes (topic, payload, headers), in bytes.
+    pub max_packet: usize,
 }
 
 fn qos(q: u8) -> QoS {
@@ -191,7 +196,8 @@ impl MqttSink {
         o.set_keep_alive(Duration::from_secs(c.keep_alive_s.max(1)));
         o.set_clean_session(c.clean_session);
         o.set_inflight(c.inflight.max(1));
-        o.set_max_packet_size(1 << 20, 1 << 20);
+        // Incoming: commands and acknowledgements, never large.
+        o.set_max_packet_size(1 << 20, self.max_packet);
         if let Some(user) = &c.username {
             o.set_credentials(user, c.password.clone().unwrap_or_default());
         }
@@ -229,6 +235,7 @@ impl MqttSink {
             tracing::warn!(destination = %self.name, "tls_insecure_skip_verify = true: the broker's certificate is not checked; anyone on the path can read and change this traffic");
         }
         let mut backoff = Backoff::new(Duration::from_secs(30));
+        let mut refusals = RefusalGuard::default();
         let mut last_error = String::new();
         loop {
             let (opts, renew_at_ms) = match self.connect_options() {
@@ -255,6 +262,7 @@ impl MqttSink {
                     &mut dead,
                     &stats,
                     &mut backoff,
+                    &mut refusals,
                     renew_in,
                 )
                 .await;
@@ -299,17 +307,28 @@ impl MqttSink {
         dead: &mut DeadLetters,
         stats: &SinkStats,
         backoff: &mut Backoff,
+        refusals: &mut RefusalGuard,
         renew_in: Option<Duration>,
     ) -> Ended {
         let renew = tokio::time::sleep(renew_in.unwrap_or(Duration::from_secs(365 * 86_400)));
         tokio::pin!(renew);
-        let mut window = AckWindow::new(self.config.inflight.max(1) as usize);
+        let inflight = self.config.inflight.max(1) as usize;
+        let mut window = AckWindow::new(refusals.window(inflight));
         let mut next_read = 0u64;
         let mut connected = false;
         loop {
             tokio::select! {
                 ev = eventloop.poll() => match ev {
-                    Err(e) => return Ended::Error(describe(&e)),
+                    Err(e) => {
+                        let error = describe(&e);
+                        if connected {
+                            refusals.connection_lost(window.head(), self.clock.now_ms(), &error);
+                            if let Some(seq) = refusals.suspect() {
+                                tracing::debug!(destination = %self.name, seq, %error, "connection closed with a publish in flight: it is sent alone next");
+                            }
+                        }
+                        return Ended::Error(error);
+                    }
                     Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                         connected = true;
                         backoff.reset();
@@ -320,7 +339,9 @@ impl MqttSink {
                             publish_own(client, &mut window, m);
                         }
                     }
-                    Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => window.on_outgoing(pkid),
+                    Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => {
+                        window.on_outgoing(pkid, self.clock.now_ms())
+                    }
                     Ok(MqttEvent::Incoming(Packet::PubAck(a))) => window.on_ack(a.pkid),
                     Ok(MqttEvent::Incoming(Packet::PubComp(a))) => window.on_ack(a.pkid),
                     Ok(_) => {}
@@ -333,32 +354,31 @@ impl MqttSink {
                     };
                     for entry in entries {
                         next_read = entry.seq + 1;
+                        if let Some(reason) = refusals.verdict(entry.seq) {
+                            tracing::warn!(destination = %self.name, seq = entry.seq, %reason, "moved to the dead-letter file");
+                            self.dead_letter(dead, stats, &entry, &reason);
+                            window.push_done(entry.seq);
+                            refusals.released_through(entry.seq);
+                            window.set_capacity(refusals.window(inflight));
+                            continue;
+                        }
                         let d = match Delivery::decode(&entry.data) {
                             Ok(d) => d,
                             Err(e) => {
                                 // Never retried forever, never silently dropped.
-                                if let Err(io) = dead.put(entry.seq, entry.time_ms, &entry.data, &e.to_string()) {
-                                    tracing::error!(destination = %self.name, error = %io, "cannot write dead letter");
-                                }
-                                stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                                self.dead_letter(dead, stats, &entry, &e.to_string());
                                 window.push_done(entry.seq);
                                 continue;
                             }
                         };
-                        let d = match self.flavor.prepare(d) {
+                        let d = match self.prepare(d) {
                             Prepared::Send(d) => d,
                             Prepared::Skip => {
                                 window.push_done(entry.seq);
                                 continue;
                             }
                             Prepared::Reject(reason) => {
-                                if let Err(io) = dead.put(entry.seq, entry.time_ms, &entry.data, &reason) {
-                                    tracing::error!(destination = %self.name, error = %io, "cannot write dead letter");
-                                }
-                                let n = stats.dead_lettered.fetch_add(1, Ordering::Relaxed) + 1;
-                                if n.is_power_of_two() {
-                                    tracing::warn!(destination = %self.name, %reason, dead_lettered = n, file = %dead.path().display(), "delivery can never be accepted by this destination: moved to the dead-letter file");
-                                }
+                                self.dead_letter(dead, stats, &entry, &reason);
                                 window.push_done(entry.seq);
                                 continue;
                             }
@@ -382,7 +402,36 @@ impl MqttSink {
                     return Ended::Error(format!("acknowledging in the outbox: {e}"));
                 }
                 stats.acked.fetch_add(count, Ordering::Relaxed);
+                if refusals.suspect().is_some() {
+                    refusals.released_through(seq);
+                    window.set_capacity(refusals.window(inflight));
+                }
             }
+        }
+    }
+
+    /// Shapes `d` for this destination's kind, then refuses what no MQTT broker accepts.
+    pub fn prepare(&self, d: Delivery) -> Prepared {
+        match self.flavor.prepare(d) {
+            Prepared::Send(d) => {
+                match limits::publish_problem(&d.topic, d.payload.len(), d.qos, self.max_packet) {
+                    Some(reason) => Prepared::Reject(reason),
+                    None => Prepared::Send(d),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Moves an entry that can never be delivered to the dead-letter file, counted; the first
+    /// and then every power-of-two-th is logged, so a flood of them stays readable.
+    fn dead_letter(&self, dead: &mut DeadLetters, stats: &SinkStats, entry: &Entry, reason: &str) {
+        if let Err(io) = dead.put(entry.seq, entry.time_ms, &entry.data, reason) {
+            tracing::error!(destination = %self.name, error = %io, "cannot write dead letter");
+        }
+        let n = stats.dead_lettered.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(destination = %self.name, %reason, dead_lettered = n, file = %dead.path().display(), "delivery can never be accepted by this destination: moved to the dead-letter file");
         }
     }
 }

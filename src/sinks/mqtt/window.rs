@@ -17,6 +17,8 @@ struct Slot {
     accepted_ms: Option<i64>,
     qos: u8,
     pkid: Option<u16>,
+    /// When the client wrote it (epoch ms of the sink's clock).
+    written_ms: Option<i64>,
     done: bool,
 }
 
@@ -34,6 +36,11 @@ impl AckWindow {
             slots: VecDeque::with_capacity(capacity),
             capacity: capacity.max(1),
         }
+    }
+
+    /// Changes how many entries may be in flight (entries already in flight stay).
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
     }
 
     /// How many more outbox entries may be handed to the client.
@@ -58,6 +65,7 @@ impl AckWindow {
             accepted_ms: None,
             qos,
             pkid: None,
+            written_ms: None,
             done: false,
         });
     }
@@ -70,6 +78,7 @@ impl AckWindow {
             accepted_ms: Some(accepted_ms),
             qos,
             pkid: None,
+            written_ms: None,
             done: false,
         });
     }
@@ -81,13 +90,16 @@ impl AckWindow {
             accepted_ms: None,
             qos: 0,
             pkid: None,
+            written_ms: None,
             done: true,
         });
     }
 
-    /// The client wrote the next publish with this packet id (0 for QoS 0, which is then done).
-    pub fn on_outgoing(&mut self, pkid: u16) {
+    /// The client wrote the next publish with this packet id at `now_ms` (0 for QoS 0, which
+    /// is then done).
+    pub fn on_outgoing(&mut self, pkid: u16, now_ms: i64) {
         if let Some(s) = self.slots.iter_mut().find(|s| s.pkid.is_none() && !s.done) {
+            s.written_ms = Some(now_ms);
             if s.qos == 0 {
                 s.done = true;
             } else {
@@ -105,6 +117,15 @@ impl AckWindow {
         {
             s.done = true;
         }
+    }
+
+    /// The oldest outbox entry not yet acknowledged, and when the client wrote it (`None`: not
+    /// written yet): the publish a broker that closes the connection is most likely refusing.
+    pub fn head(&self) -> Option<(u64, Option<i64>)> {
+        self.slots
+            .iter()
+            .find(|s| !s.done && s.seq.is_some())
+            .and_then(|s| Some((s.seq?, s.written_ms)))
     }
 
     /// Releases the acknowledged prefix; returns the last outbox sequence released (if any)
@@ -149,9 +170,9 @@ mod tests {
         w.push(Some(11), 1);
         w.push(Some(12), 0);
         assert_eq!(w.room(), 0);
-        w.on_outgoing(1);
-        w.on_outgoing(2);
-        w.on_outgoing(0);
+        w.on_outgoing(1, 0);
+        w.on_outgoing(2, 0);
+        w.on_outgoing(0, 0);
         w.on_ack(2);
         assert_eq!(
             w.release(),
@@ -168,8 +189,8 @@ mod tests {
         let mut w = AckWindow::new(4);
         w.push(None, 1);
         w.push(Some(1), 1);
-        w.on_outgoing(7);
-        w.on_outgoing(8);
+        w.on_outgoing(7, 0);
+        w.on_outgoing(8, 0);
         w.on_ack(7);
         assert_eq!(w.release(), (None, 0));
         w.push_done(2);
@@ -185,8 +206,8 @@ mod tests {
         w.push_entry(1, 1, 1_000);
         w.push_done(2);
         w.push_entry(3, 0, 3_000);
-        w.on_outgoing(5);
-        w.on_outgoing(0);
+        w.on_outgoing(5, 0);
+        w.on_outgoing(0, 0);
         let mut seen = Vec::new();
         assert_eq!(w.release_observing(|t| seen.push(t)), (None, 0));
         w.on_ack(5);

@@ -18,6 +18,7 @@ use azure_storage_blob::{BlobClient, BlobClientOptions};
 use super::batch::{Object, utc_ymdh};
 use crate::clock::SharedClock;
 use crate::config::AzureBlobDestination;
+use crate::sinks::error::SinkError;
 
 /// Service version the signed SAS claims (its string-to-sign layout depends on it).
 const SAS_VERSION: &str = "2022-11-02";
@@ -250,14 +251,15 @@ impl AzureBlobStore {
     }
 
     /// Uploads one block blob (overwriting one of the same name).
-    pub async fn put(&self, o: &Object) -> Result<(), String> {
-        let url = self.blob_url(&o.key)?;
+    pub async fn put(&self, o: &Object) -> Result<(), SinkError> {
+        let url = self.blob_url(&o.key).map_err(SinkError::permanent)?;
         let mut options = BlobClientOptions::default();
         options.client_options.retry = RetryOptions::exponential(ExponentialRetryOptions {
             max_retries: SDK_RETRIES,
             ..Default::default()
         });
-        let client = BlobClient::new(url, None, Some(options)).map_err(|e| e.to_string())?;
+        let client = BlobClient::new(url, None, Some(options))
+            .map_err(|e| SinkError::permanent(e.to_string()))?;
         let options = BlockBlobClientUploadOptions {
             blob_content_type: Some(o.content_type.to_string()),
             blob_content_encoding: o.content_encoding.map(str::to_string),
@@ -274,7 +276,13 @@ impl AzureBlobStore {
             .upload(content, Some(options))
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| match e.http_status() {
+                Some(status) => {
+                    let code = u16::from(status);
+                    SinkError::from_http_status(code, format!("HTTP {code}: {e}"))
+                }
+                None => SinkError::retry(e.to_string()),
+            })
     }
 
     /// Container URL (no SAS), for logs.

@@ -317,7 +317,7 @@ impl KeyTemplate {
                 Part::Topic => push_topic_name(&mut k, f.topic),
             }
         }
-        k
+        cap_key(k)
     }
 }
 
@@ -341,9 +341,36 @@ fn push_topic_name(k: &mut String, topic: &str) {
     }
 }
 
-/// A name used as one key segment: `/` would add levels.
+/// A name used as one key segment: `/` would add levels, `#`, `+`, `%` and control
+/// characters break URLs and listings; all are percent-encoded.
 fn key_safe(s: &str) -> String {
-    s.replace('/', "%2F")
+    let mut out = String::with_capacity(s.len());
+    crate::event::push_level(&mut out, s);
+    out
+}
+
+/// Longest object key S3 and Azure Blob accept, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Bytes kept from the end of a key that is too long (sequence number and extension live
+/// there, and keep keys unique).
+const KEY_TAIL_BYTES: usize = 200;
+
+/// A key of at most [`MAX_KEY_BYTES`]: a longer one keeps its start and end around `~` and a
+/// CRC-32 of the whole, so it stays deterministic (a re-upload overwrites) and distinct.
+fn cap_key(k: String) -> String {
+    if k.len() <= MAX_KEY_BYTES {
+        return k;
+    }
+    let crc = format!("~{:08x}", crc32fast::hash(k.as_bytes()));
+    let mut head = MAX_KEY_BYTES - KEY_TAIL_BYTES - crc.len();
+    while !k.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = k.len() - KEY_TAIL_BYTES;
+    while !k.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}{crc}{}", &k[..head], &k[tail..])
 }
 
 /// UTC year, month, day, hour of epoch milliseconds (proleptic Gregorian).
@@ -662,6 +689,25 @@ mod tests {
         let mut b2 = Batcher::new(limits, true);
         let again = feed(&mut b2, &items[first[0].count..]);
         assert_eq!(&first[1..], &again[..first.len() - 1]);
+    }
+
+    #[test]
+    fn keys_longer_than_stores_allow_are_capped_deterministically() {
+        let t = KeyTemplate::parse("{camera}/{first_seq}.ndjson.gz").unwrap();
+        let f = |camera: &'static str, seq| KeyFields {
+            camera,
+            time_ms: 0,
+            seq,
+            topic: "",
+        };
+        let long: &'static str = "ü".repeat(700).leak();
+        let k = t.render_fields(&f(long, 7), "d");
+        assert!(k.len() <= MAX_KEY_BYTES, "{}", k.len());
+        assert!(k.ends_with("00000000000000000007.ndjson.gz"), "{k}");
+        assert_eq!(k, t.render_fields(&f(long, 7), "d"));
+        assert_ne!(k, t.render_fields(&f(long, 8), "d"));
+        let short = t.render_fields(&f("gate#1+x%\u{7}", 7), "d");
+        assert_eq!(short, "gate%231%2Bx%25%07/00000000000000000007.ndjson.gz");
     }
 
     #[test]

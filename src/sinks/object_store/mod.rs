@@ -27,6 +27,7 @@ use crate::clock::SharedClock;
 use crate::config::{BatchConfig, Compression, DestinationConfig, units};
 use crate::delivery::{Record, Snapshot};
 use crate::outbox::{DeadLetters, SharedOutbox};
+use crate::sinks::error::SinkError;
 use crate::sinks::mqtt::SinkStats;
 use crate::sources::backoff::Backoff;
 use batch::{Batch, Batcher, DEFAULT_SNAPSHOT_KEY, KeyTemplate, Limits, Object, ObjectFormat};
@@ -47,7 +48,7 @@ pub enum Store {
 
 impl Store {
     /// Stores one object (overwriting one with the same key).
-    pub async fn put(&self, o: &Object) -> Result<(), String> {
+    pub async fn put(&self, o: &Object) -> Result<(), SinkError> {
         match self {
             Self::S3(s) => s.put(o).await,
             Self::AzureBlob(a) => a.put(o).await,
@@ -175,10 +176,13 @@ impl ObjectSink {
         loop {
             while let Some(u) = ready.pop_front() {
                 match u {
-                    Upload::Batch(b) => self.store_batch(b, &outbox, &stats, &mut backoff).await,
+                    Upload::Batch(b) => {
+                        self.store_batch(b, &outbox, &mut dead, &stats, &mut backoff)
+                            .await
+                    }
                     Upload::Snapshot(seq, snap) => {
                         let object = self.format.snapshot(seq, snap);
-                        self.store_and_ack(object, &outbox, &stats, &mut backoff)
+                        self.store_and_ack(object, &outbox, &mut dead, &stats, &mut backoff)
                             .await
                     }
                     Upload::Ack(seq) => self.ack(seq, &outbox, &mut backoff).await,
@@ -241,12 +245,13 @@ impl ObjectSink {
         &self,
         batch: Batch,
         outbox: &SharedOutbox,
+        dead: &mut DeadLetters,
         stats: &SinkStats,
         backoff: &mut Backoff,
     ) {
         let first_seq = batch.first_seq;
         match self.format.finish(batch) {
-            Ok(o) => self.store_and_ack(o, outbox, stats, backoff).await,
+            Ok(o) => self.store_and_ack(o, outbox, dead, stats, backoff).await,
             // Compressing into memory cannot fail short of a bug; keep the entries.
             Err(e) => {
                 tracing::error!(destination = %self.name, error = %e, first_seq, "cannot build object; entries stay queued")
@@ -254,11 +259,14 @@ impl ObjectSink {
         }
     }
 
-    /// Uploads one object until the store takes it, then acknowledges its entries.
+    /// Uploads one object until the store takes it, then acknowledges its entries. A refusal
+    /// no retry can mend (4xx but 408/429) dead-letters the object's entries instead, so the
+    /// objects after it still go up.
     async fn store_and_ack(
         &self,
         object: Object,
         outbox: &SharedOutbox,
+        dead: &mut DeadLetters,
         stats: &SinkStats,
         backoff: &mut Backoff,
     ) {
@@ -268,6 +276,20 @@ impl ObjectSink {
             stats.sent.fetch_add(count as u64, Ordering::Relaxed);
             match self.store.put(&object).await {
                 Ok(()) => break,
+                Err(e) if e.is_permanent() => {
+                    let reason = format!("refused by the store (key {}): {e}", object.key);
+                    let n = self
+                        .dead_letter_range(first_seq, last_seq, &reason, outbox, dead, backoff)
+                        .await;
+                    stats.dead_lettered.fetch_add(n, Ordering::Relaxed);
+                    tracing::warn!(destination = %self.name, key = %object.key, error = %e, events = n, file = %dead.path().display(),
+                        "object refused by the store and no retry can help: its events moved to the dead-letter file");
+                    if failures > 0 {
+                        stats.connected.store(true, Ordering::Relaxed);
+                    }
+                    self.ack(last_seq, outbox, backoff).await;
+                    return;
+                }
                 Err(e) => {
                     stats.connected.store(false, Ordering::Relaxed);
                     failures += 1;
@@ -291,6 +313,44 @@ impl ObjectSink {
         for t in &object.accepted_ms {
             stats.latency.observe_ms(now - t);
         }
+    }
+
+    /// Writes the entries `first..=last` (still in the outbox: not yet acknowledged) to the
+    /// dead-letter file with `reason`; returns how many. Entries that do not decode were
+    /// dead-lettered when they were read, and are not written twice.
+    async fn dead_letter_range(
+        &self,
+        first: u64,
+        last: u64,
+        reason: &str,
+        outbox: &SharedOutbox,
+        dead: &mut DeadLetters,
+        backoff: &mut Backoff,
+    ) -> u64 {
+        let (mut from, mut n) = (first, 0);
+        while from <= last {
+            let entries = match outbox.read(from, READ_CHUNK) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(destination = %self.name, error = %e, "cannot read the outbox; retrying");
+                    tokio::time::sleep(backoff.next_delay(rand::random::<f64>())).await;
+                    continue;
+                }
+            };
+            if entries.is_empty() {
+                break;
+            }
+            for e in entries.iter().take_while(|e| e.seq <= last) {
+                if Record::decode(&e.data).is_ok() {
+                    if let Err(io) = dead.put(e.seq, e.time_ms, &e.data, reason) {
+                        tracing::error!(destination = %self.name, error = %io, "cannot write dead letter");
+                    }
+                    n += 1;
+                }
+            }
+            from = entries.last().map_or(last + 1, |e| e.seq + 1);
+        }
+        n
     }
 
     /// Acknowledges through `seq`, retrying until the outbox takes it.

@@ -9,15 +9,17 @@
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
 use super::batch::Object;
 use crate::config::S3Destination;
+use crate::sinks::error::SinkError;
 
 /// Attempts the SDK makes per upload before our own back-off takes over.
 const SDK_ATTEMPTS: u32 = 3;
@@ -111,7 +113,7 @@ impl S3Store {
     }
 
     /// PUTs one object.
-    pub async fn put(&self, o: &Object) -> Result<(), String> {
+    pub async fn put(&self, o: &Object) -> Result<(), SinkError> {
         if o.body.len() > MULTIPART_THRESHOLD {
             return self.put_multipart(o).await;
         }
@@ -126,15 +128,12 @@ impl S3Store {
         if let Some(enc) = o.content_encoding {
             req = req.content_encoding(enc);
         }
-        req.send()
-            .await
-            .map(|_| ())
-            .map_err(|e| DisplayErrorContext(e).to_string())
+        req.send().await.map(|_| ()).map_err(classify)
     }
 
     /// Uploads one object in parts; on failure the upload is aborted (best effort) so no
     /// parts linger, and the caller retries the whole object.
-    async fn put_multipart(&self, o: &Object) -> Result<(), String> {
+    async fn put_multipart(&self, o: &Object) -> Result<(), SinkError> {
         let created = self
             .client
             .create_multipart_upload()
@@ -145,10 +144,10 @@ impl S3Store {
             .set_content_encoding(o.content_encoding.map(str::to_string))
             .send()
             .await
-            .map_err(|e| DisplayErrorContext(e).to_string())?;
+            .map_err(classify)?;
         let upload_id = created
             .upload_id()
-            .ok_or("multipart upload: no upload id in the answer")?
+            .ok_or_else(|| SinkError::retry("multipart upload: no upload id in the answer"))?
             .to_string();
         match self.upload_parts(o, &upload_id).await {
             Ok(()) => {
@@ -169,7 +168,7 @@ impl S3Store {
         }
     }
 
-    async fn upload_parts(&self, o: &Object, upload_id: &str) -> Result<(), String> {
+    async fn upload_parts(&self, o: &Object, upload_id: &str) -> Result<(), SinkError> {
         let mut parts = Vec::new();
         let mut start = 0;
         while start < o.body.len() {
@@ -185,7 +184,7 @@ impl S3Store {
                 .body(ByteStream::from(o.body.slice(start..end)))
                 .send()
                 .await
-                .map_err(|e| DisplayErrorContext(e).to_string())?;
+                .map_err(classify)?;
             parts.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -207,11 +206,29 @@ impl S3Store {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| DisplayErrorContext(e).to_string())
+            .map_err(classify)
     }
 
     /// Bucket and endpoint, for logs.
     pub fn describe(&self) -> String {
         format!("s3://{} ({})", self.bucket, self.endpoint)
+    }
+}
+
+/// The retry class of an S3 failure: the HTTP status when the store answered, a request the
+/// SDK could not even build is permanent, timeouts and connection failures are retried.
+fn classify<E: std::error::Error + Send + Sync + 'static>(
+    e: SdkError<E, HttpResponse>,
+) -> SinkError {
+    let status = match &e {
+        SdkError::ConstructionFailure(_) => {
+            return SinkError::permanent(DisplayErrorContext(&e).to_string());
+        }
+        _ => e.raw_response().map(|r| r.status().as_u16()),
+    };
+    let text = DisplayErrorContext(&e).to_string();
+    match status {
+        Some(code) => SinkError::from_http_status(code, format!("HTTP {code}: {text}")),
+        None => SinkError::retry(text),
     }
 }
