@@ -138,11 +138,53 @@ async fn azurite() -> Option<Server> {
 }
 
 /// Forwards TCP to a port; when down, refuses new connections and cuts open ones; when
-/// muted, forwards requests but swallows the answers (the store acts, the client never hears).
+/// muted, forwards requests but swallows the answers (the store acts, the client never hears);
+/// with PUTs to refuse, answers that many PUT requests (each the first on its connection)
+/// with S3's `403 AccessDenied` itself.
 struct Proxy {
     port: u16,
     up: watch::Sender<bool>,
     mute: Arc<AtomicBool>,
+    refuse_puts: Arc<AtomicU64>,
+}
+
+/// S3's answer to a request it denies, as the proxy gives it.
+fn access_denied() -> String {
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+    format!(
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Reads one request head (through the blank line) and its `Content-Length` body; returns
+/// the bytes read and whether it was a PUT.
+async fn read_request(inbound: &mut tokio::net::TcpStream) -> Option<(Vec<u8>, bool)> {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match inbound.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        match inbound.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some((buf, head.starts_with("put ")))
 }
 
 impl Proxy {
@@ -152,6 +194,8 @@ impl Proxy {
         let (up, rx) = watch::channel(true);
         let mute = Arc::new(AtomicBool::new(false));
         let muted = mute.clone();
+        let refuse_puts = Arc::new(AtomicU64::new(0));
+        let refusing = refuse_puts.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
@@ -162,12 +206,33 @@ impl Proxy {
                     continue; // dropped: the client sees the connection close
                 }
                 let muted = muted.clone();
+                let refusing = refusing.clone();
                 tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-                    let Ok(out) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    let mut first = Vec::new();
+                    if refusing.load(Ordering::SeqCst) > 0 {
+                        let Some((request, put)) = read_request(&mut inbound).await else {
+                            return;
+                        };
+                        let refuse = put
+                            && refusing
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                    n.checked_sub(1)
+                                })
+                                .is_ok();
+                        if refuse {
+                            let _ = inbound.write_all(access_denied().as_bytes()).await;
+                            return;
+                        }
+                        first = request;
+                    }
+                    let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
                     else {
                         return;
                     };
+                    if out.write_all(&first).await.is_err() {
+                        return;
+                    }
                     let (mut in_r, mut in_w) = inbound.split();
                     let (mut out_r, mut out_w) = out.into_split();
                     let requests = tokio::io::copy(&mut in_r, &mut out_w);
@@ -193,7 +258,17 @@ impl Proxy {
                 });
             }
         });
-        Self { port, up, mute }
+        Self {
+            port,
+            up,
+            mute,
+            refuse_puts,
+        }
+    }
+
+    /// Answers the next `n` PUTs with `403 AccessDenied` instead of forwarding them.
+    fn refuse_puts(&self, n: u64) {
+        self.refuse_puts.store(n, Ordering::SeqCst);
     }
 
     fn set_mute(&self, mute: bool) {
@@ -1118,6 +1193,51 @@ where
             "{line} missing:\n{metrics}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_object_refused_with_403_is_dead_lettered_and_the_next_objects_go_up() {
+    let Some((moto, client)) = moto().await else {
+        return;
+    };
+    let proxy = Proxy::start(moto.port).await;
+    proxy.refuse_puts(1);
+    let dest = s3_dest(
+        proxy.port,
+        r#"batch = { max_events = 1, max_bytes = "8MiB", max_age = "1h" }
+compression = "none""#,
+    );
+    let (emu, relay) = start_relay(&dest, r#"["archive"]"#).await;
+    for n in 0..5 {
+        emu.emit(&event(n));
+    }
+    let objects = wait_store(
+        &relay,
+        || s3_archive(&client),
+        "the 4 objects after the refused one",
+        |o| o.len() >= 4,
+    )
+    .await;
+    assert_eq!(
+        all_numbers(&objects),
+        [1, 2, 3, 4],
+        "the refused object is not retried"
+    );
+    let dead = common::dead_letters(&relay, "archive");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let reason = dead[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("refused by the store") && reason.contains("403"),
+        "{reason}"
+    );
+    let d = Delivery::decode(&common::dead_letter_record(&dead[0])).unwrap();
+    assert_eq!(d.payload, b"0");
+    relay
+        .wait_for_log(
+            "no retry can help: its events moved to the dead-letter file",
+            T,
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

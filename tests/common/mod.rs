@@ -181,6 +181,11 @@ impl Mosquitto {
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
+
+    /// What the broker logged (connections, disconnections and why).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
 }
 
 impl Drop for Mosquitto {
@@ -500,6 +505,28 @@ impl Drop for RelayProcess {
 
 /// The relay's in-flight window in load tests: the bound on duplicates per disconnection.
 pub const INFLIGHT: usize = 100;
+
+/// The lines of a destination's dead-letter file (`data_dir/dead-letter/NAME.ndjson`).
+pub fn dead_letters(relay: &RelayProcess, destination: &str) -> Vec<serde_json::Value> {
+    let path = relay
+        .dir
+        .path()
+        .join("data/dead-letter")
+        .join(format!("{destination}.ndjson"));
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The stored record of one dead letter (its `record_b64`).
+pub fn dead_letter_record(line: &serde_json::Value) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(line["record_b64"].as_str().unwrap())
+        .unwrap()
+}
 
 /// A numbered event: its `n` lets the test check loss, order and duplicates.
 pub fn numbered(n: u64) -> Notification {

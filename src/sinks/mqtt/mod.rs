@@ -313,7 +313,7 @@ impl MqttSink {
         let renew = tokio::time::sleep(renew_in.unwrap_or(Duration::from_secs(365 * 86_400)));
         tokio::pin!(renew);
         let inflight = self.config.inflight.max(1) as usize;
-        let mut window = AckWindow::new(refusals.window(inflight));
+        let mut window = AckWindow::new(refusals.window(0, inflight));
         let mut next_read = 0u64;
         let mut connected = false;
         loop {
@@ -322,9 +322,10 @@ impl MqttSink {
                     Err(e) => {
                         let error = describe(&e);
                         if connected {
-                            refusals.connection_lost(window.head(), self.clock.now_ms(), &error);
-                            if let Some(seq) = refusals.suspect() {
-                                tracing::debug!(destination = %self.name, seq, %error, "connection closed with a publish in flight: it is sent alone next");
+                            let alone = window.pending() == 1;
+                            refusals.connection_lost(window.head(), window.last_seq(), alone, self.clock.now_ms(), &error);
+                            if refusals.probing() {
+                                tracing::debug!(destination = %self.name, suspect = ?refusals.suspect(), %error, "connection closed with publishes in flight: they are sent one at a time next");
                             }
                         }
                         return Ended::Error(error);
@@ -359,7 +360,6 @@ impl MqttSink {
                             self.dead_letter(dead, stats, &entry, &reason);
                             window.push_done(entry.seq);
                             refusals.released_through(entry.seq);
-                            window.set_capacity(refusals.window(inflight));
                             continue;
                         }
                         let d = match Delivery::decode(&entry.data) {
@@ -402,11 +402,9 @@ impl MqttSink {
                     return Ended::Error(format!("acknowledging in the outbox: {e}"));
                 }
                 stats.acked.fetch_add(count, Ordering::Relaxed);
-                if refusals.suspect().is_some() {
-                    refusals.released_through(seq);
-                    window.set_capacity(refusals.window(inflight));
-                }
+                refusals.released_through(seq);
             }
+            window.set_capacity(refusals.window(next_read, inflight));
         }
     }
 

@@ -128,6 +128,19 @@ impl AckWindow {
             .and_then(|s| Some((s.seq?, s.written_ms)))
     }
 
+    /// The newest outbox entry handed to the client.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.slots.iter().rev().find_map(|s| s.seq)
+    }
+
+    /// Outbox entries in flight (handed to the client, not acknowledged).
+    pub fn pending(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| !s.done && s.seq.is_some())
+            .count()
+    }
+
     /// Releases the acknowledged prefix; returns the last outbox sequence released (if any)
     /// and how many outbox entries that released.
     pub fn release(&mut self) -> (Option<u64>, u64) {
