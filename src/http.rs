@@ -47,8 +47,13 @@ pub async fn serve(listener: tokio::net::TcpListener, observed: Arc<Observed>) {
     }
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// 200 while every relay task lives; 503 with the dead task's name once one died (the
+/// process then stops by itself, non-zero, so the container is restarted).
+async fn healthz(State(s): State<Arc<AppState>>) -> Response {
+    match s.observed.dead_task() {
+        None => "ok\n".into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    }
 }
 
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {

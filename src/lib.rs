@@ -19,6 +19,7 @@
 //! - [`broker`]: the embedded MQTT broker.
 //! - [`tls`]: rustls client configs shared by camera and broker connections.
 //! - [`observe`] and [`http`]: `/metrics`, `/status`, `/healthz`, `/readyz`.
+//! - [`supervise`]: a task that dies is noticed: `/healthz` fails and `run` exits non-zero.
 //! - [`clock`]: injected time, so back-off and rate limits are testable.
 //! - [`bench`]: `edgerelay bench`, the measured figures.
 
@@ -37,5 +38,6 @@ pub mod rules;
 pub mod sinks;
 pub mod snapshots;
 pub mod sources;
+pub mod supervise;
 pub mod time;
 pub mod tls;

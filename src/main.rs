@@ -173,14 +173,21 @@ async fn run(cfg: edgerelay::config::Config, path: &std::path::Path) -> anyhow::
         sources: r.sources.clone(),
         destinations: r.destinations.clone(),
         topics: r.topics.clone(),
+        supervisor: r.supervisor.clone(),
     };
     let mut running = cfg.clone();
     let mut relay = Relay::start(cfg, clock.clone()).await?;
     observed.set_ready(parts(&relay));
+    let mut died = None;
     loop {
+        let supervisor = relay.supervisor.clone();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
+            why = supervisor.wait() => {
+                died = Some(why);
+                break;
+            }
             _ = hup.recv() => {
                 let next = match edgerelay::config::load_with_warnings(path) {
                     Ok(loaded) => loaded.config,
@@ -210,12 +217,23 @@ async fn run(cfg: edgerelay::config::Config, path: &std::path::Path) -> anyhow::
     }
     tracing::info!("stopping: sources first, then sending what is queued");
     observed.set_stopping();
-    observed.clear();
-    relay.shutdown().await;
+    if died.is_none() {
+        observed.clear();
+    }
+    if died.is_some() {
+        // What is queued stays in the outboxes; the fresh process sends it.
+        relay.shutdown_within(Duration::ZERO).await;
+    } else {
+        relay.shutdown().await;
+    }
     if let Some(h) = http {
         h.abort();
     }
-    Ok(())
+    match died {
+        // Non-zero, so a container or service manager starts a fresh relay.
+        Some(why) => anyhow::bail!("{why}; stopped so that a fresh process takes over"),
+        None => Ok(()),
+    }
 }
 
 /// A destination gone from the config keeps its queue on disk: say how much waits there.

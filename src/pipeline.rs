@@ -30,6 +30,7 @@ use crate::sources::rtsp::{self, RtspCamera};
 use crate::sources::status::SourceStatus;
 use crate::sources::vapix::VapixClient;
 use crate::sources::websocket::{self, WsCamera};
+use crate::supervise::Supervisor;
 
 /// Events waiting between sources and the router; bounded so a stalled disk pushes back.
 const EVENT_QUEUE: usize = 8192;
@@ -54,6 +55,8 @@ pub struct Relay {
     pub destinations: Vec<(Arc<str>, Arc<SharedOutbox>, Arc<SinkStats>)>,
     /// Events per camera and topic, counted by the router.
     pub topics: Arc<TopicCounts>,
+    /// Notices a task that died (`/healthz`, and `run` exits non-zero).
+    pub supervisor: Arc<Supervisor>,
     _emulators: Vec<Emulator>,
     shutdown_timeout: Duration,
 }
@@ -78,6 +81,7 @@ impl Relay {
         let shutdown_timeout = units::parse_duration(&cfg.relay.shutdown_timeout)
             .map_err(anyhow::Error::msg)
             .context("relay.shutdown_timeout")?;
+        let supervisor = Arc::new(Supervisor::default());
         let mut tasks = Vec::new();
         let mut source_tasks = Vec::new();
         let mut destinations = Vec::new();
@@ -94,22 +98,23 @@ impl Relay {
                         MqttSink::from_config(name.clone(), dest, cfg.relay.print, clock.clone())
                             .map_err(anyhow::Error::msg)
                             .with_context(|| format!("destination.{name}"))?;
-                    tasks.push(tokio::spawn(sink.run(outbox.clone(), dead, stats.clone())));
+                    let run = sink.run(outbox.clone(), dead, stats.clone());
+                    tasks.push(supervisor.spawn(format!("sink:{name}"), run));
                 }
                 DestinationConfig::S3(_) | DestinationConfig::AzureBlob(_) => {
                     let sink = ObjectSink::from_config(name.clone(), dest, clock.clone())
                         .expect("an object-store kind")
                         .map_err(anyhow::Error::msg)
                         .with_context(|| format!("destination.{name}"))?;
-                    tasks.push(tokio::spawn(sink.run(outbox.clone(), dead, stats.clone())));
+                    let run = sink.run(outbox.clone(), dead, stats.clone());
+                    tasks.push(supervisor.spawn(format!("sink:{name}"), run));
                 }
             }
             if dest.buffer().max_age.is_some() {
-                tasks.push(tokio::spawn(expire_loop(
-                    name.clone(),
-                    outbox.clone(),
-                    clock.clone(),
-                )));
+                tasks.push(supervisor.spawn(
+                    format!("expire:{name}"),
+                    expire_loop(name.clone(), outbox.clone(), clock.clone()),
+                ));
             }
             outboxes.insert(name.clone(), outbox.clone());
             destinations.push((name, outbox, stats));
@@ -131,11 +136,10 @@ impl Relay {
                 ),
             })
             .collect();
-        tasks.push(tokio::spawn(crate::observe::watch::run(
-            watched,
-            cfg.relay.status_topic.clone(),
-            clock.clone(),
-        )));
+        tasks.push(supervisor.spawn(
+            "watch".into(),
+            crate::observe::watch::run(watched, cfg.relay.status_topic.clone(), clock.clone()),
+        ));
 
         // The router starts once the snapshot queue exists; sources wait in the channel.
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
@@ -152,13 +156,13 @@ impl Relay {
                         websocket_camera(cam, &rules, &mut source_tasks, &mut emulators).await?;
                     let vapix = ws.vapix.clone();
                     let run = websocket::run(ws, tx.clone(), status.clone(), clock.clone());
-                    (tokio::spawn(run), vapix)
+                    (supervisor.spawn(format!("source:{}", cam.name), run), vapix)
                 }
                 Transport::Rtsp => {
                     let rtsp = rtsp_camera(cam, &rules)?;
                     let vapix = rtsp_vapix(cam)?;
                     let run = rtsp::run(rtsp, tx.clone(), status.clone(), clock.clone());
-                    (tokio::spawn(run), vapix)
+                    (supervisor.spawn(format!("source:{}", cam.name), run), vapix)
                 }
             };
             vapix_clients.insert(cam.name.clone(), vapix.clone());
@@ -175,31 +179,27 @@ impl Relay {
         }
         let (snapshotter, snapshots) =
             Snapshotter::new(snapshot_cameras, outboxes.clone(), clock.clone());
-        tasks.push(tokio::spawn(snapshotter.run()));
+        tasks.push(supervisor.spawn("snapshots".into(), snapshotter.run()));
         let (router_rules, router_clock) = (rules.clone(), clock.clone());
         let topics = Arc::new(TopicCounts::default());
         let router_topics = topics.clone();
-        let router = std::thread::Builder::new()
-            .name("router".into())
-            .spawn(move || {
-                route_loop(
-                    rx,
-                    router_rules,
-                    outboxes,
-                    snapshots,
-                    router_clock,
-                    router_topics,
-                    state_path,
-                )
-            })?;
+        let router = supervisor.spawn_thread("router", move || {
+            route_loop(
+                rx,
+                router_rules,
+                outboxes,
+                snapshots,
+                router_clock,
+                router_topics,
+                state_path,
+            )
+        })?;
         for m in &cfg.mqtt_source {
             let status = Arc::new(SourceStatus::new(&m.name));
-            source_tasks.push(tokio::spawn(crate::sources::mqtt::run(
-                m.clone(),
-                tx.clone(),
-                status.clone(),
-                clock.clone(),
-            )));
+            source_tasks.push(supervisor.spawn(
+                format!("source:{}", m.name),
+                crate::sources::mqtt::run(m.clone(), tx.clone(), status.clone(), clock.clone()),
+            ));
             sources.push(status);
         }
         drop(tx);
@@ -223,7 +223,7 @@ impl Relay {
                 clock: clock.clone(),
             };
             let run = crate::commands::run(i, c.clone(), dest.clone(), vapix.clone(), stores);
-            tasks.push(tokio::spawn(run));
+            tasks.push(supervisor.spawn(format!("command:{i}"), run));
         }
         Ok(Relay {
             source_tasks,
@@ -232,6 +232,7 @@ impl Relay {
             sources,
             destinations,
             topics,
+            supervisor,
             _emulators: emulators,
             shutdown_timeout,
         })
@@ -249,6 +250,7 @@ impl Relay {
     /// next relay sends them).
     pub async fn shutdown_within(mut self, drain_timeout: Duration) {
         let started = std::time::Instant::now();
+        self.supervisor.stopping();
         for t in &self.source_tasks {
             t.abort();
         }
@@ -463,6 +465,7 @@ fn route_loop(
             }
         };
         let now = clock.now_ms();
+        crate::supervise::failpoint("router");
         routed.extend(rules.due(now));
         let mut counting = topics.batch();
         if let Some(ev) = &first {

@@ -25,6 +25,8 @@ pub struct Parts {
     pub destinations: Vec<(Arc<str>, Arc<SharedOutbox>, Arc<SinkStats>)>,
     /// Events per camera and topic.
     pub topics: Arc<topics::TopicCounts>,
+    /// Knows whether a task died.
+    pub supervisor: Arc<crate::supervise::Supervisor>,
 }
 
 /// What the HTTP endpoint reads; ready once [`Observed::set_ready`] gave it the relay's parts
@@ -63,6 +65,11 @@ impl Observed {
     /// The relay is stopping: `/readyz` answers 503 again (`/healthz` still 200).
     pub fn set_stopping(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// A task of the running relay that died, in words (`/healthz` fails with it).
+    pub fn dead_task(&self) -> Option<String> {
+        self.parts()?.supervisor.dead()
     }
 
     /// True once the relay started, until it starts stopping.

@@ -444,6 +444,29 @@ impl RelayProcess {
         }
     }
 
+    /// Waits for the process to end by itself; its exit status (panics after `within`).
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let end = Instant::now() + within;
+        let c = self.child.as_mut().expect("running");
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                self.child = None;
+                return st;
+            }
+            assert!(
+                Instant::now() < end,
+                "relay still running after {within:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Forgets the extra environment variables (for the next [`RelayProcess::spawn`]).
+    pub fn clear_env(&mut self) {
+        self.env.clear();
+    }
+
     /// SIGHUP: reload the config file.
     pub fn hup(&self) {
         let pid = self.child.as_ref().expect("running").id();

@@ -354,6 +354,7 @@ impl MqttSink {
                         Err(e) => return Ended::Error(format!("reading the outbox: {e}")),
                     };
                     for entry in entries {
+                        crate::supervise::failpoint("sink");
                         next_read = entry.seq + 1;
                         if let Some(reason) = refusals.verdict(entry.seq) {
                             tracing::warn!(destination = %self.name, seq = entry.seq, %reason, "moved to the dead-letter file");
