@@ -57,6 +57,8 @@ pub struct Relay {
     pub topics: Arc<TopicCounts>,
     /// Notices a task that died (`/healthz`, and `run` exits non-zero).
     pub supervisor: Arc<Supervisor>,
+    /// Rule state entries forgotten to stay bounded, as the router last counted them.
+    pub rule_state_evictions: Arc<std::sync::atomic::AtomicU64>,
     _emulators: Vec<Emulator>,
     shutdown_timeout: Duration,
 }
@@ -183,6 +185,8 @@ impl Relay {
         let (router_rules, router_clock) = (rules.clone(), clock.clone());
         let topics = Arc::new(TopicCounts::default());
         let router_topics = topics.clone();
+        let rule_state_evictions = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let router_evictions = rule_state_evictions.clone();
         let router = supervisor.spawn_thread("router", move || {
             route_loop(
                 rx,
@@ -191,6 +195,7 @@ impl Relay {
                 snapshots,
                 router_clock,
                 router_topics,
+                router_evictions,
                 state_path,
             )
         })?;
@@ -233,6 +238,7 @@ impl Relay {
             destinations,
             topics,
             supervisor,
+            rule_state_evictions,
             _emulators: emulators,
             shutdown_timeout,
         })
@@ -428,6 +434,7 @@ pub fn outbox_options(b: &BufferConfig) -> anyhow::Result<OutboxOptions> {
 }
 
 /// The router thread: batches events, routes them, appends per destination.
+#[allow(clippy::too_many_arguments)]
 fn route_loop(
     mut rx: mpsc::Receiver<Event>,
     mut rules: RuleSet,
@@ -435,6 +442,7 @@ fn route_loop(
     snapshots: SnapshotQueue,
     clock: SharedClock,
     topics: Arc<TopicCounts>,
+    evictions: Arc<std::sync::atomic::AtomicU64>,
     state_path: std::path::PathBuf,
 ) {
     let mut routed: Vec<Routed> = Vec::with_capacity(ROUTE_BATCH);
@@ -508,6 +516,14 @@ fn route_loop(
                 None => tracing::warn!(destination = %dest, "rule names an unknown destination"),
             }
             records.clear();
+        }
+        let evicted = rules.state_evictions();
+        let before = evictions.swap(evicted, std::sync::atomic::Ordering::Relaxed);
+        if evicted > before && before == 0 {
+            tracing::warn!(
+                evicted,
+                "rule state (only_changes, max_rate) reached its bound: the oldest entries are forgotten; a camera or MQTT source sends topics or source values of unbounded variety"
+            );
         }
         // Pictures are asked for once their events are accepted.
         for req in rules.take_snapshots() {

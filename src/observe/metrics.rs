@@ -43,6 +43,8 @@ pub const OUTBOX_LOST_CORRUPT: &str = "edgerelay_outbox_lost_corrupt";
 pub const DESTINATION_CONNECTED: &str = "edgerelay_destination_connected";
 pub const DESTINATION_CONNECTS: &str = "edgerelay_destination_connects";
 pub const DELIVERY_LATENCY: &str = "edgerelay_delivery_latency_seconds";
+/// No labels.
+pub const RULE_STATE_EVICTIONS: &str = "edgerelay_rule_state_evictions";
 
 #[derive(Debug)]
 struct RelayCollector(Arc<Observed>);
@@ -91,7 +93,17 @@ impl Collector for RelayCollector {
             cameras,
             destinations,
             topics,
+            rule_state_evictions,
         } = self.0.snapshot();
+        {
+            let m = enc.encode_descriptor(
+                RULE_STATE_EVICTIONS,
+                "only_changes entries forgotten and max_rate windows closed early to keep rule state bounded.",
+                None,
+                MetricType::Counter,
+            )?;
+            counter(rule_state_evictions).encode(m)?;
+        }
         if !topics.is_empty() {
             let mut m = enc.encode_descriptor(
                 EVENTS_BY_TOPIC,

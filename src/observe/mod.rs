@@ -27,6 +27,8 @@ pub struct Parts {
     pub topics: Arc<topics::TopicCounts>,
     /// Knows whether a task died.
     pub supervisor: Arc<crate::supervise::Supervisor>,
+    /// Rule state entries forgotten to stay bounded.
+    pub rule_state_evictions: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the HTTP endpoint reads; ready once [`Observed::set_ready`] gave it the relay's parts
@@ -86,6 +88,7 @@ impl Observed {
                 cameras: Vec::new(),
                 destinations: Vec::new(),
                 topics: Vec::new(),
+                rule_state_evictions: 0,
             };
         };
         let cameras = parts
@@ -123,6 +126,7 @@ impl Observed {
             cameras,
             destinations,
             topics: parts.topics.rows(),
+            rule_state_evictions: parts.rule_state_evictions.load(Ordering::Relaxed),
         }
     }
 }
@@ -138,6 +142,8 @@ pub struct Snapshot {
     pub destinations: Vec<DestinationSnapshot>,
     /// (camera, topic, events received), sorted.
     pub topics: Vec<(String, String, u64)>,
+    /// Rule state entries forgotten to stay bounded.
+    pub rule_state_evictions: u64,
 }
 
 /// One camera.

@@ -441,6 +441,18 @@ impl RuleSet {
         out
     }
 
+    /// Entries `only_changes` forgot and `max_rate` windows closed early to stay within
+    /// their bounds ([`state::MAX_CHANGE_ENTRIES`], [`state::MAX_RATE_WINDOWS`]), since start.
+    pub fn state_evictions(&self) -> u64 {
+        self.changes.evictions()
+            + self
+                .limiters
+                .iter()
+                .flatten()
+                .map(RateLimiter::evictions)
+                .sum::<u64>()
+    }
+
     /// The `only_changes` state as JSON when it changed since the last call.
     pub fn state_to_save(&mut self) -> Option<String> {
         self.changes.take_dirty().then(|| self.changes.to_json())

@@ -30,10 +30,23 @@ pub const SAVE_INTERVAL_MS: i64 = 200;
 /// Name of the state file in `data_dir`.
 pub const STATE_FILE: &str = "rules-state.json";
 
-/// Last data seen per (rule, camera, topic, source).
+/// Most (rule, camera, topic, source) entries `only_changes` remembers: a camera or MQTT
+/// source sending topics or source values of unbounded variety must not grow the relay (or
+/// `rules-state.json`) without end. Far above what real sites have (hundreds).
+pub const MAX_CHANGE_ENTRIES: usize = 65_536;
+/// Most bytes of keys and values `only_changes` remembers.
+pub const MAX_CHANGE_BYTES: usize = 16 * 1024 * 1024;
+/// Most `max_rate` windows one rule keeps open.
+pub const MAX_RATE_WINDOWS: usize = 16_384;
+
+/// Last data seen per (rule, camera, topic, source), bounded by [`MAX_CHANGE_ENTRIES`] and
+/// [`MAX_CHANGE_BYTES`]: past them an arbitrary entry is forgotten (counted), so at worst one
+/// repeated state of it is delivered again.
 #[derive(Debug, Clone, Default)]
 pub struct ChangeFilter {
     last: HashMap<String, String, FxBuild>,
+    bytes: usize,
+    evictions: u64,
     dirty: bool,
 }
 
@@ -49,11 +62,19 @@ impl ChangeFilter {
         match self.last.get_mut(key) {
             Some(old) if old == data => false,
             Some(old) => {
+                self.bytes = self.bytes - old.len() + data.len();
                 data.clone_into(old);
                 self.dirty = true;
                 true
             }
             None => {
+                while !self.last.is_empty()
+                    && (self.last.len() >= MAX_CHANGE_ENTRIES
+                        || self.bytes + key.len() + data.len() > MAX_CHANGE_BYTES)
+                {
+                    self.evict_one();
+                }
+                self.bytes += key.len() + data.len();
                 self.last.insert(key.to_string(), data.to_string());
                 self.dirty = true;
                 true
@@ -61,11 +82,24 @@ impl ChangeFilter {
         }
     }
 
+    fn evict_one(&mut self) {
+        if let Some(k) = self.last.keys().next().cloned() {
+            self.forget(&k);
+            self.evictions += 1;
+        }
+    }
+
     /// Forgets a key (its property was deleted).
     pub fn forget(&mut self, key: &str) {
-        if self.last.remove(key).is_some() {
+        if let Some((k, v)) = self.last.remove_entry(key) {
+            self.bytes -= k.len() + v.len();
             self.dirty = true;
         }
+    }
+
+    /// Entries forgotten to stay within the bounds, since start.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
     }
 
     /// Entries held.
@@ -97,7 +131,12 @@ impl ChangeFilter {
     pub fn restore(&mut self, json: &str) -> bool {
         match serde_json::from_str::<Saved>(json) {
             Ok(s) if s.version == 1 => {
-                self.last = s.only_changes;
+                self.last.clear();
+                self.bytes = 0;
+                for (k, v) in s.only_changes {
+                    self.admit(&k, &v);
+                }
+                self.dirty = false;
                 true
             }
             _ => false,
@@ -223,6 +262,7 @@ pub struct RateLimiter<T> {
     window_ms: i64,
     keep: Keep,
     windows: HashMap<u64, Window<T>, FxBuild>,
+    evictions: u64,
 }
 
 impl<T> RateLimiter<T> {
@@ -235,6 +275,36 @@ impl<T> RateLimiter<T> {
             window_ms: window_ms.max(1),
             keep,
             windows: HashMap::default(),
+            evictions: 0,
+        }
+    }
+
+    /// Windows closed early to stay within [`MAX_RATE_WINDOWS`], since start.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// Makes room for a new window: forgets windows that ended, then, if still full, closes
+    /// an eighth of the others early (their held events go out now, into `flushed`; their
+    /// keys start a fresh window on their next event).
+    fn make_room(&mut self, now_ms: i64, flushed: &mut Vec<T>) {
+        let window_ms = self.window_ms;
+        self.windows
+            .retain(|_, w| now_ms < w.start_ms + window_ms || w.held.is_some());
+        if self.windows.len() < MAX_RATE_WINDOWS {
+            return;
+        }
+        let victims: Vec<u64> = self
+            .windows
+            .keys()
+            .take(MAX_RATE_WINDOWS / 8)
+            .copied()
+            .collect();
+        for k in victims {
+            if let Some(w) = self.windows.remove(&k) {
+                flushed.extend(w.held);
+                self.evictions += 1;
+            }
         }
     }
 
@@ -263,6 +333,9 @@ impl<T> RateLimiter<T> {
         flushed: &mut Vec<T>,
     ) -> Decision {
         let (budget, window_ms, keep) = (self.budget, self.window_ms, self.keep);
+        if self.windows.len() >= MAX_RATE_WINDOWS && !self.windows.contains_key(&key) {
+            self.make_room(now_ms, flushed);
+        }
         let w = self.windows.entry(key).or_insert(Window {
             start_ms: now_ms,
             used: 0,
@@ -411,6 +484,53 @@ mod tests {
         assert_eq!(l.admit(1, 3_600_000, || 0, &mut f), Decision::Drop);
         assert_eq!(l.admit(1, 7_200_000, || 0, &mut f), Decision::Pass);
         assert_eq!(limiter("2.5/s", Keep::First).shape(), (2, 800));
+    }
+
+    #[test]
+    fn change_filter_stays_within_its_bounds_and_counts_what_it_forgets() {
+        let mut f = ChangeFilter::default();
+        for i in 0..MAX_CHANGE_ENTRIES + 10 {
+            assert!(f.admit(&format!("k{i}"), "1"));
+        }
+        assert_eq!(f.len(), MAX_CHANGE_ENTRIES);
+        assert_eq!(f.evictions(), 10);
+        // Bytes: a few huge values evict older entries instead of growing past the cap.
+        let big = "x".repeat(MAX_CHANGE_BYTES / 4);
+        for i in 0..8 {
+            assert!(f.admit(&format!("big{i}"), &big));
+        }
+        assert!(f.bytes <= MAX_CHANGE_BYTES, "{}", f.bytes);
+        let restored = {
+            let mut r = ChangeFilter::default();
+            assert!(r.restore(&f.to_json()));
+            r
+        };
+        assert_eq!((restored.len(), restored.bytes), (f.len(), f.bytes));
+    }
+
+    #[test]
+    fn rate_windows_stay_within_their_bound_and_held_events_are_not_lost() {
+        let clock = ManualClock::new(0);
+        let mut l: RateLimiter<u32> = limiter("1/h", Keep::Latest);
+        let mut flushed = Vec::new();
+        let mut held = 0;
+        for k in 0..MAX_RATE_WINDOWS as u64 + 100 {
+            // Two events per key inside the window: the second is held.
+            assert_eq!(
+                l.admit(k, clock.now_ms(), || 0, &mut flushed),
+                Decision::Pass
+            );
+            assert_eq!(
+                l.admit(k, clock.now_ms(), || k as u32, &mut flushed),
+                Decision::Hold
+            );
+            held += 1;
+        }
+        assert!(l.windows.len() <= MAX_RATE_WINDOWS);
+        assert!(l.evictions() > 0);
+        // Every held event either still waits in a window or went out early.
+        let waiting = l.windows.values().filter(|w| w.held.is_some()).count();
+        assert_eq!(waiting + flushed.len(), held);
     }
 
     #[test]
