@@ -9,7 +9,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 secs=${SECONDS_PER_TARGET:-180}
-targets=${*:-"rtsp_interleaved rtsp_response onvif_metadata vapix_catalog ws_frame config"}
+targets=${*:-"rtsp_interleaved rtsp_response onvif_metadata vapix_catalog ws_frame config routed_delivery"}
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O -a -s none
 mkdir -p fuzz/logs

@@ -36,8 +36,9 @@ async fn broker_stopped_under_load_and_restarted_loses_nothing_and_keeps_order()
     let mut duplicates = 0;
     while seen.len() < N as usize {
         let Some(m) = sub.try_next(Duration::from_secs(20)).await else {
+            let missing: Vec<u64> = (0..N).filter(|n| !seen.contains(n)).collect();
             panic!(
-                "stuck at {} of {N} events; last {:?}\n{}",
+                "stuck at {} of {N} events; last {:?}; missing {missing:?}\n{}",
                 seen.len(),
                 firsts.last(),
                 relay.log()

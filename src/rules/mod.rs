@@ -589,6 +589,47 @@ mod tests {
     }
 
     #[test]
+    fn hostile_camera_values_always_make_topics_a_broker_accepts() {
+        use crate::sinks::mqtt::limits::{MAX_PACKET_BYTES, publish_problem};
+        // The same rules as the `routed_delivery` fuzz target: every placeholder in a topic.
+        let mut rs = ruleset(concat!(
+            "[[rule]]\nname = \"default\"\nto = [\"d\"]\n",
+            "[[rule]]\nname = \"all\"\nto = [\"d\"]\n",
+            "mqtt_topic = \"f/{camera}/{serial}/{topic}/{topic_raw}/{timestamp}/{iso_time}/",
+            "{source.port}/{key.k}/{data.active}/{$.message.data.active}/{$.message.source}/{$.timestamp}\"\n",
+        ));
+        let hostile = [
+            "",
+            "\0",
+            "a/b",
+            "+",
+            "#",
+            "%2F",
+            "\u{1b}[31m",
+            "\u{85}",
+            "x\0/+#%",
+        ];
+        for (i, v) in hostile.iter().enumerate() {
+            let mut ev = vi(None);
+            ev.serial = (*v).into();
+            ev.topic = format!("tns1:Device/{v}/tnsaxis:{v}");
+            ev.source = Items::from([("port".into(), v.to_string()), (v.to_string(), "1".into())]);
+            ev.key = Items::from([("k".into(), v.to_string())]);
+            ev.data = Items::from([("active".into(), v.to_string())]);
+            ev.time_ms = [i64::MIN, -62_500_000_000_000, -1, 0, i64::MAX][i % 5];
+            for r in routed(&mut rs, &ev, 0) {
+                let d = r.delivery;
+                assert_eq!(
+                    publish_problem(&d.topic, d.payload.len(), d.qos, MAX_PACKET_BYTES),
+                    None,
+                    "value {v:?}: topic {:?}",
+                    d.topic
+                );
+            }
+        }
+    }
+
+    #[test]
     fn default_topic_and_its_options() {
         let e = vi(None);
         assert_eq!(

@@ -102,8 +102,9 @@ impl Mosquitto {
         // Mosquitto started as root drops to its own user before it writes the database.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        // `restart` writes `persistence false` first; the later line wins.
         let extra = format!(
-            "persistence_location {}/\npersistence_file mosquitto.db",
+            "persistence true\npersistence_location {}/\npersistence_file mosquitto.db",
             dir.path().display()
         );
         let mut m = Self {
