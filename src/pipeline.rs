@@ -181,7 +181,7 @@ impl Relay {
         }
         let (snapshotter, snapshots) =
             Snapshotter::new(snapshot_cameras, outboxes.clone(), clock.clone());
-        tasks.push(supervisor.spawn("snapshots".into(), snapshotter.run()));
+        tasks.push(supervisor.spawn_until_done("snapshots".into(), snapshotter.run()));
         let (router_rules, router_clock) = (rules.clone(), clock.clone());
         let topics = Arc::new(TopicCounts::default());
         let router_topics = topics.clone();

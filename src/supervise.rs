@@ -31,7 +31,8 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Spawns `fut` on the runtime as task `name`; a panic or an end is a death.
+    /// Spawns `fut` on the runtime as task `name`, which runs until the relay stops: a panic
+    /// or an end is a death.
     pub fn spawn<F>(
         self: &std::sync::Arc<Self>,
         name: String,
@@ -40,13 +41,38 @@ impl Supervisor {
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        self.spawn_with(name, fut, true)
+    }
+
+    /// Spawns `fut` as task `name`, which ends by itself once its input is gone (the
+    /// snapshotter after the router): only a panic is a death.
+    pub fn spawn_until_done<F>(
+        self: &std::sync::Arc<Self>,
+        name: String,
+        fut: F,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_with(name, fut, false)
+    }
+
+    fn spawn_with<F>(
+        self: &std::sync::Arc<Self>,
+        name: String,
+        fut: F,
+        end_is_death: bool,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         let sup = self.clone();
         tokio::spawn(async move {
-            let why = match AssertUnwindSafe(fut).catch_unwind().await {
-                Ok(()) => "ended".to_string(),
-                Err(p) => format!("panicked: {}", panic_message(&*p)),
-            };
-            sup.died(&name, &why);
+            match AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(()) if end_is_death => sup.died(&name, "ended"),
+                Ok(()) => {}
+                Err(p) => sup.died(&name, &format!("panicked: {}", panic_message(&*p))),
+            }
         })
     }
 
@@ -165,6 +191,10 @@ mod tests {
         let forever = sup.spawn("expire".into(), std::future::pending());
         forever.abort();
         let _ = forever.await;
+        assert_eq!(sup.dead(), None);
+        sup.spawn_until_done("snapshots".into(), async {})
+            .await
+            .unwrap();
         assert_eq!(sup.dead(), None);
         sup.spawn("watch".into(), async {}).await.unwrap();
         assert_eq!(sup.dead().as_deref(), Some("task watch ended"));
