@@ -14,12 +14,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
-use tokio::sync::mpsc;
 
 use crate::clock::SharedClock;
 use crate::config::MqttSourceConfig;
 use crate::event::{Event, EventKind, Items};
 use crate::sources::backoff::Backoff;
+use crate::sources::queue::EventSender;
 use crate::sources::status::{SourceState, SourceStatus};
 
 /// Longest wait between reconnect attempts.
@@ -101,7 +101,7 @@ pub fn client_options(
 /// Runs one MQTT source until the task is aborted or the router is gone.
 pub async fn run(
     cfg: MqttSourceConfig,
-    tx: mpsc::Sender<Event>,
+    tx: EventSender,
     status: Arc<SourceStatus>,
     clock: SharedClock,
 ) {

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::*;
 use crate::clock::SystemClock;
+use crate::event::Event;
 use crate::sources::emulator::rtsp::{RtspEmulator, RtspEmulatorConfig};
 use crate::sources::rtsp::onvif::tests::{check_expected, metadata_fixtures};
 
@@ -43,7 +44,7 @@ fn camera_with_heartbeat(
 }
 
 struct Running {
-    rx: mpsc::Receiver<Event>,
+    rx: crate::sources::queue::EventReceiver,
     status: Arc<SourceStatus>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -55,7 +56,7 @@ async fn start(emu: &RtspEmulator, password: &str) -> Running {
 }
 
 fn start_camera(cam: RtspCamera, stop: watch::Sender<bool>) -> Running {
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = crate::sources::queue::channel(64, 1 << 20);
     let status = Arc::new(SourceStatus::new("lobby"));
     let task = tokio::spawn(run(cam, tx, status.clone(), Arc::new(SystemClock)));
     Running {
