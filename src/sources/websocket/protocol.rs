@@ -363,9 +363,10 @@ mod tests {
         let e = parse_frame(&notify("tns1:A", &array)).unwrap_err();
         assert!(e.to_string().contains("JSON values"), "{e}");
         // Separators inside strings (escaped quotes too) are text, not values.
-        let text = format!(r#"{{"v":""{}"}}"#, ",:[{".repeat(MAX_JSON_NODES));
-        assert!(parse_frame(&notify("tns1:A", &text)).is_ok());
-        assert_eq!(json_nodes(r#"{"a":"x\","b":[1,2]}"#), 6);
+        let text = format!(r#"{{"v":"\"{}"}}"#, ",:[{".repeat(MAX_JSON_NODES));
+        let r = parse_frame(&notify("tns1:A", &text));
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(json_nodes(r#"{"a":"x\\","b":[1,2]}"#), 6);
     }
 
     #[test]
