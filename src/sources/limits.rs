@@ -31,6 +31,11 @@ pub const MAX_WS_MESSAGE_BYTES: usize = 1 << 20;
 /// document of empty elements cannot cost 60 bytes of nodes per byte.
 pub const MAX_XML_NODES: u32 = 50_000;
 
+/// Most JSON values (objects, arrays, members, elements) in one message: a notification has a
+/// few dozen; [`MAX_ITEMS`] items in each of three lists stay far below. Parsed JSON costs tens
+/// of bytes per value, so a 1 MiB message of `[0,0,...]` would otherwise cost 16 MiB.
+pub const MAX_JSON_NODES: usize = 4096;
+
 /// Why an event was refused at parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {
@@ -55,6 +60,37 @@ pub enum LimitError {
         /// The cap.
         max: usize,
     },
+}
+
+/// Values in a JSON text, counted by their separators and openers outside strings (an upper
+/// bound: `,` `:` `[` `{`), without parsing it.
+pub fn json_nodes(text: &[u8]) -> usize {
+    let (mut n, mut in_string, mut escaped) = (0, false, false);
+    for &b in text {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b',' | b':' | b'[' | b'{' => n += 1,
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
+/// Checks an event's topic and item lists.
+pub fn check_event(ev: &crate::event::Event) -> Result<(), LimitError> {
+    check_topic(&ev.topic)?;
+    check_items("source", &ev.source)?;
+    check_items("key", &ev.key)?;
+    check_items("data", &ev.data)
 }
 
 /// Checks a topic's length.

@@ -12,11 +12,9 @@ use serde_json::Value;
 
 use crate::event::{Event, EventKind, Items, canonical_topic};
 use crate::sources::catalog::Catalog;
-use crate::sources::limits::{self, LimitError, MAX_ITEMS, MAX_TOPIC_BYTES};
-
-/// Most JSON values (objects, arrays, members, elements) in one frame: a notification has a
-/// few dozen; [`MAX_ITEMS`] items in each of three lists stay far below.
-pub const MAX_JSON_NODES: usize = 4096;
+use crate::sources::limits::{
+    self, LimitError, MAX_ITEMS, MAX_JSON_NODES, MAX_TOPIC_BYTES, json_nodes,
+};
 
 /// One frame from the camera, classified.
 #[derive(Debug, PartialEq)]
@@ -112,7 +110,7 @@ pub fn configure_request(context: &str, filters: &[String]) -> String {
 
 /// Classifies one text frame.
 pub fn parse_frame(text: &str) -> Result<Incoming, FrameError> {
-    if json_nodes(text) > MAX_JSON_NODES {
+    if json_nodes(text.as_bytes()) > MAX_JSON_NODES {
         return Err(FrameError(format!(
             "more than {MAX_JSON_NODES} JSON values in one frame"
         )));
@@ -136,29 +134,6 @@ pub fn parse_frame(text: &str) -> Result<Incoming, FrameError> {
         }),
         _ => Ok(Incoming::Other),
     }
-}
-
-/// Values in a JSON text, counted by their separators and openers outside strings (an upper
-/// bound: `,` `:` `[` `{`), without parsing it.
-fn json_nodes(text: &str) -> usize {
-    let (mut n, mut in_string, mut escaped) = (0, false, false);
-    for b in text.bytes() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-        } else {
-            match b {
-                b'"' => in_string = true,
-                b',' | b':' | b'[' | b'{' => n += 1,
-                _ => {}
-            }
-        }
-    }
-    n
 }
 
 /// The length of an item value once it is a string (as [`items`] makes it).
@@ -366,7 +341,7 @@ mod tests {
         let text = format!(r#"{{"v":"\"{}"}}"#, ",:[{".repeat(MAX_JSON_NODES));
         let r = parse_frame(&notify("tns1:A", &text));
         assert!(r.is_ok(), "{r:?}");
-        assert_eq!(json_nodes(r#"{"a":"x\\","b":[1,2]}"#), 6);
+        assert_eq!(json_nodes(br#"{"a":"x\\","b":[1,2]}"#), 6);
     }
 
     #[test]
