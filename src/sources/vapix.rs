@@ -291,3 +291,31 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A camera that accepts the connection and never answers costs one [`CALL_TIMEOUT`],
+    /// reported as a timeout (counted as such by the sources), not an endless wait.
+    #[tokio::test]
+    async fn a_call_without_an_answer_is_a_timeout() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = url::Url::parse(&format!("http://{}", silent.local_addr().unwrap())).unwrap();
+        let _held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                open.push(s);
+            }
+        });
+        let client =
+            VapixClient::new(base, None, None, &crate::tls::TlsSettings::default()).unwrap();
+        let started = std::time::Instant::now();
+        let e = tokio::time::timeout(CALL_TIMEOUT * 3, client.serial())
+            .await
+            .expect("the call's own deadline ends it")
+            .unwrap_err();
+        assert!(matches!(e, VapixError::Timeout(_)), "{e}");
+        assert!(started.elapsed() >= CALL_TIMEOUT);
+    }
+}
