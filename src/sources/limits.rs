@@ -5,9 +5,9 @@
 //! a limit is malformed: counted per camera, logged once per burst, skipped; the stream goes on.
 //!
 //! The figures are far above what cameras send (topics of a few dozen bytes, a handful of
-//! items of a few bytes each) and far below what would hurt: at these caps an event holds at
-//! most a few hundred KiB, and the queue to the router is bounded in bytes as well
-//! ([`crate::sources::queue`]).
+//! items of a few bytes each) and far below what would hurt: an event holds at most about a
+//! MiB (a WebSocket message; an RTSP document's events are capped the same way), and the
+//! queue to the router is bounded in bytes as well ([`crate::sources::queue`]).
 
 use crate::event::Items;
 
@@ -18,9 +18,10 @@ pub const MAX_TOPIC_BYTES: usize = 1024;
 pub const MAX_ITEMS: usize = 64;
 /// Longest item name, in bytes.
 pub const MAX_ITEM_NAME_BYTES: usize = 256;
-/// Longest item value, in bytes (object lists and base64 blobs of analytics apps stay well
-/// under this).
-pub const MAX_ITEM_VALUE_BYTES: usize = 256 * 1024;
+/// Longest item value, in bytes: as long as a WebSocket message may be, so over WebSocket
+/// only the message cap applies (analytics apps put object lists and base64 blobs in values;
+/// the archive tests send 700 KiB ones); an RTSP document (up to 4 MiB) may not hold longer.
+pub const MAX_ITEM_VALUE_BYTES: usize = MAX_WS_MESSAGE_BYTES;
 /// Most objects in one analytics frame (a crowded scene has a few dozen).
 pub const MAX_OBJECTS: usize = 512;
 /// Largest WebSocket message or frame read from a camera: an event is a few hundred bytes, and

@@ -244,10 +244,11 @@ async fn session(
         let text = match msg {
             None => return Ok(()),
             Some(Err(tungstenite::Error::Capacity(e))) => {
-                // Refused from its header, unread: the stream cannot resync past it.
-                let count = status.malformed.fetch_add(1, Ordering::Relaxed) + 1;
+                // Refused from its header, unread: the stream cannot resync past it. Counted
+                // as malformed; the error (logged once while it repeats) says why.
+                status.malformed.fetch_add(1, Ordering::Relaxed);
                 return Err(SourceError::Unavailable(format!(
-                    "frame refused ({e}; at most {MAX_WS_MESSAGE_BYTES} bytes), {count} malformed so far"
+                    "frame refused ({e}; at most {MAX_WS_MESSAGE_BYTES} bytes)"
                 )));
             }
             Some(Err(e)) => return Err(SourceError::Unavailable(format!("stream: {e}"))),
