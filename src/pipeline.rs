@@ -14,11 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::mpsc;
 
 use crate::clock::SharedClock;
 use crate::config::{BufferConfig, CameraConfig, Config, DestinationConfig, Transport, units};
-use crate::event::Event;
 use crate::observe::topics::TopicCounts;
 use crate::outbox::{DeadLetters, Outbox, OutboxOptions, SharedOutbox};
 use crate::rules::{Routed, RuleSet};
@@ -26,13 +24,15 @@ use crate::sinks::mqtt::{MqttSink, SinkStats};
 use crate::sinks::object_store::ObjectSink;
 use crate::snapshots::{SnapshotCamera, SnapshotQueue, Snapshotter};
 use crate::sources::emulator::{Emulator, EmulatorConfig};
+use crate::sources::queue;
 use crate::sources::rtsp::{self, RtspCamera};
 use crate::sources::status::SourceStatus;
 use crate::sources::vapix::VapixClient;
 use crate::sources::websocket::{self, WsCamera};
 use crate::supervise::Supervisor;
 
-/// Events waiting between sources and the router; bounded so a stalled disk pushes back.
+/// Events waiting between sources and the router; bounded so a stalled disk pushes back
+/// (and in bytes as well: [`queue::EVENT_QUEUE_BYTES`]).
 const EVENT_QUEUE: usize = 8192;
 /// Most events routed into one outbox write.
 const ROUTE_BATCH: usize = 2048;
@@ -144,7 +144,7 @@ impl Relay {
         ));
 
         // The router starts once the snapshot queue exists; sources wait in the channel.
-        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let (tx, rx) = queue::channel(EVENT_QUEUE, queue::EVENT_QUEUE_BYTES);
 
         let mut sources = Vec::new();
         let mut emulators = Vec::new();
@@ -436,7 +436,7 @@ pub fn outbox_options(b: &BufferConfig) -> anyhow::Result<OutboxOptions> {
 /// The router thread: batches events, routes them, appends per destination.
 #[allow(clippy::too_many_arguments)]
 fn route_loop(
-    mut rx: mpsc::Receiver<Event>,
+    mut rx: queue::EventReceiver,
     mut rules: RuleSet,
     outboxes: HashMap<Arc<str>, Arc<SharedOutbox>>,
     snapshots: SnapshotQueue,

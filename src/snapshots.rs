@@ -5,15 +5,18 @@
 //!
 //! Best effort, and never in the events' way: the router only hands requests over
 //! ([`SnapshotQueue::request`] never blocks); at most [`PER_CAMERA_IN_FLIGHT`] fetches per
-//! camera run at once and further requests are skipped and counted. A failed fetch is counted
-//! and logged once per burst. Once appended, a snapshot is as durable as any delivery: it
+//! camera and [`MAX_IN_FLIGHT`] over all cameras run at once, and the pictures being read or
+//! waiting to be queued hold at most [`MAX_BYTES_IN_FLIGHT`] (a byte budget each body takes
+//! from as it arrives): a request past either cap, or a picture that does not fit what is
+//! left, is skipped and counted (`snapshots_skipped`), logged once per burst. A failed fetch is
+//! counted and logged once per burst. Once appended, a snapshot is as durable as any delivery: it
 //! leaves the outbox only after the store took it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::clock::SharedClock;
@@ -21,11 +24,17 @@ use crate::delivery::Snapshot;
 use crate::outbox::SharedOutbox;
 use crate::rules::SnapshotRequest;
 use crate::sources::status::SourceStatus;
-use crate::sources::vapix::VapixClient;
+use crate::sources::vapix::{VapixClient, VapixError};
 
 /// Fetches per camera at once: a burst of matching events gets its first pictures, and a
 /// camera that answers slowly is not queried ever more.
 pub const PER_CAMERA_IN_FLIGHT: usize = 2;
+/// Fetches at once over all cameras: a site of fifty cameras triggered together must not
+/// open a hundred downloads.
+pub const MAX_IN_FLIGHT: usize = 8;
+/// Bytes of pictures being read or waiting for their outboxes, over all cameras: room for two
+/// of the largest pictures, or dozens of ordinary ones (a few hundred KiB each).
+pub const MAX_BYTES_IN_FLIGHT: usize = 2 * MAX_JPEG_BYTES;
 /// Requests waiting between the router and the fetcher; more are skipped.
 const QUEUE: usize = 64;
 /// Largest JPEG taken: a 4K picture at high quality is a few MiB; anything larger is not a
@@ -92,6 +101,12 @@ pub struct Snapshotter {
     cameras: HashMap<Arc<str>, Camera>,
     outboxes: HashMap<Arc<str>, Arc<SharedOutbox>>,
     clock: SharedClock,
+    /// Fetches allowed at once over all cameras.
+    fetches: Arc<Semaphore>,
+    /// Bytes of pictures allowed in memory at once.
+    bytes: Arc<Semaphore>,
+    /// Requests skipped at the global caps since the last one that ran: the first is logged.
+    skipping: Arc<AtomicU64>,
 }
 
 impl Snapshotter {
@@ -122,8 +137,19 @@ impl Snapshotter {
             cameras,
             outboxes,
             clock,
+            fetches: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            bytes: Arc::new(Semaphore::new(MAX_BYTES_IN_FLIGHT)),
+            skipping: Arc::new(AtomicU64::new(0)),
         };
         (this, SnapshotQueue { tx, statuses })
+    }
+
+    /// The same with other global caps (tests: a budget smaller than a picture).
+    #[cfg(test)]
+    fn with_caps(mut self, fetches: usize, bytes: usize) -> Self {
+        self.fetches = Arc::new(Semaphore::new(fetches));
+        self.bytes = Arc::new(Semaphore::new(bytes));
+        self
     }
 
     /// Takes requests until every [`SnapshotQueue`] is gone, then finishes the fetches in
@@ -159,6 +185,12 @@ impl Snapshotter {
             }
             return;
         };
+        let Ok(global) = self.fetches.clone().try_acquire_owned() else {
+            skipped_globally(&req.camera, &cam.cfg.status, &self.skipping, "fetches");
+            return;
+        };
+        self.skipping.store(0, Ordering::Relaxed);
+        let (bytes, skipping) = (self.bytes.clone(), self.skipping.clone());
         let vapix = cam.cfg.vapix.clone();
         let path = cam.cfg.path();
         let status = cam.cfg.status.clone();
@@ -170,10 +202,15 @@ impl Snapshotter {
             .collect();
         let clock = self.clock.clone();
         fetches.spawn(async move {
-            let _permit = permit;
-            let jpeg = match fetch(&vapix, &path).await {
+            let _permits = (permit, global);
+            // The picture's bytes stay taken from the budget until it is in the outboxes.
+            let (jpeg, _bytes) = match fetch_budgeted(&vapix, &path, &bytes).await {
                 Ok(j) => j,
-                Err(e) => {
+                Err(FetchError::OverBudget) => {
+                    skipped_globally(&req.camera, &status, &skipping, "bytes");
+                    return;
+                }
+                Err(FetchError::Failed(e)) => {
                     status.snapshots_failed.fetch_add(1, Ordering::Relaxed);
                     let n = failing.fetch_add(1, Ordering::Relaxed) + 1;
                     if n == 1 || n.is_power_of_two() {
@@ -215,12 +252,34 @@ impl Snapshotter {
     }
 }
 
+/// Counts a request skipped at a global cap (`what`: fetches or bytes in flight); the first of
+/// a burst is logged.
+fn skipped_globally(camera: &str, status: &SourceStatus, skipping: &AtomicU64, what: &str) {
+    status.snapshots_skipped.fetch_add(1, Ordering::Relaxed);
+    let n = skipping.fetch_add(1, Ordering::Relaxed) + 1;
+    if n == 1 || n.is_power_of_two() {
+        let cap = match what {
+            "fetches" => format!("{MAX_IN_FLIGHT} fetches"),
+            _ => format!("{MAX_BYTES_IN_FLIGHT} bytes"),
+        };
+        tracing::info!(
+            camera,
+            skipped = n,
+            "snapshots skipped: {cap} already in flight over all cameras"
+        );
+    }
+}
+
 /// One picture: the body must look like a JPEG (starts with the SOI marker).
 pub async fn fetch(vapix: &VapixClient, path: &str) -> Result<Vec<u8>, String> {
     let body = vapix
         .get_limited(path, MAX_JPEG_BYTES)
         .await
         .map_err(|e| e.to_string())?;
+    is_jpeg(path, body)
+}
+
+fn is_jpeg(path: &str, body: Vec<u8>) -> Result<Vec<u8>, String> {
     if !body.starts_with(&[0xFF, 0xD8]) {
         return Err(format!(
             "{path} answered {} bytes that are not a JPEG",
@@ -228,6 +287,28 @@ pub async fn fetch(vapix: &VapixClient, path: &str) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(body)
+}
+
+/// Why a budgeted fetch brought no picture.
+enum FetchError {
+    /// The byte budget had no room: skipped, not failed.
+    OverBudget,
+    /// Camera unreachable, refused, or not a JPEG.
+    Failed(String),
+}
+
+/// [`fetch`], its body taking bytes from `budget`; they come back when the permit is dropped.
+async fn fetch_budgeted(
+    vapix: &VapixClient,
+    path: &str,
+    budget: &Arc<Semaphore>,
+) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), FetchError> {
+    let (body, permit) = match vapix.get_budgeted(path, MAX_JPEG_BYTES, budget).await {
+        Ok(r) => r,
+        Err(VapixError::OverBudget) => return Err(FetchError::OverBudget),
+        Err(e) => return Err(FetchError::Failed(e.to_string())),
+    };
+    Ok((is_jpeg(path, body).map_err(FetchError::Failed)?, permit))
 }
 
 #[cfg(test)]
@@ -393,5 +474,92 @@ mod tests {
             .map(|a| a.load(Ordering::Relaxed)),
             [0, PER_CAMERA_IN_FLIGHT as u64, 3]
         );
+    }
+
+    #[tokio::test]
+    async fn fetches_over_all_cameras_are_capped_and_the_rest_skipped() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", silent.local_addr().unwrap());
+        let _held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                open.push(s);
+            }
+        });
+        let cameras: HashMap<Arc<str>, SnapshotCamera> = (0..MAX_IN_FLIGHT + 2)
+            .map(|i| {
+                let cam = SnapshotCamera {
+                    vapix: client(&base, "x"),
+                    resolution: None,
+                    status: Arc::new(SourceStatus::new(&format!("c{i}"))),
+                };
+                (Arc::from(format!("c{i}").as_str()), cam)
+            })
+            .collect();
+        let statuses: Vec<_> = cameras.values().map(|c| c.status.clone()).collect();
+        let clock: SharedClock = Arc::new(ManualClock::new(0));
+        let (fetcher, queue) = Snapshotter::new(cameras, HashMap::new(), clock);
+        for i in 0..MAX_IN_FLIGHT + 2 {
+            queue.request(SnapshotRequest {
+                camera: format!("c{i}").into(),
+                serial: "S".into(),
+                topic: "t".into(),
+                event_ms: 0,
+                destinations: Vec::new(),
+            });
+        }
+        drop(queue);
+        tokio::time::timeout(Duration::from_secs(60), fetcher.run())
+            .await
+            .expect("fetches end at the client timeout");
+        let sum = |f: fn(&SourceStatus) -> &AtomicU64| {
+            statuses
+                .iter()
+                .map(|s| f(s).load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        assert_eq!(sum(|s| &s.snapshots_failed), MAX_IN_FLIGHT as u64);
+        assert_eq!(sum(|s| &s.snapshots_skipped), 2);
+        assert_eq!(sum(|s| &s.snapshots_taken), 0);
+    }
+
+    #[tokio::test]
+    async fn a_picture_that_does_not_fit_the_byte_budget_is_skipped() {
+        let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+        let cam = SnapshotCamera {
+            vapix: client(&emu.base_url(), "fixture-pass"),
+            resolution: None,
+            status: Arc::new(SourceStatus::new("lobby")),
+        };
+        let cameras = HashMap::from([(Arc::<str>::from("lobby"), cam.clone())]);
+        let clock: SharedClock = Arc::new(ManualClock::new(0));
+        let request = || SnapshotRequest {
+            camera: "lobby".into(),
+            serial: "S".into(),
+            topic: "t".into(),
+            event_ms: 0,
+            destinations: Vec::new(),
+        };
+        // The emulator's picture is 141 bytes.
+        for (budget, want) in [(100, [0, 0, 1]), (1000, [1, 0, 1])] {
+            let (fetcher, queue) = Snapshotter::new(cameras.clone(), HashMap::new(), clock.clone());
+            let fetcher = fetcher.with_caps(MAX_IN_FLIGHT, budget);
+            queue.request(request());
+            drop(queue);
+            tokio::time::timeout(Duration::from_secs(30), fetcher.run())
+                .await
+                .expect("fetcher finishes");
+            let s = &cam.status;
+            assert_eq!(
+                [
+                    &s.snapshots_taken,
+                    &s.snapshots_failed,
+                    &s.snapshots_skipped
+                ]
+                .map(|a| a.load(Ordering::Relaxed)),
+                want,
+                "budget {budget}"
+            );
+        }
     }
 }

@@ -24,6 +24,7 @@ pub const EVENTS_BY_TOPIC: &str = "edgerelay_events_received_by_topic";
 pub const SOURCE_MALFORMED: &str = "edgerelay_source_malformed_frames";
 pub const SOURCE_RECONNECTS: &str = "edgerelay_source_reconnects";
 pub const SOURCE_SILENCES: &str = "edgerelay_source_silences";
+pub const SOURCE_TIMEOUTS: &str = "edgerelay_source_timeouts";
 pub const SOURCE_STATE: &str = "edgerelay_source_state";
 pub const SOURCE_LAST_EVENT: &str = "edgerelay_source_last_event_timestamp_seconds";
 pub const SNAPSHOTS_TAKEN: &str = "edgerelay_snapshots_taken";
@@ -154,6 +155,14 @@ impl Collector for RelayCollector {
             Counter,
             "camera",
             cam(|s| s.silences),
+        )?;
+        family(
+            &mut enc,
+            SOURCE_TIMEOUTS,
+            "Connection attempts given up because the camera did not answer a step in time.",
+            Counter,
+            "camera",
+            cam(|s| s.timeouts),
         )?;
         family(
             &mut enc,

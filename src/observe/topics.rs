@@ -1,11 +1,14 @@
 //! Events received per camera and topic, counted by the router (it sees every event once) and
 //! read by `/metrics`. Bounded: a source inventing topics (an MQTT source can) gets at most
-//! [`MAX_TOPICS`] of its own rows; the rest count under `topic="other"`.
+//! [`MAX_TOPICS`] of its own rows, each at most [`MAX_TOPIC_BYTES`] long (camera topics are
+//! capped at parse; an MQTT source's may run to 64 KiB), so at most 256 KiB of keys per
+//! camera; the rest count under `topic="other"`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::event::{Event, EventKind};
+use crate::sources::limits::MAX_TOPIC_BYTES;
 
 /// Distinct topics counted per camera before the rest go to `"other"`.
 pub const MAX_TOPICS: usize = 256;
@@ -50,7 +53,7 @@ impl Counting<'_> {
         let topics = self.0.entry(ev.camera.clone()).or_default();
         if let Some(n) = topics.get_mut(topic) {
             *n += 1;
-        } else if topics.len() < MAX_TOPICS {
+        } else if topics.len() < MAX_TOPICS && topic.len() <= MAX_TOPIC_BYTES {
             topics.insert(topic.to_string(), 1);
         } else {
             *topics.entry("other".to_string()).or_default() += 1;
@@ -98,5 +101,21 @@ mod tests {
         let rows = c.rows();
         assert_eq!(rows.len(), MAX_TOPICS + 1);
         assert!(rows.contains(&("sensors".into(), "other".into(), 10)));
+    }
+
+    #[test]
+    fn a_topic_longer_than_the_cap_counts_as_other() {
+        let c = TopicCounts::default();
+        let mut b = c.batch();
+        b.count(&ev("sensors", &"t".repeat(MAX_TOPIC_BYTES + 1)));
+        b.count(&ev("sensors", "ok"));
+        drop(b);
+        assert_eq!(
+            c.rows(),
+            vec![
+                ("sensors".into(), "ok".into(), 1),
+                ("sensors".into(), "other".into(), 1)
+            ]
+        );
     }
 }

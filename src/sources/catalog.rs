@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use crate::event::Namespace;
+use crate::sources::limits::MAX_TOPIC_BYTES;
 
 const AEV: &str = "http://www.axis.com/vapix/ws/event1";
 const WSTOP: &str = "http://docs.oasis-open.org/wsn/t-1";
@@ -12,6 +13,12 @@ const WSTOP: &str = "http://docs.oasis-open.org/wsn/t-1";
 /// `wstop:TopicSet` are not walked, so a hostile reply can neither overflow the stack nor
 /// make the topic paths (joined once per topic) quadratic.
 const MAX_TOPIC_DEPTH: usize = 32;
+/// Most topics kept from one catalog (a camera with many applications lists a few hundred);
+/// with topics of at most [`MAX_TOPIC_BYTES`], a catalog holds at most a few MiB.
+pub const MAX_CATALOG_TOPICS: usize = 4096;
+/// Most XML nodes parsed in a catalog reply (a few hundred topics take about 20,000): the
+/// reply may be 8 MiB, and parsed nodes cost several times their text.
+const MAX_CATALOG_NODES: u32 = 400_000;
 
 /// What the catalog says about one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +49,11 @@ pub enum CatalogError {
 impl Catalog {
     /// Parses a `GetEventInstancesResponse`.
     pub fn parse(xml: &str) -> Result<Self, CatalogError> {
-        let doc = roxmltree::Document::parse(xml)?;
+        let options = roxmltree::ParsingOptions {
+            nodes_limit: MAX_CATALOG_NODES,
+            ..Default::default()
+        };
+        let doc = roxmltree::Document::parse_with_options(xml, options)?;
         let set = doc
             .descendants()
             .find(|n| n.has_tag_name((WSTOP, "TopicSet")))
@@ -77,7 +88,10 @@ impl Catalog {
 }
 
 fn walk(node: roxmltree::Node, path: &mut Vec<String>, out: &mut HashMap<String, TopicInfo>) {
-    if node.tag_name().namespace() == Some(AEV) || path.len() >= MAX_TOPIC_DEPTH {
+    if node.tag_name().namespace() == Some(AEV)
+        || path.len() >= MAX_TOPIC_DEPTH
+        || out.len() >= MAX_CATALOG_TOPICS
+    {
         return;
     }
     let local = node.tag_name().name();
@@ -99,13 +113,17 @@ fn walk(node: roxmltree::Node, path: &mut Vec<String>, out: &mut HashMap<String,
             })
             .and_then(|n| n.attribute("Name"))
             .map(std::sync::Arc::from);
-        out.insert(
-            path.join("/"),
-            TopicInfo {
-                stateful,
-                state_item,
-            },
-        );
+        let topic = path.join("/");
+        // A longer topic is refused at parse anyway: nothing would look it up.
+        if topic.len() <= MAX_TOPIC_BYTES {
+            out.insert(
+                topic,
+                TopicInfo {
+                    stateful,
+                    state_item,
+                },
+            );
+        }
     }
     for child in node.children().filter(|n| n.is_element()) {
         walk(child, path, out);
@@ -141,6 +159,24 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         assert!(Catalog::parse("<a>").is_err());
         assert!(Catalog::parse("<a/>").is_err());
+    }
+
+    #[test]
+    fn topic_count_and_length_are_bounded() {
+        let mut xml = String::from(r#"<t:TopicSet xmlns:t="http://docs.oasis-open.org/wsn/t-1">"#);
+        for i in 0..MAX_CATALOG_TOPICS + 10 {
+            xml.push_str(&format!(r#"<a{i} t:topic="true"/>"#));
+        }
+        let long = "x".repeat(MAX_TOPIC_BYTES + 1);
+        xml.insert_str(
+            xml.find('>').unwrap() + 1,
+            &format!(r#"<{long} t:topic="true"/><short t:topic="true"/>"#),
+        );
+        xml.push_str("</t:TopicSet>");
+        let c = Catalog::parse(&xml).unwrap();
+        assert_eq!(c.len(), MAX_CATALOG_TOPICS);
+        assert!(c.get("short").is_some());
+        assert!(c.get(&long).is_none());
     }
 
     /// A reply nesting elements 100 000 deep under the TopicSet (every one a topic) was

@@ -3,8 +3,10 @@
 pub mod backoff;
 pub mod catalog;
 pub mod emulator;
+pub mod limits;
 pub mod mqtt;
 pub mod own_events;
+pub mod queue;
 pub mod rtsp;
 pub mod status;
 pub mod vapix;

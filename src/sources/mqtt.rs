@@ -8,18 +8,24 @@
 //! the payload is not a JSON object. Sensor readings are state, so the events are stateful
 //! (`only_changes` and `retain = "property"` apply). Don't subscribe a source to topics the
 //! relay publishes on the same broker: that is a loop.
+//!
+//! Bounded like camera events: packets of at most 1 MiB, JSON of at most
+//! [`MAX_JSON_NODES`] values (else the payload is taken as text), and the topic and items
+//! within [`crate::sources::limits`]; a message over a cap is counted as malformed, logged once
+//! per burst and skipped.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
-use tokio::sync::mpsc;
 
 use crate::clock::SharedClock;
 use crate::config::MqttSourceConfig;
 use crate::event::{Event, EventKind, Items};
 use crate::sources::backoff::Backoff;
+use crate::sources::limits::{self, MAX_JSON_NODES};
+use crate::sources::queue::EventSender;
 use crate::sources::status::{SourceState, SourceStatus};
 
 /// Longest wait between reconnect attempts.
@@ -34,8 +40,11 @@ pub fn event_from_message(
     now_ms: i64,
 ) -> Event {
     let mut data = Items::new();
-    match serde_json::from_slice::<serde_json::Value>(payload) {
-        Ok(serde_json::Value::Object(members)) => {
+    let json = (limits::json_nodes(payload) <= MAX_JSON_NODES)
+        .then(|| serde_json::from_slice::<serde_json::Value>(payload).ok())
+        .flatten();
+    match json {
+        Some(serde_json::Value::Object(members)) => {
             for (k, v) in members {
                 let text = match v {
                     serde_json::Value::String(s) => s,
@@ -101,7 +110,7 @@ pub fn client_options(
 /// Runs one MQTT source until the task is aborted or the router is gone.
 pub async fn run(
     cfg: MqttSourceConfig,
-    tx: mpsc::Sender<Event>,
+    tx: EventSender,
     status: Arc<SourceStatus>,
     clock: SharedClock,
 ) {
@@ -145,6 +154,13 @@ pub async fn run(
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                 let now = clock.now_ms();
                 let ev = event_from_message(&name, &serial, &p.topic, &p.payload, now);
+                if let Err(e) = limits::check_event(&ev) {
+                    if status.count_malformed() {
+                        tracing::warn!(source = %name, error = %e,
+                            count = status.malformed.load(Ordering::Relaxed), "skipping malformed message");
+                    }
+                    continue;
+                }
                 status.events.fetch_add(1, Ordering::Relaxed);
                 status.last_event_ms.store(now, Ordering::Relaxed);
                 if tx.send(ev).await.is_err() {
@@ -199,5 +215,24 @@ mod tests {
             serde_json::to_string(&ev.data).unwrap(),
             r#"{"value":"42"}"#
         );
+    }
+
+    #[test]
+    fn messages_over_the_caps_are_refused() {
+        let (n, s): (Arc<str>, Arc<str>) = ("garden".into(), "garden".into());
+        let long_topic = "t/".repeat(limits::MAX_TOPIC_BYTES);
+        let ev = event_from_message(&n, &s, &long_topic, b"1", 0);
+        assert!(limits::check_event(&ev).is_err());
+        let members: Vec<String> = (0..=limits::MAX_ITEMS)
+            .map(|i| format!(r#""m{i}":1"#))
+            .collect();
+        let many = format!("{{{}}}", members.join(","));
+        let ev = event_from_message(&n, &s, "t", many.as_bytes(), 0);
+        assert!(limits::check_event(&ev).is_err());
+        // Countless values are not parsed as JSON: one text value.
+        let array = format!("[{}0]", "0,".repeat(MAX_JSON_NODES));
+        let ev = event_from_message(&n, &s, "t", array.as_bytes(), 0);
+        assert_eq!(ev.data.len(), 1);
+        assert!(limits::check_event(&ev).is_ok());
     }
 }

@@ -33,6 +33,9 @@ pub struct SourceStatus {
     pub last_event_ms: AtomicI64,
     /// Connections given up because the stream went silent (no data, no keep-alive answer).
     pub silences: AtomicU64,
+    /// Network steps the camera did not answer in time (connect, TLS, upgrade, configure,
+    /// VAPIX calls, RTSP requests): each ended its connection attempt.
+    pub timeouts: AtomicU64,
     /// Snapshots fetched and queued for their destinations.
     pub snapshots_taken: AtomicU64,
     /// Snapshot fetches that failed (camera unreachable, refused, not a JPEG).
@@ -52,6 +55,7 @@ impl SourceStatus {
             reconnects: AtomicU64::new(0),
             last_event_ms: AtomicI64::new(0),
             silences: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
             snapshots_taken: AtomicU64::new(0),
             snapshots_failed: AtomicU64::new(0),
             snapshots_skipped: AtomicU64::new(0),

@@ -1,10 +1,19 @@
 //! Plain VAPIX HTTP calls around the event stream (basic device information, the event
 //! catalog), authenticated the way devices require: HTTP Digest (MD5, qop=auth), answered
-//! after the first `401` challenge.
+//! after the first `401` challenge. Every call has one deadline for all its steps
+//! ([`CALL_TIMEOUT`]), so a camera that accepts the connection and never answers costs a
+//! timeout, never a hung source.
 
 use std::time::Duration;
 
+/// Longest a VAPIX call may take, from DNS to the last byte of the body: catalogs and pictures
+/// take well under a second on a LAN.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+use std::sync::Arc;
+
 use reqwest::{Method, StatusCode};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A failed VAPIX call, classified for the retry logic.
 #[derive(Debug, thiserror::Error)]
@@ -15,9 +24,17 @@ pub enum VapixError {
     /// Network trouble or a server error: retry later.
     #[error("camera unreachable: {0}")]
     Unavailable(String),
+    /// No answer within [`CALL_TIMEOUT`] (DNS, connect, TLS, reply and body together): retry
+    /// later, counted as a timeout.
+    #[error("camera did not answer within {CALL_TIMEOUT:?}: {0}")]
+    Timeout(String),
     /// The camera answered something we cannot use.
     #[error("unexpected reply: {0}")]
     BadReply(String),
+    /// The body would take more of a shared byte budget than is free (other cameras' replies
+    /// hold it): skipped, not retried.
+    #[error("over the budget of bytes in flight")]
+    OverBudget,
 }
 
 /// An HTTP client for one camera.
@@ -40,7 +57,8 @@ impl VapixClient {
         let tls = crate::tls::client_config(tls)
             .map_err(|e| VapixError::Unavailable(format!("TLS: {e}")))?;
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(CALL_TIMEOUT)
+            .connect_timeout(CALL_TIMEOUT)
             .use_preconfigured_tls((*tls).clone())
             .build()
             .map_err(|e| VapixError::Unavailable(e.to_string()))?;
@@ -89,7 +107,9 @@ impl VapixClient {
         let resp = self
             .send(method, path_and_query, content_type, extra, body)
             .await?;
-        read_limited(resp, MAX_REPLY_BYTES).await
+        read_limited(resp, MAX_REPLY_BYTES, None)
+            .await
+            .map(|(b, _)| b)
     }
 
     /// A GET whose body may hold at most `max_bytes` (a picture): a longer one is refused
@@ -102,7 +122,23 @@ impl VapixClient {
         let resp = self
             .send(Method::GET, path_and_query, "text/plain", &[], Vec::new())
             .await?;
-        read_limited(resp, max_bytes).await
+        read_limited(resp, max_bytes, None).await.map(|(b, _)| b)
+    }
+
+    /// [`get_limited`](Self::get_limited) whose body also takes permits, a byte each, from
+    /// `budget` shared with other calls as it arrives; returned with the body, they go back
+    /// when the caller drops them. A body that does not fit what is free is
+    /// [`VapixError::OverBudget`].
+    pub async fn get_budgeted(
+        &self,
+        path_and_query: &str,
+        max_bytes: usize,
+        budget: &Arc<Semaphore>,
+    ) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), VapixError> {
+        let resp = self
+            .send(Method::GET, path_and_query, "text/plain", &[], Vec::new())
+            .await?;
+        read_limited(resp, max_bytes, Some(budget)).await
     }
 
     /// Sends a request, answering one Digest/Basic challenge; the response when it is 2xx.
@@ -132,7 +168,7 @@ impl VapixClient {
             }
             req.send()
         };
-        let unavailable = |e: reqwest::Error| VapixError::Unavailable(error_chain(&e));
+        let unavailable = network_error;
         let mut resp = send(None).await.map_err(unavailable)?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             let challenge = resp
@@ -201,27 +237,47 @@ impl VapixClient {
 /// few hundred KiB).
 pub const MAX_REPLY_BYTES: usize = 8 << 20;
 
-/// Reads a reply body of at most `max_bytes`, refusing a longer one before it fills memory.
+/// Reads a reply body of at most `max_bytes`, refusing a longer one before it fills memory;
+/// with a `budget`, each chunk first takes its bytes from it.
 async fn read_limited(
     mut resp: reqwest::Response,
     max_bytes: usize,
-) -> Result<Vec<u8>, VapixError> {
+    budget: Option<&Arc<Semaphore>>,
+) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), VapixError> {
     let too_big = || VapixError::BadReply(format!("body over {max_bytes} bytes"));
-    if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
+    let announced = resp.content_length();
+    if announced.is_some_and(|n| n > max_bytes as u64) {
         return Err(too_big());
     }
-    let mut out = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| VapixError::Unavailable(error_chain(&e)))?
-    {
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    let mut out = Vec::with_capacity(announced.unwrap_or(0) as usize);
+    while let Some(chunk) = resp.chunk().await.map_err(network_error)? {
         if out.len() + chunk.len() > max_bytes {
             return Err(too_big());
         }
+        if let Some(budget) = budget {
+            let n = u32::try_from(chunk.len()).map_err(|_| too_big())?;
+            let permit = budget
+                .clone()
+                .try_acquire_many_owned(n)
+                .map_err(|_| VapixError::OverBudget)?;
+            match &mut held {
+                Some(h) => h.merge(permit),
+                None => held = Some(permit),
+            }
+        }
         out.extend_from_slice(&chunk);
     }
-    Ok(out)
+    Ok((out, held))
+}
+
+/// A failed request, a timeout apart (it is counted as one).
+fn network_error(e: reqwest::Error) -> VapixError {
+    if e.is_timeout() {
+        VapixError::Timeout(error_chain(&e))
+    } else {
+        VapixError::Unavailable(error_chain(&e))
+    }
 }
 
 /// An error with its causes (`reqwest` hides the TLS or socket reason in its sources).
@@ -234,4 +290,32 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A camera that accepts the connection and never answers costs one [`CALL_TIMEOUT`],
+    /// reported as a timeout (counted as such by the sources), not an endless wait.
+    #[tokio::test]
+    async fn a_call_without_an_answer_is_a_timeout() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = url::Url::parse(&format!("http://{}", silent.local_addr().unwrap())).unwrap();
+        let _held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                open.push(s);
+            }
+        });
+        let client =
+            VapixClient::new(base, None, None, &crate::tls::TlsSettings::default()).unwrap();
+        let started = std::time::Instant::now();
+        let e = tokio::time::timeout(CALL_TIMEOUT * 3, client.serial())
+            .await
+            .expect("the call's own deadline ends it")
+            .unwrap_err();
+        assert!(matches!(e, VapixError::Timeout(_)), "{e}");
+        assert!(started.elapsed() >= CALL_TIMEOUT);
+    }
 }

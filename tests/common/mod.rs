@@ -512,6 +512,11 @@ impl RelayProcess {
         }
     }
 
+    /// The process id, while it runs (to read `/proc/PID/status`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The relay's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("relay.log")).unwrap_or_default()

@@ -110,6 +110,10 @@ async fn ws_stream(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    if sh.fault() == Some(Fault::HoldUpgrade) {
+        bump(&sh.counters.upgrades_held);
+        sh.while_fault(Fault::HoldUpgrade).await;
+    }
     let q = query_pairs(&uri);
     if let Some(token) = query_get(&q, "wssession") {
         if sh.fault() == Some(Fault::RejectCredentials) {

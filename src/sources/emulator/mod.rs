@@ -89,6 +89,10 @@ pub enum Fault {
     Stall,
     /// Reply to `events:configure` with the `ws-configure-error.json` shape, code 2104.
     RejectConfigure,
+    /// Accept the TCP connection of a stream upgrade request and answer nothing, not even a
+    /// challenge, for as long as this fault is set (a camera whose web server hangs); the
+    /// requests held then get their normal answer.
+    HoldUpgrade,
 }
 
 /// What the emulator has seen and done, for assertions.
@@ -110,6 +114,8 @@ pub struct Counters {
     pub frames_sent: u64,
     /// Event catalogs (`GetEventInstances`) served.
     pub catalog_reads: u64,
+    /// Stream upgrade requests held unanswered by [`Fault::HoldUpgrade`].
+    pub upgrades_held: u64,
 }
 
 #[derive(Default)]
@@ -122,6 +128,7 @@ struct AtomicCounters {
     configures_rejected: AtomicU64,
     frames_sent: AtomicU64,
     catalog_reads: AtomicU64,
+    upgrades_held: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -140,6 +147,7 @@ impl AtomicCounters {
             configures_rejected: g(&self.configures_rejected),
             frames_sent: g(&self.frames_sent),
             catalog_reads: g(&self.catalog_reads),
+            upgrades_held: g(&self.upgrades_held),
         }
     }
 }
@@ -207,7 +215,8 @@ struct Shared {
     hub: Mutex<Hub>,
     nonces: Mutex<IndexSet<String>>,
     tokens: Mutex<HashMap<String, Instant>>,
-    fault: Mutex<Option<Fault>>,
+    /// The fault injected now; a watch, so a held request learns when it is cleared.
+    fault: watch::Sender<Option<Fault>>,
     counters: AtomicCounters,
     next_client: AtomicU64,
     /// Number of configured clients, for `wait_for_clients`.
@@ -225,7 +234,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     fn fault(&self) -> Option<Fault> {
-        *lock(&self.fault)
+        *self.fault.borrow()
+    }
+
+    /// Waits while `fault` is set (or until the emulator stops).
+    async fn while_fault(&self, fault: Fault) {
+        let mut f = self.fault.subscribe();
+        let mut stop = self.shutdown.subscribe();
+        tokio::select! {
+            _ = f.wait_for(|now| *now != Some(fault)) => {}
+            _ = stopped(&mut stop) => {}
+        }
     }
 
     fn hub(&self) -> MutexGuard<'_, Hub> {
@@ -401,7 +420,7 @@ impl Emulator {
             hub: Mutex::new(Hub::default()),
             nonces: Mutex::new(IndexSet::new()),
             tokens: Mutex::new(HashMap::new()),
-            fault: Mutex::new(None),
+            fault: watch::channel(None).0,
             counters: AtomicCounters::default(),
             next_client: AtomicU64::new(1),
             configured: watch::channel(0).0,
@@ -522,7 +541,7 @@ impl Emulator {
 
     /// Injects a fault (or clears it with `None`); applies to requests from now on.
     pub fn set_fault(&self, f: Option<Fault>) {
-        *lock(&self.shared.fault) = f;
+        self.shared.fault.send_replace(f);
     }
 
     /// A snapshot of the counters.

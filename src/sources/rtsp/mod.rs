@@ -7,6 +7,10 @@
 //! also gets fuzzed on its own. The exchange is OPTIONS, DESCRIBE, SETUP (TCP interleaved),
 //! PLAY, GET_PARAMETER keep-alive every timeout/2, TEARDOWN on shutdown; Digest (RFC 2069
 //! form when the challenge has no qop) or Basic, only when challenged.
+//!
+//! Every network step has a deadline ([`REPLY_TIMEOUT`]): DNS and TCP connect together, each
+//! request's write, each reply; once streaming, silence for two keep-alive periods ends the
+//! connection. A step that runs out of time is counted (`timeouts`), logged once, backed off.
 
 pub mod bench;
 pub mod interleaved;
@@ -19,18 +23,18 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::clock::SharedClock;
-use crate::event::Event;
 use crate::sources::backoff::Backoff;
 use crate::sources::own_events;
+use crate::sources::queue::EventSender;
 use crate::sources::status::{SourceState, SourceStatus};
 use interleaved::{Depacketizer, Item};
 use session::{Auth, Response};
 
-/// A reply slower than this ends the connection.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connect, a request write or a reply slower than this ends the connection.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What ended a connection, classified for the retry logic.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +48,9 @@ pub enum RtspError {
     /// Network trouble, a closed stream, a stall or an error reply: retry with back-off.
     #[error("{0}")]
     Unavailable(String),
+    /// A step got no answer within [`REPLY_TIMEOUT`]: retry with back-off, counted.
+    #[error("{0}")]
+    Timeout(String),
     /// Nothing arrived (no metadata, no keep-alive reply) for this long while the TCP
     /// connection looked open: reconnect with back-off.
     #[error("stream silent for {0:?} (no data, no answer to keep-alives)")]
@@ -90,7 +97,7 @@ impl RtspCamera {
 /// Runs a camera source until shutdown, the task is aborted, or the receiver is gone.
 pub async fn run(
     mut cam: RtspCamera,
-    tx: mpsc::Sender<Event>,
+    tx: EventSender,
     status: Arc<SourceStatus>,
     clock: SharedClock,
 ) {
@@ -117,8 +124,14 @@ pub async fn run(
         if status.state() == SourceState::Streaming {
             lost_at = Some(clock.now_ms());
         }
-        if let Err(RtspError::Silent(_)) = &result {
-            status.silences.fetch_add(1, Ordering::Relaxed);
+        match &result {
+            Err(RtspError::Silent(_)) => {
+                status.silences.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(RtspError::Timeout(_)) => {
+                status.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
         }
         if tx.is_closed() || is_shut(shutdown.as_ref()) {
             return;
@@ -201,9 +214,13 @@ impl Conn {
             req.push_str(&format!("Authorization: {a}\r\n"));
         }
         req.push_str("\r\n");
-        self.stream
-            .write_all(req.as_bytes())
+        tokio::time::timeout(REPLY_TIMEOUT, self.stream.write_all(req.as_bytes()))
             .await
+            .map_err(|_| {
+                RtspError::Timeout(format!(
+                    "{method} not taken by the camera within {REPLY_TIMEOUT:?}"
+                ))
+            })?
             .map_err(unavailable)?;
         Ok(self.cseq)
     }
@@ -231,7 +248,9 @@ impl Conn {
         };
         tokio::time::timeout(REPLY_TIMEOUT, wait)
             .await
-            .map_err(|_| RtspError::Unavailable("no reply from the camera".into()))?
+            .map_err(|_| {
+                RtspError::Timeout(format!("no reply from the camera within {REPLY_TIMEOUT:?}"))
+            })?
     }
 
     /// A request answered with 2xx, answering one authentication challenge on the way.
@@ -280,7 +299,7 @@ impl Conn {
 /// One connection, from OPTIONS to the end of the stream.
 /// Where one connection reports to, and what it carries over from the last one.
 struct Link<'a> {
-    tx: &'a mpsc::Sender<Event>,
+    tx: &'a EventSender,
     status: &'a SourceStatus,
     clock: &'a SharedClock,
     lost_at: &'a mut Option<i64>,
@@ -304,7 +323,12 @@ async fn connection(
         TcpStream::connect((cam.host.as_str(), cam.port)),
     )
     .await
-    .map_err(|_| unavailable("connect timed out"))?
+    .map_err(|_| {
+        RtspError::Timeout(format!(
+            "connect {}:{} (DNS and TCP) not done within {REPLY_TIMEOUT:?}",
+            cam.host, cam.port
+        ))
+    })?
     .map_err(|e| unavailable(format!("connect {}:{}: {e}", cam.host, cam.port)))?;
     stream.set_nodelay(true).ok();
     let mut c = Conn {

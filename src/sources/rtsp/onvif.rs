@@ -2,15 +2,21 @@
 //! (fixtures/README.md §2.6–2.9). Namespace-aware: elements are matched by namespace URI,
 //! never by prefix text, and the prefixes inside topic text are resolved through the
 //! declarations in scope at `wsnt:Topic`.
+//!
+//! Bounded in memory: at most [`MAX_XML_NODES`] nodes are parsed per document, and a
+//! notification or frame over the caps of [`crate::sources::limits`] (topic length, item
+//! count and sizes, objects per frame) is skipped while the rest of its document is kept; the
+//! document then reports the first such error, so the camera's malformed count goes up once.
 
 use std::sync::Arc;
 
-use roxmltree::{Document, Node};
+use roxmltree::{Document, Node, ParsingOptions};
 
 use crate::event::{
     BoundingBox, Event, EventKind, Frame, Items, Namespace, Object, Operation, PtzMoving,
     PtzStatus, split_segment,
 };
+use crate::sources::limits::{self, LimitError, MAX_ITEM_NAME_BYTES, MAX_OBJECTS, MAX_XML_NODES};
 use crate::time::parse_rfc3339_ms;
 
 /// ONVIF schema namespace (`tt`).
@@ -38,7 +44,11 @@ pub struct Context {
 /// document order. The empty document yields nothing.
 pub fn parse_document(xml: &[u8], ctx: &Context, out: &mut Vec<Event>) -> Result<(), OnvifError> {
     let text = std::str::from_utf8(xml).map_err(|e| OnvifError(format!("not UTF-8: {e}")))?;
-    let doc = Document::parse(text).map_err(|e| OnvifError(e.to_string()))?;
+    let options = ParsingOptions {
+        nodes_limit: MAX_XML_NODES,
+        ..ParsingOptions::default()
+    };
+    let doc = Document::parse_with_options(text, options).map_err(|e| OnvifError(e.to_string()))?;
     let root = doc.root_element();
     if !is(root, TT, "MetadataStream") {
         return Err(OnvifError(format!(
@@ -46,22 +56,32 @@ pub fn parse_document(xml: &[u8], ctx: &Context, out: &mut Vec<Event>) -> Result
             root.tag_name().name()
         )));
     }
+    let mut refused: Option<LimitError> = None;
+    let mut keep = |r: Result<Option<Event>, LimitError>| match r {
+        Ok(ev) => out.extend(ev),
+        Err(e) => {
+            refused.get_or_insert(e);
+        }
+    };
     for child in elements(root) {
         if is(child, TT, "Event") {
             for n in elements(child).filter(|n| is(*n, WSNT, "NotificationMessage")) {
-                out.extend(notification(n, ctx));
+                keep(notification(n, ctx));
             }
         } else if is(child, TT, "VideoAnalytics") {
             for f in elements(child).filter(|n| is(*n, TT, "Frame")) {
-                out.push(frame(f, ctx));
+                keep(frame(f, ctx).map(Some));
             }
         } else if is(child, TT, "PTZ") {
             for s in elements(child).filter(|n| is(*n, TT, "PTZStatus")) {
-                out.push(ptz(s, ctx));
+                keep(ptz(s, ctx).map(Some));
             }
         }
     }
-    Ok(())
+    match refused {
+        Some(e) => Err(OnvifError(format!("skipped an event: {e}"))),
+        None => Ok(()),
+    }
 }
 
 fn is(n: Node, ns: &str, local: &str) -> bool {
@@ -88,12 +108,17 @@ fn base_event(ctx: &Context, kind: EventKind, time: Option<&str>) -> Event {
 }
 
 /// One `wsnt:NotificationMessage`; `None` when it has no topic.
-fn notification(n: Node, ctx: &Context) -> Option<Event> {
-    let topic_node = child(n, WSNT, "Topic")?;
-    let topic = resolve_topic(topic_node, topic_node.text().unwrap_or("").trim());
+fn notification(n: Node, ctx: &Context) -> Result<Option<Event>, LimitError> {
+    let Some(topic_node) = child(n, WSNT, "Topic") else {
+        return Ok(None);
+    };
+    let text = topic_node.text().unwrap_or("").trim();
+    limits::check_topic(text)?;
+    let topic = resolve_topic(topic_node, text);
     if topic.is_empty() {
-        return None;
+        return Ok(None);
     }
+    limits::check_topic(&topic)?;
     let msg = child(n, WSNT, "Message").and_then(|m| child(m, TT, "Message"));
     let mut ev = base_event(
         ctx,
@@ -109,8 +134,11 @@ fn notification(n: Node, ctx: &Context) -> Option<Event> {
         ev.source = items(m, "Source");
         ev.key = items(m, "Key");
         ev.data = items(m, "Data");
+        limits::check_items("source", &ev.source)?;
+        limits::check_items("key", &ev.key)?;
+        limits::check_items("data", &ev.data)?;
     }
-    Some(ev)
+    Ok(Some(ev))
 }
 
 /// `tt:SimpleItem Name Value` children of `tt:{list}`, in order; values already unescaped.
@@ -159,11 +187,15 @@ fn num(s: Option<&str>) -> Option<f64> {
     s?.trim().parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
-/// One `tt:Frame`.
-fn frame(f: Node, ctx: &Context) -> Event {
+/// One `tt:Frame`; more than [`MAX_OBJECTS`] objects, or an id, class or source longer than
+/// an item name may be, is refused.
+fn frame(f: Node, ctx: &Context) -> Result<Event, LimitError> {
     let mut ev = base_event(ctx, EventKind::Analytics, f.attribute("UtcTime"));
-    let objects = elements(f)
-        .filter(|o| is(*o, TT, "Object"))
+    let listed = || elements(f).filter(|o| is(*o, TT, "Object"));
+    if listed().nth(MAX_OBJECTS).is_some() {
+        return Err(LimitError::ItemCount { list: "objects" });
+    }
+    let objects: Vec<Object> = listed()
         .map(|o| {
             let app = child(o, TT, "Appearance");
             let bbox = app
@@ -189,11 +221,24 @@ fn frame(f: Node, ctx: &Context) -> Event {
             }
         })
         .collect();
-    ev.analytics = Some(Arc::new(Frame {
-        source: f.attribute("Source").map(str::to_string),
-        objects,
-    }));
-    ev
+    let source = f.attribute("Source").map(str::to_string);
+    let names = objects
+        .iter()
+        .flat_map(|o| [Some(o.id.as_str()), o.class.as_deref()])
+        .chain([source.as_deref()])
+        .flatten();
+    for name in names {
+        if name.len() > MAX_ITEM_NAME_BYTES {
+            return Err(LimitError::ItemSize {
+                list: "objects",
+                what: "name",
+                len: name.len(),
+                max: MAX_ITEM_NAME_BYTES,
+            });
+        }
+    }
+    ev.analytics = Some(Arc::new(Frame { source, objects }));
+    Ok(ev)
 }
 
 /// The most likely class of a `tt:Class`: `Type` elements with a `Likelihood` attribute, or
@@ -227,8 +272,8 @@ fn class(c: Node) -> (Option<String>, Option<f64>) {
     }
 }
 
-/// One `tt:PTZStatus`.
-fn ptz(s: Node, ctx: &Context) -> Event {
+/// One `tt:PTZStatus`; a move status longer than an item name may be is refused.
+fn ptz(s: Node, ctx: &Context) -> Result<Event, LimitError> {
     let time = child(s, TT, "UtcTime").and_then(|t| t.text());
     let mut ev = base_event(ctx, EventKind::Ptz, time);
     let pos = child(s, TT, "Position");
@@ -242,13 +287,25 @@ fn ptz(s: Node, ctx: &Context) -> Event {
             .and_then(|n| n.text())
             .map(|t| t.trim().to_string()),
     });
+    if let Some(m) = &moving {
+        for text in [&m.pan_tilt, &m.zoom].into_iter().flatten() {
+            if text.len() > MAX_ITEM_NAME_BYTES {
+                return Err(LimitError::ItemSize {
+                    list: "ptz",
+                    what: "value",
+                    len: text.len(),
+                    max: MAX_ITEM_NAME_BYTES,
+                });
+            }
+        }
+    }
     ev.ptz = Some(Arc::new(PtzStatus {
         pan: num(pan_tilt.and_then(|n| n.attribute("x"))),
         tilt: num(pan_tilt.and_then(|n| n.attribute("y"))),
         zoom: num(zoom.and_then(|n| n.attribute("x"))),
         moving,
     }));
-    ev
+    Ok(ev)
 }
 
 #[cfg(test)]
@@ -390,6 +447,51 @@ pub(crate) mod tests {
         ] {
             assert!(parse_document(bad, &ctx(), &mut out).is_err());
         }
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn an_event_over_the_caps_is_skipped_and_the_rest_of_its_document_kept() {
+        let two =
+            std::fs::read_to_string(format!("{FIXTURES}rtsp-metadata-11-two-notifications.xml"))
+                .unwrap();
+        let long = format!("tns1:PTZController/{}", "x".repeat(200 * 1024));
+        let doc = two.replacen("tns1:PTZController/tnsaxis:Move/Channel_1", &long, 1);
+        let mut out = Vec::new();
+        let e = parse_document(doc.as_bytes(), &ctx(), &mut out).unwrap_err();
+        assert!(e.0.contains("topic of 204819 bytes"), "{e}");
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].topic,
+            "tns1:PTZController/tnsaxis:PTZPresets/Channel_1"
+        );
+
+        let items: String = (0..=limits::MAX_ITEMS)
+            .map(|i| format!(r#"<tt:SimpleItem Name="i{i}" Value="1"/>"#))
+            .collect();
+        let doc = two.replacen(r#"<tt:SimpleItem Name="is_moving" Value="0"/>"#, &items, 1);
+        out.clear();
+        let e = parse_document(doc.as_bytes(), &ctx(), &mut out).unwrap_err();
+        assert!(e.0.contains("data list of more than"), "{e}");
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn documents_of_countless_nodes_are_refused() {
+        let head = r#"<tt:MetadataStream xmlns:tt="http://www.onvif.org/ver10/schema">"#;
+        let doc = format!(
+            "{head}{}</tt:MetadataStream>",
+            "<a/>".repeat(MAX_XML_NODES as usize)
+        );
+        let mut out = Vec::new();
+        let e = parse_document(doc.as_bytes(), &ctx(), &mut out).unwrap_err();
+        assert!(e.0.contains("nodes limit"), "{e}");
+        let objects = format!(
+            r#"{head}<tt:VideoAnalytics><tt:Frame UtcTime="2025-06-17T08:21:05Z">{}</tt:Frame></tt:VideoAnalytics></tt:MetadataStream>"#,
+            r#"<tt:Object ObjectId="1"/>"#.repeat(MAX_OBJECTS + 1)
+        );
+        let e = parse_document(objects.as_bytes(), &ctx(), &mut out).unwrap_err();
+        assert!(e.0.contains("objects list"), "{e}");
         assert!(out.is_empty());
     }
 

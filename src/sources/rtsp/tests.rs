@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::*;
 use crate::clock::SystemClock;
+use crate::event::Event;
 use crate::sources::emulator::rtsp::{RtspEmulator, RtspEmulatorConfig};
 use crate::sources::rtsp::onvif::tests::{check_expected, metadata_fixtures};
 
@@ -43,7 +44,7 @@ fn camera_with_heartbeat(
 }
 
 struct Running {
-    rx: mpsc::Receiver<Event>,
+    rx: crate::sources::queue::EventReceiver,
     status: Arc<SourceStatus>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -55,7 +56,7 @@ async fn start(emu: &RtspEmulator, password: &str) -> Running {
 }
 
 fn start_camera(cam: RtspCamera, stop: watch::Sender<bool>) -> Running {
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = crate::sources::queue::channel(64, 1 << 20);
     let status = Arc::new(SourceStatus::new("lobby"));
     let task = tokio::spawn(run(cam, tx, status.clone(), Arc::new(SystemClock)));
     Running {
@@ -261,4 +262,49 @@ async fn a_silent_stream_is_reconnected_and_the_gap_announced() {
     assert!(gap >= 0, "{gap}");
     emu.send_document(&fixture("rtsp-metadata-05-tampering-stateless.xml"));
     assert!(next(&mut r).await.topic.ends_with("Tampering"));
+}
+
+/// A camera that accepts the connection and never answers OPTIONS: the reply deadline ends
+/// the attempt, counted as a timeout, and the source backs off instead of waiting for good.
+#[tokio::test]
+async fn a_camera_that_never_answers_times_out_and_is_counted() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let _held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            open.push(s);
+        }
+    });
+    let (stop, rx) = watch::channel(false);
+    let cam = RtspCamera {
+        name: "mute".into(),
+        host: "127.0.0.1".into(),
+        port,
+        query: session::StreamQuery {
+            camera: 1,
+            analytics: false,
+            ptz: false,
+            event_topics: Vec::new(),
+        },
+        username: None,
+        password: None,
+        serial: None,
+        max_backoff: Duration::from_secs(2),
+        heartbeat: Duration::from_secs(15),
+        shutdown: Some(rx),
+    };
+    let r = start_camera(cam, stop);
+    let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT * 3;
+    let error = loop {
+        if let SourceState::Backoff { error } = r.status.state() {
+            break error;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never timed out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(error, "no reply from the camera within 10s");
+    assert_eq!(r.status.timeouts.load(Ordering::Relaxed), 1);
+    r.stop.send(true).unwrap();
+    tokio::time::timeout(T, r.task).await.unwrap().unwrap();
 }

@@ -4,6 +4,15 @@
 //! upgrade with Digest on the upgrade request, send `events:configure` with the rules' filters,
 //! then turn every `events:notify` into an [`Event`]. Any failure ends the connection and the
 //! task backs off (1 s doubling, capped, jittered) before the next attempt.
+//!
+//! Every network step has a deadline: the VAPIX calls ([`crate::sources::vapix::CALL_TIMEOUT`]),
+//! DNS, TCP connect, TLS handshake and upgrade answer together ([`UPGRADE_TIMEOUT`], per
+//! attempt), the `events:configure` answer ([`CONFIGURE_TIMEOUT`]), every write
+//! ([`SEND_TIMEOUT`]); once streaming, the watchdog covers reads. A step that runs out of time
+//! is an error like any other: counted (`timeouts`), logged once, backed off, retried. Memory
+//! is bounded in bytes: a message or frame over [`MAX_WS_MESSAGE_BYTES`] is refused from its
+//! header (counted as malformed; tungstenite cannot resync, so the stream is reopened), and the
+//! sizes inside an event are checked at parse ([`crate::sources::limits`]).
 
 pub mod protocol;
 
@@ -16,10 +25,11 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 
 use crate::clock::SharedClock;
-use crate::event::Event;
 use crate::sources::backoff::Backoff;
 use crate::sources::catalog::Catalog;
+use crate::sources::limits::MAX_WS_MESSAGE_BYTES;
 use crate::sources::own_events;
+use crate::sources::queue::EventSender;
 use crate::sources::status::{SourceState, SourceStatus};
 use crate::sources::vapix::{VapixClient, VapixError};
 use protocol::{Incoming, configure_request, parse_frame};
@@ -27,7 +37,13 @@ use protocol::{Incoming, configure_request, parse_frame};
 /// Stream path and query, also the Digest `uri` of the upgrade request.
 const STREAM_PATH: &str = "/vapix/ws-data-stream?sources=events";
 /// A camera that does not answer `events:configure` within this is treated as stalled.
-const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(10);
+/// DNS, TCP connect, TLS handshake and the HTTP upgrade answer of one upgrade attempt: a
+/// camera that accepts the connection and never answers must not keep the source
+/// "connecting" for good.
+pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a frame we send (configure, ping) may wait for the camera to read it.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Distinct unlisted topics per connection that each trigger a catalog re-read (an application
 /// installed while streaming brings new topics); past this, no more re-reads until reconnect.
 const MAX_CATALOG_REREADS: usize = 16;
@@ -49,6 +65,9 @@ pub enum SourceError {
     /// Network trouble, a closed stream or a stall: retry with back-off.
     #[error("{0}")]
     Unavailable(String),
+    /// A network step got no answer in time: retry with back-off, counted as a timeout.
+    #[error("{0}")]
+    Timeout(String),
     /// Nothing arrived (no event, no pong) for this long: the link or the camera hangs while
     /// the TCP connection looks open. Reconnect with back-off.
     #[error("stream silent for {0:?} (no event, no answer to pings)")]
@@ -59,6 +78,7 @@ impl From<VapixError> for SourceError {
     fn from(e: VapixError) -> Self {
         match e {
             VapixError::Auth(_) => Self::Auth(e.to_string()),
+            VapixError::Timeout(_) => Self::Timeout(e.to_string()),
             other => Self::Unavailable(other.to_string()),
         }
     }
@@ -86,12 +106,7 @@ pub struct WsCamera {
 }
 
 /// Runs a camera source until the task is aborted or the receiver is gone.
-pub async fn run(
-    cam: WsCamera,
-    tx: mpsc::Sender<Event>,
-    status: Arc<SourceStatus>,
-    clock: SharedClock,
-) {
+pub async fn run(cam: WsCamera, tx: EventSender, status: Arc<SourceStatus>, clock: SharedClock) {
     let mut mem = Memory {
         backoff: Backoff::new(cam.max_backoff),
         catalog: Catalog::default(),
@@ -108,8 +123,14 @@ pub async fn run(
         first = false;
         status.set(SourceState::Connecting);
         let result = session(&cam, &tx, &status, &clock, &mut mem).await;
-        if let Err(SourceError::Silent(_)) = &result {
-            status.silences.fetch_add(1, Ordering::Relaxed);
+        match &result {
+            Err(SourceError::Silent(_)) => {
+                status.silences.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(SourceError::Timeout(_)) => {
+                status.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
         }
         if status.state() == SourceState::Streaming {
             logged_error.clear();
@@ -148,7 +169,7 @@ struct Memory {
 /// One connection, from HTTP calls to the end of the stream.
 async fn session(
     cam: &WsCamera,
-    tx: &mpsc::Sender<Event>,
+    tx: &EventSender,
     status: &SourceStatus,
     clock: &SharedClock,
     mem: &mut Memory,
@@ -178,11 +199,8 @@ async fn session(
 
     let mut ws = upgrade(cam).await?;
     let context = format!("edgerelay-{}", cam.name);
-    ws.send(Message::Text(
-        configure_request(&context, &cam.filters).into(),
-    ))
-    .await
-    .map_err(|e| SourceError::Unavailable(format!("sending events:configure: {e}")))?;
+    let configure = Message::Text(configure_request(&context, &cam.filters).into());
+    send(&mut ws, configure, "events:configure").await?;
 
     let configure_deadline = tokio::time::sleep(CONFIGURE_TIMEOUT);
     tokio::pin!(configure_deadline);
@@ -198,15 +216,14 @@ async fn session(
         let msg = tokio::select! {
             m = ws.next() => m,
             _ = &mut configure_deadline, if !configured => {
-                return Err(SourceError::Unavailable("no reply to events:configure".into()));
+                return Err(SourceError::Timeout(format!(
+                    "no answer to events:configure within {CONFIGURE_TIMEOUT:?}"
+                )));
             }
             _ = tick.tick(), if configured => {
                 match watchdog.check(tokio::time::Instant::now()) {
                     Alive::Quiet => {}
-                    Alive::Ping => ws
-                        .send(Message::Ping(Vec::new().into()))
-                        .await
-                        .map_err(|e| SourceError::Unavailable(format!("sending ping: {e}")))?,
+                    Alive::Ping => send(&mut ws, Message::Ping(Vec::new().into()), "ping").await?,
                     Alive::Silent(d) => return Err(SourceError::Silent(d)),
                 }
                 continue;
@@ -226,6 +243,14 @@ async fn session(
         watchdog.heard(tokio::time::Instant::now());
         let text = match msg {
             None => return Ok(()),
+            Some(Err(tungstenite::Error::Capacity(e))) => {
+                // Refused from its header, unread: the stream cannot resync past it. Counted
+                // as malformed; the error (logged once while it repeats) says why.
+                status.malformed.fetch_add(1, Ordering::Relaxed);
+                return Err(SourceError::Unavailable(format!(
+                    "frame refused ({e}; at most {MAX_WS_MESSAGE_BYTES} bytes)"
+                )));
+            }
             Some(Err(e)) => return Err(SourceError::Unavailable(format!("stream: {e}"))),
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Close(_))) => return Ok(()),
@@ -335,6 +360,24 @@ impl Watchdog {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Sends one frame, within [`SEND_TIMEOUT`] (a camera that stopped reading fills the socket).
+async fn send(ws: &mut Ws, msg: Message, what: &str) -> Result<(), SourceError> {
+    match tokio::time::timeout(SEND_TIMEOUT, ws.send(msg)).await {
+        Ok(r) => r.map_err(|e| SourceError::Unavailable(format!("sending {what}: {e}"))),
+        Err(_) => Err(SourceError::Timeout(format!(
+            "sending {what}: not taken within {SEND_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// Limits of the stream: events are small, so a message or frame over
+/// [`MAX_WS_MESSAGE_BYTES`] is refused before it is read.
+fn ws_config() -> tungstenite::protocol::WebSocketConfig {
+    tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_WS_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_WS_MESSAGE_BYTES))
+}
+
 /// Opens the WebSocket, answering a Digest challenge on the upgrade request.
 async fn upgrade(cam: &WsCamera) -> Result<Ws, SourceError> {
     let mut url = cam
@@ -356,9 +399,24 @@ async fn upgrade(cam: &WsCamera) -> Result<Ws, SourceError> {
     } else {
         None
     };
-    let connect =
-        |req| tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector.clone());
-    let challenge = match connect(request()?).await {
+    let connect = |req| {
+        let attempt = tokio_tungstenite::connect_async_tls_with_config(
+            req,
+            Some(ws_config()),
+            true,
+            connector.clone(),
+        );
+        async move {
+            tokio::time::timeout(UPGRADE_TIMEOUT, attempt)
+                .await
+                .map_err(|_| {
+                    SourceError::Timeout(format!(
+                        "no answer to the WebSocket upgrade within {UPGRADE_TIMEOUT:?} (connect, TLS, HTTP)"
+                    ))
+                })
+        }
+    };
+    let challenge = match connect(request()?).await? {
         Ok((ws, _)) => return Ok(ws),
         Err(tungstenite::Error::Http(resp)) if resp.status() == 401 => resp
             .headers()
@@ -386,7 +444,7 @@ async fn upgrade(cam: &WsCamera) -> Result<Ws, SourceError> {
         auth.parse()
             .map_err(|_| SourceError::Auth("unusable Authorization header".into()))?,
     );
-    match connect(req).await {
+    match connect(req).await? {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::Error::Http(resp)) if resp.status() == 401 || resp.status() == 403 => Err(
             SourceError::Auth(format!("upgrade refused: HTTP {}", resp.status())),

@@ -1,5 +1,10 @@
 //! The VAPIX event-stream JSON-RPC messages: the `events:configure` request we send and the
 //! frames the camera sends (fixtures/README.md §1.3, §1.4). Pure functions, no I/O.
+//!
+//! Sizes are checked before an event is built: a frame with more than [`MAX_JSON_NODES`]
+//! values is refused before it is parsed (parsed JSON costs tens of bytes per value, so a
+//! 1 MiB frame of `[0,0,...]` would otherwise cost 16 MiB), and a notification's topic and
+//! items must stay within [`crate::sources::limits`]. Either is a malformed frame.
 
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -7,6 +12,9 @@ use serde_json::Value;
 
 use crate::event::{Event, EventKind, Items, canonical_topic};
 use crate::sources::catalog::Catalog;
+use crate::sources::limits::{
+    self, LimitError, MAX_ITEMS, MAX_JSON_NODES, MAX_TOPIC_BYTES, json_nodes,
+};
 
 /// One frame from the camera, classified.
 #[derive(Debug, PartialEq)]
@@ -102,13 +110,21 @@ pub fn configure_request(context: &str, filters: &[String]) -> String {
 
 /// Classifies one text frame.
 pub fn parse_frame(text: &str) -> Result<Incoming, FrameError> {
+    if json_nodes(text.as_bytes()) > MAX_JSON_NODES {
+        return Err(FrameError(format!(
+            "more than {MAX_JSON_NODES} JSON values in one frame"
+        )));
+    }
     let f: Frame = serde_json::from_str(text).map_err(|e| FrameError(e.to_string()))?;
     match f.method.as_deref() {
-        Some("events:notify") => f
-            .params
-            .and_then(|p| p.notification)
-            .map(|n| Incoming::Notify(Box::new(n)))
-            .ok_or_else(|| FrameError("events:notify without params.notification".into())),
+        Some("events:notify") => {
+            let n = f
+                .params
+                .and_then(|p| p.notification)
+                .ok_or_else(|| FrameError("events:notify without params.notification".into()))?;
+            n.check().map_err(|e| FrameError(e.to_string()))?;
+            Ok(Incoming::Notify(Box::new(n)))
+        }
         Some("events:configure") => Ok(match f.error {
             Some(e) => Incoming::ConfigureError {
                 code: e.code,
@@ -118,6 +134,35 @@ pub fn parse_frame(text: &str) -> Result<Incoming, FrameError> {
         }),
         _ => Ok(Incoming::Other),
     }
+}
+
+/// The length of an item value once it is a string (as [`items`] makes it).
+fn value_len(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        other => other.to_string().len(),
+    }
+}
+
+fn check_list(list: &'static str, m: &Option<IndexMap<String, Value>>) -> Result<(), LimitError> {
+    let Some(m) = m else { return Ok(()) };
+    if m.len() > MAX_ITEMS {
+        return Err(LimitError::ItemCount { list });
+    }
+    for (name, value) in m {
+        // The value's length only: `check_item` wants text, and a number is short.
+        limits::check_item(list, name, "")?;
+        let len = value_len(value);
+        if len > limits::MAX_ITEM_VALUE_BYTES {
+            return Err(LimitError::ItemSize {
+                list,
+                what: "value",
+                len,
+                max: limits::MAX_ITEM_VALUE_BYTES,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn items(m: Option<IndexMap<String, Value>>) -> Items {
@@ -134,6 +179,16 @@ fn items(m: Option<IndexMap<String, Value>>) -> Items {
 }
 
 impl Notification {
+    /// Checks the topic and item sizes against [`crate::sources::limits`].
+    pub fn check(&self) -> Result<(), LimitError> {
+        if self.topic.len() > MAX_TOPIC_BYTES {
+            return Err(LimitError::Topic(self.topic.len()));
+        }
+        check_list("source", &self.message.source)?;
+        check_list("key", &self.message.key)?;
+        check_list("data", &self.message.data)
+    }
+
     /// The event this notification describes; `now_ms` when the camera sent no usable time.
     pub fn into_event(
         self,
@@ -234,6 +289,59 @@ mod tests {
             ev.payload(false),
             r#"{"topic":"onvif:A","timestamp":42,"message":{"source":{},"key":{},"data":{"n":"1"}}}"#
         );
+    }
+
+    fn notify(topic: &str, data: &str) -> String {
+        format!(
+            r#"{{"apiVersion":"1.0","method":"events:notify","params":{{"notification":{{"topic":"{topic}","timestamp":1,"message":{{"source":{{}},"key":{{}},"data":{data}}}}}}}}}"#
+        )
+    }
+
+    #[test]
+    fn a_topic_over_the_cap_is_a_malformed_frame() {
+        let ok = "tns1:".to_string() + &"a".repeat(MAX_TOPIC_BYTES - 5);
+        assert!(matches!(
+            parse_frame(&notify(&ok, "{}")),
+            Ok(Incoming::Notify(_))
+        ));
+        let long = "tns1:".to_string() + &"a".repeat(200 * 1024);
+        let e = parse_frame(&notify(&long, "{}")).unwrap_err();
+        assert!(e.to_string().contains("topic of 204805 bytes"), "{e}");
+    }
+
+    #[test]
+    fn items_over_the_caps_are_malformed_frames() {
+        let many: Vec<String> = (0..=MAX_ITEMS).map(|i| format!(r#""i{i}":"1""#)).collect();
+        let e = parse_frame(&notify("tns1:A", &format!("{{{}}}", many.join(",")))).unwrap_err();
+        assert!(
+            e.to_string().contains("data list of more than 64 items"),
+            "{e}"
+        );
+        let big = format!(
+            r#"{{"v":"{}"}}"#,
+            "x".repeat(limits::MAX_ITEM_VALUE_BYTES + 1)
+        );
+        let e = parse_frame(&notify("tns1:A", &big)).unwrap_err();
+        assert!(e.to_string().contains("data item value of"), "{e}");
+        let name = format!(
+            r#"{{"{}":"1"}}"#,
+            "n".repeat(limits::MAX_ITEM_NAME_BYTES + 1)
+        );
+        assert!(parse_frame(&notify("tns1:A", &name)).is_err());
+        // A number is measured as the text it becomes.
+        assert!(parse_frame(&notify("tns1:A", r#"{"n":12345}"#)).is_ok());
+    }
+
+    #[test]
+    fn a_frame_of_countless_values_is_refused_before_parsing() {
+        let array = format!(r#"{{"v":[{}0]}}"#, "0,".repeat(MAX_JSON_NODES));
+        let e = parse_frame(&notify("tns1:A", &array)).unwrap_err();
+        assert!(e.to_string().contains("JSON values"), "{e}");
+        // Separators inside strings (escaped quotes too) are text, not values.
+        let text = format!(r#"{{"v":"\"{}"}}"#, ",:[{".repeat(MAX_JSON_NODES));
+        let r = parse_frame(&notify("tns1:A", &text));
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(json_nodes(br#"{"a":"x\\","b":[1,2]}"#), 6);
     }
 
     #[test]
