@@ -43,7 +43,7 @@ fn with_base(extra: &str) -> String {
 const FULL: &str = r#"
 [relay]
 data_dir = "/var/lib/edgerelay"
-http = "0.0.0.0:9090"
+http = "0.0.0.0:8734"
 broker = "127.0.0.1:1883"
 
 [[camera]]
@@ -107,7 +107,7 @@ fn empty_file_is_a_valid_config() {
 #[test]
 fn unknown_key_in_relay() {
     let msg = assert_one_error(
-        "[relay]\nhttp = \"127.0.0.1:9090\"\nbogus = 1\n",
+        "[relay]\nhttp = \"127.0.0.1:8734\"\nbogus = 1\n",
         "config.toml:3: relay.bogus: unknown key",
     );
     assert!(msg.contains("expected"), "{msg}");
@@ -185,7 +185,7 @@ fn missing_url_of_destination() {
 #[test]
 fn wrong_type_is_located() {
     assert_one_error(
-        "[relay]\nhttp = 9090\n",
+        "[relay]\nhttp = 8734\n",
         "config.toml:2: relay.http: invalid type",
     );
     assert_one_error(
@@ -348,7 +348,7 @@ fn bad_relay_addresses() {
         "{}",
         errs[1]
     );
-    load_text("[relay]\nhttp = \"localhost:9090\"\nbroker = \"[::1]:1883\"\n").unwrap();
+    load_text("[relay]\nhttp = \"localhost:8734\"\nbroker = \"[::1]:1883\"\n").unwrap();
 }
 
 #[test]

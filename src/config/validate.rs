@@ -758,7 +758,7 @@ fn check_qos(qos: u8, at: KeyPath, out: &mut Vec<Problem>) {
 
 /// `host:port` where host is an IP address, `[v6]` or a host name.
 fn check_socket_addr(s: &str) -> Result<(), String> {
-    let expected = "expected host:port, e.g. 127.0.0.1:1883 or localhost:9090";
+    let expected = "expected host:port, e.g. 127.0.0.1:1883 or localhost:8734";
     if s.parse::<SocketAddr>().is_ok() {
         return Ok(());
     }
