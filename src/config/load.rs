@@ -1,4 +1,4 @@
-//! Loading: read the file, parse TOML, deserialize, fill `${VAR}` and secret files, validate.
+//! Loading: read the file, parse TOML, fill `${VAR}`, deserialize, read secret files, validate.
 //!
 //! A TOML syntax error or a structural (serde) error stops loading and is reported alone;
 //! after that, every substitution, secret-file and validation problem is reported together.
@@ -93,11 +93,17 @@ fn load_inner(
         message,
     };
     let locator = Locator::new(text);
-    if let Err(e) = DeTable::parse(text) {
-        let line = e.span().map(|s| locator.line_at(s.start));
-        return Err(error(line, String::new(), e.message().trim().to_string()).into());
-    }
-    let mut config: Config = match toml::from_str(text) {
+    let mut doc = match DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let line = e.span().map(|s| locator.line_at(s.start));
+            return Err(error(line, String::new(), e.message().trim().to_string()).into());
+        }
+    };
+    // `${VAR}` on the tree's string leaves, then the typed config from the expanded tree (whose
+    // spans still point into `text`).
+    let mut problems = expand::expand_tree(doc.get_mut(), env);
+    let mut config = match Config::deserialize(toml::de::Deserializer::from(doc)) {
         Ok(c) => c,
         Err(e) => {
             let (line, key, message) = locate_serde_error(&locator, &e);
@@ -105,7 +111,6 @@ fn load_inner(
         }
     };
 
-    let mut problems = expand::expand_env(&mut config, env);
     problems.extend(expand::read_secret_files(&mut config, base_dir));
     let already: Vec<KeyPath> = problems.iter().map(|p| p.path.clone()).collect();
     problems.extend(

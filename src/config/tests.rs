@@ -669,3 +669,121 @@ fn camera_channel_counts_from_one() {
     );
     assert_eq!(load_text(&with_base("")).unwrap().camera[0].channel, 1);
 }
+
+/// Every string key that the hand-written expansion used to miss, with a `${VAR}` each.
+const MISSED_BEFORE: &str = r#"[[camera]]
+name = "lobby"
+url = "http://192.0.2.10"
+snapshot_resolution = "${RES}"
+
+[destination.cloud]
+kind = "mqtt"
+url = "mqtt://127.0.0.1:1883"
+home_assistant = true
+home_assistant_prefix = "${HA_PREFIX}"
+
+[destination.s3]
+kind = "s3"
+bucket = "events"
+snapshot_key = "${SITE}/s3/{camera}/{timestamp}.jpg"
+
+[destination.blob]
+kind = "azure-blob"
+sas_url = "https://acct.blob.core.windows.net/c?sv=2022-11-02&sig=x"
+snapshot_key = "${SITE}/blob/{seq}.jpg"
+
+[[command]]
+destination = "cloud"
+topic = "cmd/lobby"
+camera = "lobby"
+action = "virtual_input"
+reply_topic = "${SITE}/reply/$${literal}"
+"#;
+
+#[test]
+fn variables_are_substituted_in_every_string_key() {
+    let env = |name: &str| match name {
+        "RES" => Some("640x480".to_string()),
+        "HA_PREFIX" => Some("ha".to_string()),
+        "SITE" => Some("site1".to_string()),
+        _ => None,
+    };
+    let config = load_str_with(MISSED_BEFORE, "config.toml", &env, None).unwrap();
+    assert_eq!(
+        config.camera[0].snapshot_resolution.as_deref(),
+        Some("640x480")
+    );
+    let DestinationConfig::Mqtt(cloud) = &config.destination["cloud"] else {
+        panic!("cloud is mqtt")
+    };
+    assert_eq!(cloud.home_assistant_prefix, "ha");
+    let DestinationConfig::S3(s3) = &config.destination["s3"] else {
+        panic!("s3 is s3")
+    };
+    assert_eq!(
+        s3.snapshot_key.as_deref(),
+        Some("site1/s3/{camera}/{timestamp}.jpg")
+    );
+    let DestinationConfig::AzureBlob(blob) = &config.destination["blob"] else {
+        panic!("blob is azure-blob")
+    };
+    assert_eq!(blob.snapshot_key.as_deref(), Some("site1/blob/{seq}.jpg"));
+    assert_eq!(
+        config.command[0].reply_topic.as_deref(),
+        Some("site1/reply/${literal}")
+    );
+}
+
+#[test]
+fn unset_variables_in_every_string_key_are_each_named_at_their_line() {
+    let errs = errors(MISSED_BEFORE);
+    let expected = [
+        "config.toml:4: camera[0].snapshot_resolution: environment variable RES is not set",
+        "config.toml:10: destination.cloud.home_assistant_prefix: environment variable HA_PREFIX is not set",
+        "config.toml:15: destination.s3.snapshot_key: environment variable SITE is not set",
+        "config.toml:20: destination.blob.snapshot_key: environment variable SITE is not set",
+        "config.toml:27: command[0].reply_topic: environment variable SITE is not set",
+    ];
+    assert_eq!(errs, expected);
+}
+
+#[test]
+fn variables_in_inline_tables_and_arrays_are_located_by_key_path() {
+    let text = r#"[destination.cloud]
+kind = "mqtt"
+url = "mqtts://h:8883"
+alpn = ["x-amzn-mqtt-ca", "${PROTO}"]
+last_will = { topic = "${WILL}", message = "offline" }
+"#;
+    assert_eq!(
+        errors(text),
+        [
+            "config.toml:4: destination.cloud.alpn[1]: environment variable PROTO is not set",
+            "config.toml:5: destination.cloud.last_will.topic: environment variable WILL is not set",
+        ]
+    );
+}
+
+#[test]
+fn a_variable_cannot_change_a_value_type_or_add_keys() {
+    // The value stays one string: a variable holding TOML is not parsed again.
+    let env = |_: &str| Some("mqtt://h\"\nbogus = \"1".to_string());
+    let text = "[destination.cloud]\nkind = \"mqtt\"\nurl = \"${URL}\"\n";
+    let errs = match load_str_with(text, "config.toml", &env, None) {
+        Ok(_) => panic!("a URL with a newline is not valid"),
+        Err(e) => e,
+    };
+    assert_eq!(errs.len(), 1, "{errs}");
+    assert_eq!(errs.errors[0].key, "destination.cloud.url", "{errs}");
+    assert!(errs.errors[0].message.starts_with("invalid URL"), "{errs}");
+}
+
+#[test]
+fn secret_file_paths_take_variables_too() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cam.pw"), "hunter2\n").unwrap();
+    let env = |name: &str| (name == "SECRETS").then(|| dir.path().display().to_string());
+    let text = format!("{CAMERA}password_file = \"${{SECRETS}}/cam.pw\"\n");
+    let config = load_str_with(&text, "config.toml", &env, None).unwrap();
+    assert_eq!(config.camera[0].password.as_deref(), Some("hunter2"));
+}
