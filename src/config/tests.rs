@@ -1,5 +1,7 @@
 //! Loading behaviours: each problem reads `file:line: key: what is wrong`.
 
+use std::time::Duration;
+
 use super::*;
 
 fn no_env(_: &str) -> Option<String> {
@@ -786,4 +788,96 @@ fn secret_file_paths_take_variables_too() {
     let text = format!("{CAMERA}password_file = \"${{SECRETS}}/cam.pw\"\n");
     let config = load_str_with(&text, "config.toml", &env, None).unwrap();
     assert_eq!(config.camera[0].password.as_deref(), Some("hunter2"));
+}
+
+/// The warning lines of `text`, which must load.
+fn warning_lines(text: &str) -> Vec<String> {
+    let config = load_text(text).unwrap_or_else(|e| panic!("{e}"));
+    locate_warnings(&config, text, "config.toml")
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn durations_are_strings_with_units() {
+    let text = format!(
+        "{CAMERA}max_backoff = \"2s\"\n\n{CLOUD}keep_alive = \"2m\"\nconnect_timeout = \"5s\"\n"
+    );
+    let config = load_text(&text).unwrap();
+    assert_eq!(config.camera[0].max_backoff(), Duration::from_secs(2));
+    let DestinationConfig::Mqtt(cloud) = &config.destination["cloud"] else {
+        panic!("cloud is mqtt")
+    };
+    assert_eq!(cloud.keep_alive(), Duration::from_secs(120));
+    assert_eq!(cloud.connect_timeout(), Duration::from_secs(5));
+    assert!(warning_lines(&text).is_empty());
+
+    let defaults = load_text(&with_base("")).unwrap();
+    assert_eq!(defaults.camera[0].max_backoff(), Duration::from_secs(60));
+    let DestinationConfig::Mqtt(cloud) = &defaults.destination["cloud"] else {
+        panic!("cloud is mqtt")
+    };
+    assert_eq!(cloud.keep_alive(), Duration::from_secs(60));
+    assert_eq!(cloud.connect_timeout(), Duration::from_secs(10));
+}
+
+#[test]
+fn old_seconds_keys_still_work_with_a_deprecation_warning() {
+    let text = format!(
+        "{CAMERA}max_backoff_s = 2\n\n{CLOUD}keep_alive_s = 30\nconnect_timeout_s = 5\n\n[destination.hub]\nkind = \"azure-iot-hub\"\nconnection_string = \"HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey=a2V5\"\nkeep_alive_s = 45\n"
+    );
+    let config = load_text(&text).unwrap();
+    assert_eq!(config.camera[0].max_backoff(), Duration::from_secs(2));
+    let DestinationConfig::Mqtt(cloud) = &config.destination["cloud"] else {
+        panic!("cloud is mqtt")
+    };
+    assert_eq!(cloud.keep_alive(), Duration::from_secs(30));
+    assert_eq!(cloud.connect_timeout(), Duration::from_secs(5));
+    assert_eq!(
+        warning_lines(&text),
+        [
+            "config.toml:4: camera[0].max_backoff_s: max_backoff_s is deprecated: write max_backoff = \"2s\"",
+            "config.toml:9: destination.cloud.keep_alive_s: keep_alive_s is deprecated: write keep_alive = \"30s\"",
+            "config.toml:10: destination.cloud.connect_timeout_s: connect_timeout_s is deprecated: write connect_timeout = \"5s\"",
+            "config.toml:15: destination.hub.keep_alive_s: keep_alive_s is deprecated: write keep_alive = \"45s\"",
+        ]
+    );
+}
+
+#[test]
+fn a_duration_and_its_seconds_alias_together_are_an_error() {
+    assert_one_error(
+        &format!("{CLOUD}keep_alive = \"1m\"\nkeep_alive_s = 60\n"),
+        "config.toml:5: destination.cloud.keep_alive_s: both keep_alive and keep_alive_s are set: keep keep_alive",
+    );
+    assert_one_error(
+        &format!("{CAMERA}max_backoff_s = 5\nmax_backoff = \"5s\"\n"),
+        "config.toml:4: camera[0].max_backoff_s: both max_backoff and max_backoff_s are set",
+    );
+}
+
+#[test]
+fn bad_durations_are_named_at_their_key() {
+    assert_one_error(
+        &format!("{CAMERA}max_backoff = \"60\"\n"),
+        "config.toml:4: camera[0].max_backoff: \"60\": missing unit",
+    );
+    assert_one_error(
+        &format!("{CLOUD}connect_timeout = \"10 parsecs\"\n"),
+        "config.toml:4: destination.cloud.connect_timeout: \"10 parsecs\": unknown duration unit",
+    );
+    // MQTT counts keep-alive in whole seconds, in 16 bits.
+    assert_one_error(
+        &format!("{CLOUD}keep_alive = \"500ms\"\n"),
+        "config.toml:4: destination.cloud.keep_alive: must be at least 1s",
+    );
+    assert_one_error(
+        &format!("{CLOUD}keep_alive_s = 70000\n"),
+        "config.toml:4: destination.cloud.keep_alive_s: must be at most 65535s",
+    );
+    assert_one_error(
+        "[destination.aws]\nkind = \"aws-iot-core\"\nendpoint = \"a-ats.iot.eu-north-1.amazonaws.com\"\nthing_name = \"t\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nca_file = \"ca.pem\"\nconnect_timeout = \"0s\"\n",
+        "config.toml:8: destination.aws.connect_timeout: must be at least 1s",
+    );
 }
