@@ -873,6 +873,10 @@ fn bad_durations_are_named_at_their_key() {
         "config.toml:4: destination.cloud.keep_alive: must be at least 1s",
     );
     assert_one_error(
+        &format!("{CLOUD}keep_alive = \"1.5m\"\nconnect_timeout = \"2.5s\"\n"),
+        "config.toml:5: destination.cloud.connect_timeout: must be whole seconds",
+    );
+    assert_one_error(
         &format!("{CLOUD}keep_alive_s = 70000\n"),
         "config.toml:4: destination.cloud.keep_alive_s: must be at most 65535s",
     );

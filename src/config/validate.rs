@@ -448,6 +448,11 @@ fn check_mqtt_durations(durations: [AliasedDuration<'_>; 2], p: &KeyPath, out: &
                 at,
                 "must be at least 1s (MQTT counts it in whole seconds)",
             ));
+        } else if value.subsec_nanos() != 0 {
+            out.push(Problem::new(
+                at,
+                "must be whole seconds, e.g. \"90s\" (MQTT counts it in whole seconds)",
+            ));
         } else if value > max {
             out.push(Problem::new(
                 at,
