@@ -885,3 +885,24 @@ fn bad_durations_are_named_at_their_key() {
         "config.toml:8: destination.aws.connect_timeout: must be at least 1s",
     );
 }
+
+#[test]
+fn an_unset_variable_in_a_key_that_shapes_the_config_is_the_error_named() {
+    // `kind` picks the destination's type: unexpanded, it is no kind at all.
+    let text = "[relay]\nhttp = \"${HTTP}\"\n\n[destination.cloud]\nkind = \"${KIND}\"\nurl = \"mqtt://h\"\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert_eq!(
+        errs[0],
+        "config.toml:2: relay.http: environment variable HTTP is not set"
+    );
+    assert!(
+        errs[1].starts_with("config.toml:5: destination.cloud"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("environment variable KIND is not set")),
+        "{errs:#?}"
+    );
+}
