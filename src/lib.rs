@@ -31,7 +31,7 @@
 //! - [`tls`]: rustls client configs for MQTT destinations and https cameras.
 //! - [`observe`] and [`http`]: `/metrics`, `/status`, `/healthz`, `/readyz`.
 //! - [`clock`]: injected time, so back-off and rate limits are testable.
-//! - [`bench`]: `edgerelay bench`, the measured figures.
+//! - [`bench`](mod@bench): `edgerelay bench`, the measured figures.
 
 pub mod bench;
 pub mod broker;
@@ -50,3 +50,21 @@ pub mod snapshots;
 pub mod sources;
 pub mod time;
 pub mod tls;
+
+#[cfg(test)]
+mod tests {
+    /// The `# Layout` list above stays the crate map: every module is in it.
+    #[test]
+    fn crate_doc_layout_names_every_module() {
+        let mut parts = include_str!("lib.rs").split("\npub mod ");
+        let doc = parts.next().unwrap_or_default();
+        let modules: Vec<&str> = parts.filter_map(|rest| rest.split(';').next()).collect();
+        assert!(modules.len() > 10, "{modules:?}");
+        for m in modules {
+            assert!(
+                doc.contains(&format!("[`{m}`]")),
+                "module `{m}` is missing from the # Layout list of src/lib.rs"
+            );
+        }
+    }
+}
