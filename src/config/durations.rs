@@ -4,13 +4,16 @@
 //! for them keep working, and `check` warns where one is used. Writing both is an error.
 //!
 //! Each config struct names its aliased keys once, in a method returning [`AliasedDuration`]s;
-//! validation, warnings and the runtime accessors all read that one list.
+//! validation, the deprecation warnings and the runtime accessors all read that one list.
 
 use std::time::Duration;
 
 use super::error::Problem;
 use super::locate::KeyPath;
-use super::types::{AwsIotCoreDestination, AzureIotHubDestination, CameraConfig, MqttDestination};
+use super::types::{
+    AwsIotCoreDestination, AzureIotHubDestination, CameraConfig, Config, DestinationConfig,
+    MqttDestination,
+};
 use super::units;
 
 /// A duration key as written: `NAME = "60s"`, or its deprecated alias `NAME_s = 60`.
@@ -48,15 +51,19 @@ impl AliasedDuration<'_> {
         self.resolve().unwrap_or(self.default)
     }
 
-    /// Adds the problem of this key, if any, to `out`: a malformed value at `NAME`, both
-    /// spellings at `NAME_s` (the line to delete).
+    /// Where a problem with this key is reported: `NAME_s` when the alias is written (with
+    /// both spellings, the line to delete), else `NAME`.
+    fn at(&self, table: &KeyPath) -> KeyPath {
+        match self.seconds {
+            Some(_) => table.key(&format!("{}_s", self.key)),
+            None => table.key(self.key),
+        }
+    }
+
+    /// Adds the problem of this key, if any, to `out`.
     pub(crate) fn check(&self, table: &KeyPath, out: &mut Vec<Problem>) {
         if let Err(e) = self.resolve() {
-            let at = match self.seconds {
-                Some(_) => table.key(&format!("{}_s", self.key)),
-                None => table.key(self.key),
-            };
-            out.push(Problem::new(at, e));
+            out.push(Problem::new(self.at(table), e));
         }
     }
 
@@ -70,6 +77,61 @@ impl AliasedDuration<'_> {
             ));
         }
     }
+}
+
+/// `keep_alive` and `connect_timeout` of an MQTT-family destination: well formed, and within
+/// what MQTT and rumqttc can say (whole seconds; the CONNECT packet carries the keep-alive in
+/// 16 bits).
+pub(crate) fn check_mqtt(
+    durations: [AliasedDuration<'_>; 2],
+    table: &KeyPath,
+    out: &mut Vec<Problem>,
+) {
+    for d in durations {
+        let Ok(value) = d.resolve() else {
+            d.check(table, out);
+            continue;
+        };
+        let max = match d.key {
+            "keep_alive" => Duration::from_secs(u16::MAX.into()),
+            _ => Duration::MAX,
+        };
+        let problem = if value < Duration::from_secs(1) {
+            "must be at least 1s (MQTT counts it in whole seconds)"
+        } else if value.subsec_nanos() != 0 {
+            "must be whole seconds, e.g. \"90s\" (MQTT counts it in whole seconds)"
+        } else if value > max {
+            "must be at most 65535s (about 18h): MQTT's keep-alive is a 16-bit count of seconds"
+        } else {
+            continue;
+        };
+        out.push(Problem::new(d.at(table), problem));
+    }
+}
+
+/// A warning for every deprecated `_s` key written in `config`.
+pub(crate) fn deprecation_warnings(config: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let root = KeyPath::root();
+    for (i, c) in config.camera.iter().enumerate() {
+        let table = root.key("camera").index(i);
+        for d in c.aliased_durations() {
+            d.warn(&table, &mut out);
+        }
+    }
+    for (name, d) in &config.destination {
+        let table = root.key("destination").key(name);
+        let durations = match d {
+            DestinationConfig::Mqtt(m) => Some(m.aliased_durations()),
+            DestinationConfig::AzureIotHub(a) => Some(a.aliased_durations()),
+            DestinationConfig::AwsIotCore(a) => Some(a.aliased_durations()),
+            DestinationConfig::S3(_) | DestinationConfig::AzureBlob(_) => None,
+        };
+        for duration in durations.into_iter().flatten() {
+            duration.warn(&table, &mut out);
+        }
+    }
+    out
 }
 
 const KEEP_ALIVE: Duration = Duration::from_secs(60);

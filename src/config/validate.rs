@@ -5,9 +5,8 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr};
-use std::time::Duration;
 
-use super::durations::AliasedDuration;
+use super::durations;
 use super::error::Problem;
 use super::locate::KeyPath;
 use super::types::{
@@ -380,7 +379,7 @@ fn check_mqtt(m: &MqttDestination, p: &KeyPath, out: &mut Vec<Problem>) {
     if let Err(e) = check_mqtt_url(&m.url) {
         out.push(Problem::new(p.key("url"), e));
     }
-    check_mqtt_durations(m.aliased_durations(), p, out);
+    durations::check_mqtt(m.aliased_durations(), p, out);
     for (key, msg) in [
         ("last_will", &m.last_will),
         ("connect_message", &m.connect_message),
@@ -423,41 +422,6 @@ fn check_mqtt(m: &MqttDestination, p: &KeyPath, out: &mut Vec<Problem>) {
                     "an ALPN protocol name has 1 to 255 bytes",
                 ));
             }
-        }
-    }
-}
-
-/// `keep_alive` and `connect_timeout` of an MQTT-family destination: well formed, and within
-/// what MQTT can say (the CONNECT packet carries the keep-alive as whole seconds in 16 bits).
-fn check_mqtt_durations(durations: [AliasedDuration<'_>; 2], p: &KeyPath, out: &mut Vec<Problem>) {
-    for d in durations {
-        let Ok(value) = d.resolve() else {
-            d.check(p, out);
-            continue;
-        };
-        let at = match d.seconds {
-            Some(_) => p.key(&format!("{}_s", d.key)),
-            None => p.key(d.key),
-        };
-        let max = match d.key {
-            "keep_alive" => Duration::from_secs(u16::MAX.into()),
-            _ => Duration::MAX,
-        };
-        if value < Duration::from_secs(1) {
-            out.push(Problem::new(
-                at,
-                "must be at least 1s (MQTT counts it in whole seconds)",
-            ));
-        } else if value.subsec_nanos() != 0 {
-            out.push(Problem::new(
-                at,
-                "must be whole seconds, e.g. \"90s\" (MQTT counts it in whole seconds)",
-            ));
-        } else if value > max {
-            out.push(Problem::new(
-                at,
-                "must be at most 65535s (about 18h): MQTT's keep-alive is a 16-bit count of seconds",
-            ));
         }
     }
 }
@@ -613,7 +577,7 @@ fn check_azure_blob(a: &AzureBlobDestination, p: &KeyPath, out: &mut Vec<Problem
 
 fn check_azure(a: &AzureIotHubDestination, p: &KeyPath, out: &mut Vec<Problem>) {
     check_buffer(&a.buffer, p, out);
-    check_mqtt_durations(a.aliased_durations(), p, out);
+    durations::check_mqtt(a.aliased_durations(), p, out);
     check_client_cert(a.cert_file.is_some(), a.key_file.is_some(), p, out);
     let at = match a.connection_string_file {
         Some(_) => p.key("connection_string_file"),
@@ -652,7 +616,7 @@ fn check_azure(a: &AzureIotHubDestination, p: &KeyPath, out: &mut Vec<Problem>) 
 
 fn check_aws(a: &AwsIotCoreDestination, p: &KeyPath, out: &mut Vec<Problem>) {
     check_buffer(&a.buffer, p, out);
-    check_mqtt_durations(a.aliased_durations(), p, out);
+    durations::check_mqtt(a.aliased_durations(), p, out);
     let advice = [
         (
             "endpoint",
@@ -743,11 +707,12 @@ fn check_rule_for_aws(r: &RuleConfig, dest: &str, p: &KeyPath, j: usize, out: &m
 pub fn warnings(config: &Config) -> Vec<Problem> {
     let mut out = rule_warnings(config);
     out.extend(destination_warnings(config));
+    out.extend(durations::deprecation_warnings(config));
     out
 }
 
-/// Rule settings a destination kind cannot honour (it adapts them), deprecated `_s` duration
-/// keys, and a broker certificate left unchecked.
+/// Rule settings a destination kind cannot honour (it adapts them), and a broker certificate
+/// left unchecked.
 fn destination_warnings(config: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
     let root = KeyPath::root();
@@ -779,23 +744,7 @@ fn destination_warnings(config: &Config) -> Vec<Problem> {
             }
         }
     }
-    for (i, c) in config.camera.iter().enumerate() {
-        let p = root.key("camera").index(i);
-        for d in c.aliased_durations() {
-            d.warn(&p, &mut out);
-        }
-    }
     for (name, d) in &config.destination {
-        let p = root.key("destination").key(name);
-        let durations = match d {
-            DestinationConfig::Mqtt(m) => Some(m.aliased_durations()),
-            DestinationConfig::AzureIotHub(a) => Some(a.aliased_durations()),
-            DestinationConfig::AwsIotCore(a) => Some(a.aliased_durations()),
-            DestinationConfig::S3(_) | DestinationConfig::AzureBlob(_) => None,
-        };
-        for duration in durations.into_iter().flatten() {
-            duration.warn(&p, &mut out);
-        }
         if let DestinationConfig::Mqtt(m) = d
             && m.tls_insecure_skip_verify
         {
