@@ -13,12 +13,14 @@ cargo clippy --all-targets --locked -- -D warnings
 
 # cargo-deny: licenses, bans and sources of every dependency, and RustSec advisories
 # (deny.toml says what is allowed and why each ignored advisory does not apply).
-# Installed once into target/tools (about 11 minutes on 2 busy cores, then cached with target/).
+# Installed once into target/tools, then cached with target/. A debug build: it installed in
+# 2.3 minutes against 11.4 for a release build (one job, shared 2-core machine), and checks
+# this tree in 3.5 s instead of 1.3 s per platform.
 CARGO_DENY_VERSION=0.20.2
 CARGO_DENY=target/tools/bin/cargo-deny
 if ! "$CARGO_DENY" --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
-  echo "installing cargo-deny $CARGO_DENY_VERSION into target/tools (cargo install)"
-  cargo install --locked --quiet "cargo-deny@$CARGO_DENY_VERSION" --root target/tools
+  echo "installing cargo-deny $CARGO_DENY_VERSION into target/tools (cargo install, ~2 minutes)"
+  cargo install --locked --debug --quiet "cargo-deny@$CARGO_DENY_VERSION" --root target/tools
 fi
 # The advisory database: no machine here reaches GitHub, so it comes from a dated snapshot of
 # the RustSec database as a one-commit git bundle in ../shared, next to the main checkout
