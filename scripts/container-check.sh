@@ -145,10 +145,10 @@ expect user "$(inspect '{{.Config.User}}')" "10001:10001"
 expect entrypoint "$(inspect '{{json .Config.Entrypoint}}')" '["/usr/local/bin/edgerelay"]'
 expect cmd "$(inspect '{{json .Config.Cmd}}')" '["run","--config","/etc/edgerelay/config.toml"]'
 expect healthcheck "$(inspect '{{json .Config.Healthcheck.Test}}')" \
-    '["CMD","/usr/local/bin/edgerelay","healthcheck","--url","http://127.0.0.1:9090/healthz"]'
+    '["CMD","/usr/local/bin/edgerelay","healthcheck","--url","http://127.0.0.1:8734/healthz"]'
 expect volumes "$(keys Volumes)" "/var/lib/edgerelay "
 expect stopsignal "$(inspect '{{.Config.StopSignal}}')" "SIGTERM"
-expect ports "$(keys ExposedPorts)" "9090/tcp "
+expect ports "$(keys ExposedPorts)" "8734/tcp "
 expect workdir "$(inspect '{{.Config.WorkingDir}}')" "/var/lib/edgerelay"
 
 # The user exists in the image and owns the volume's directory; the config is where CMD says.
@@ -175,7 +175,7 @@ smoke() {
 s = [socket.socket() for _ in range(2)]
 for x in s: x.bind(("127.0.0.1", 0))
 print(*[x.getsockname()[1] for x in s])')
-    sed -e "s|0.0.0.0:9090|127.0.0.1:$p1|" -e "s|127.0.0.1:1883|127.0.0.1:$p2|g" \
+    sed -e "s|0.0.0.0:8734|127.0.0.1:$p1|" -e "s|127.0.0.1:1883|127.0.0.1:$p2|g" \
         -e 's|edgerelay-demo|edgerelay-check|' "$mnt_config" >"$dir/config.toml"
     chmod 0644 "$dir/config.toml"
     ctr=$(buildah from --pull-never --name "edgerelay-check-$$" "$TAG")

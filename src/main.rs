@@ -42,7 +42,7 @@ enum Command {
     /// GET a health URL; exit 0 on a 2xx answer, 1 otherwise (container HEALTHCHECK, no curl).
     Healthcheck {
         /// URL to check.
-        #[arg(long, default_value = "http://127.0.0.1:9090/healthz")]
+        #[arg(long, default_value = "http://127.0.0.1:8734/healthz")]
         url: String,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 3)]

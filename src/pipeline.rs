@@ -346,7 +346,7 @@ async fn websocket_camera(
         base,
         serial: cam.serial.clone(),
         filters: rules.camera_filters(&cam.name),
-        max_backoff: Duration::from_secs(cam.max_backoff_s),
+        max_backoff: cam.max_backoff(),
         tls,
         heartbeat: units::parse_duration(&cam.heartbeat)
             .map_err(anyhow::Error::msg)
@@ -392,7 +392,7 @@ fn rtsp_camera(cam: &CameraConfig, rules: &RuleSet) -> anyhow::Result<RtspCamera
         username: cam.username.clone(),
         password: cam.password.clone(),
         serial: cam.serial.clone(),
-        max_backoff: Duration::from_secs(cam.max_backoff_s),
+        max_backoff: cam.max_backoff(),
         heartbeat: units::parse_duration(&cam.heartbeat)
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("camera {}: heartbeat", cam.name))?,

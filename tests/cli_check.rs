@@ -50,3 +50,65 @@ fn broken_config_names_file_line_and_key_for_every_problem() {
         "{err}"
     );
 }
+
+/// Runs `check` on `text` with `env` set; returns (exit code, stderr).
+fn check_text(text: &str, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_edgerelay"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        path.display().to_string(),
+    )
+}
+
+#[test]
+fn old_seconds_keys_pass_check_with_a_deprecation_warning_and_both_spellings_fail() {
+    let cloud = "[destination.cloud]\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"\n";
+    let (code, err, file) = check_text(&format!("{cloud}keep_alive_s = 30\n"), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "warning: {file}:4: destination.cloud.keep_alive_s: keep_alive_s is deprecated: write keep_alive = \"30s\""
+        )),
+        "{err}"
+    );
+
+    let (code, err, _) = check_text(&format!("{cloud}keep_alive = \"30s\"\n"), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+
+    let (code, err, file) = check_text(
+        &format!("{cloud}keep_alive = \"30s\"\nkeep_alive_s = 30\n"),
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{file}:5: destination.cloud.keep_alive_s: both keep_alive and keep_alive_s are set"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn variables_reach_keys_that_no_list_names() {
+    let text = "[destination.archive]\nkind = \"s3\"\nbucket = \"b\"\nsnapshot_key = \"${SITE}/{camera}/{timestamp}.jpg\"\n";
+    let (code, err, file) = check_text(text, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{file}:4: destination.archive.snapshot_key: environment variable SITE is not set"
+        )),
+        "{err}"
+    );
+    let (code, err, _) = check_text(text, &[("SITE", "site1")]);
+    assert_eq!(code, Some(0), "{err}");
+}

@@ -1,15 +1,20 @@
 //! `${VAR}` substitution in every string value, and secrets read from `*_file` keys.
 //!
 //! `${NAME}` (NAME of letters, digits and `_`) is replaced by the variable's value; `$${` is a
-//! literal `${`; any other `$` is kept as is. Substitution runs on the typed config, so a value
-//! is never re-parsed as TOML. A `X_file` key whose sibling `X` is a secret is read (one trailing
-//! newline trimmed) into `X`; a relative path is relative to the config file's directory.
+//! literal `${`; any other `$` is kept as is. Substitution walks every string leaf of the parsed
+//! TOML tree, before it is deserialized: no field can be forgotten, and a value is never
+//! re-parsed as TOML (a variable cannot add keys or change a type). A `X_file` key whose
+//! sibling `X` is a secret is read (one trailing newline trimmed) into `X`; a relative path is
+//! relative to the config file's directory.
 
-use std::path::{Path, PathBuf};
+use std::borrow::Cow;
+use std::path::Path;
+
+use toml::de::{DeTable, DeValue};
 
 use super::error::Problem;
 use super::locate::KeyPath;
-use super::types::{BatchConfig, Config, DestinationConfig, MessageConfig};
+use super::types::{Config, DestinationConfig};
 
 /// Looks up an environment variable; injected so tests need not touch the process environment.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -58,197 +63,50 @@ pub fn expand_str(s: &str, env: EnvLookup<'_>) -> Result<String, Vec<String>> {
     }
 }
 
-struct Expander<'a> {
-    env: EnvLookup<'a>,
-    problems: Vec<Problem>,
+/// Substitutes `${VAR}` in every string leaf of the parsed document (values in tables, inline
+/// tables and arrays, at any depth); returns every problem, located by key path.
+///
+/// It runs on the TOML tree before the typed config exists, so a field added to the config
+/// types is expanded without being named here, and the spans of the tree still point into the
+/// original text for `file:line` errors. A value that fails to expand is left as written.
+pub fn expand_tree(doc: &mut DeTable<'_>, env: EnvLookup<'_>) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    expand_table(doc, &KeyPath::root(), env, &mut problems);
+    problems
 }
 
-impl Expander<'_> {
-    fn string(&mut self, s: &mut String, path: KeyPath) {
-        if !s.contains('$') {
-            return;
-        }
-        match expand_str(s, self.env) {
-            Ok(v) => *s = v,
-            Err(errors) => self
-                .problems
-                .extend(errors.into_iter().map(|m| Problem::new(path.clone(), m))),
-        }
-    }
-
-    fn opt(&mut self, s: &mut Option<String>, path: KeyPath) {
-        if let Some(s) = s {
-            self.string(s, path);
-        }
-    }
-
-    fn list(&mut self, v: &mut [String], path: KeyPath) {
-        for (i, s) in v.iter_mut().enumerate() {
-            self.string(s, path.index(i));
-        }
-    }
-
-    fn path(&mut self, p: &mut PathBuf, path: KeyPath) {
-        // Non-UTF-8 paths cannot hold `${`, which is ASCII text from the TOML file.
-        if let Some(s) = p.to_str() {
-            let mut s = s.to_string();
-            self.string(&mut s, path);
-            *p = PathBuf::from(s);
-        }
-    }
-
-    fn opt_path(&mut self, p: &mut Option<PathBuf>, path: KeyPath) {
-        if let Some(p) = p {
-            self.path(p, path);
-        }
-    }
-
-    fn batch(&mut self, b: &mut BatchConfig, path: KeyPath) {
-        self.string(&mut b.max_bytes, path.key("max_bytes"));
-        self.string(&mut b.max_age, path.key("max_age"));
-    }
-
-    fn message(&mut self, m: &mut Option<MessageConfig>, path: KeyPath) {
-        if let Some(m) = m {
-            self.string(&mut m.topic, path.key("topic"));
-            self.string(&mut m.message, path.key("message"));
-        }
+fn expand_table(
+    table: &mut DeTable<'_>,
+    path: &KeyPath,
+    env: EnvLookup<'_>,
+    problems: &mut Vec<Problem>,
+) {
+    for (key, value) in table.iter_mut() {
+        expand_value(value.get_mut(), &path.key(key.get_ref()), env, problems);
     }
 }
 
-/// Substitutes `${VAR}` in every string value of `config`; returns every problem.
-pub fn expand_env(config: &mut Config, env: EnvLookup<'_>) -> Vec<Problem> {
-    let mut x = Expander {
-        env,
-        problems: Vec::new(),
-    };
-    let root = KeyPath::root();
-    let relay = root.key("relay");
-    x.path(&mut config.relay.data_dir, relay.key("data_dir"));
-    x.opt(&mut config.relay.http, relay.key("http"));
-    x.opt(&mut config.relay.broker, relay.key("broker"));
-    x.string(
-        &mut config.relay.shutdown_timeout,
-        relay.key("shutdown_timeout"),
-    );
-    x.string(&mut config.relay.status_topic, relay.key("status_topic"));
-    for (i, c) in config.camera.iter_mut().enumerate() {
-        let p = root.key("camera").index(i);
-        x.string(&mut c.name, p.key("name"));
-        x.string(&mut c.url, p.key("url"));
-        x.opt(&mut c.username, p.key("username"));
-        x.opt(&mut c.password, p.key("password"));
-        x.opt_path(&mut c.password_file, p.key("password_file"));
-        x.string(&mut c.heartbeat, p.key("heartbeat"));
-        x.opt(&mut c.serial, p.key("serial"));
-    }
-    for (name, d) in config.destination.iter_mut() {
-        let p = root.key("destination").key(name);
-        match d {
-            DestinationConfig::Mqtt(m) => {
-                x.string(&mut m.url, p.key("url"));
-                x.opt(&mut m.client_id, p.key("client_id"));
-                x.opt(&mut m.username, p.key("username"));
-                x.opt(&mut m.password, p.key("password"));
-                x.opt_path(&mut m.password_file, p.key("password_file"));
-                x.message(&mut m.last_will, p.key("last_will"));
-                x.message(&mut m.connect_message, p.key("connect_message"));
-                let b = p.key("buffer");
-                x.string(&mut m.buffer.max_bytes, b.key("max_bytes"));
-                x.opt(&mut m.buffer.max_age, b.key("max_age"));
-                x.opt_path(&mut m.ca_file, p.key("ca_file"));
-                x.opt_path(&mut m.cert_file, p.key("cert_file"));
-                x.opt_path(&mut m.key_file, p.key("key_file"));
-                if let Some(alpn) = &mut m.alpn {
-                    x.list(alpn, p.key("alpn"));
-                }
+fn expand_value(
+    value: &mut DeValue<'_>,
+    path: &KeyPath,
+    env: EnvLookup<'_>,
+    problems: &mut Vec<Problem>,
+) {
+    match value {
+        DeValue::String(s) if s.contains('$') => match expand_str(s, env) {
+            Ok(v) => *s = Cow::Owned(v),
+            Err(errors) => {
+                problems.extend(errors.into_iter().map(|m| Problem::new(path.clone(), m)))
             }
-            DestinationConfig::AzureIotHub(a) => {
-                x.opt(&mut a.connection_string, p.key("connection_string"));
-                x.opt_path(
-                    &mut a.connection_string_file,
-                    p.key("connection_string_file"),
-                );
-                x.string(&mut a.sas_ttl, p.key("sas_ttl"));
-                x.opt_path(&mut a.ca_file, p.key("ca_file"));
-                x.opt_path(&mut a.cert_file, p.key("cert_file"));
-                x.opt_path(&mut a.key_file, p.key("key_file"));
-                let b = p.key("buffer");
-                x.string(&mut a.buffer.max_bytes, b.key("max_bytes"));
-                x.opt(&mut a.buffer.max_age, b.key("max_age"));
-            }
-            DestinationConfig::AwsIotCore(a) => {
-                x.opt(&mut a.endpoint, p.key("endpoint"));
-                x.opt(&mut a.thing_name, p.key("thing_name"));
-                x.opt_path(&mut a.ca_file, p.key("ca_file"));
-                x.opt_path(&mut a.cert_file, p.key("cert_file"));
-                x.opt_path(&mut a.key_file, p.key("key_file"));
-                x.message(&mut a.last_will, p.key("last_will"));
-                x.message(&mut a.connect_message, p.key("connect_message"));
-                let b = p.key("buffer");
-                x.string(&mut a.buffer.max_bytes, b.key("max_bytes"));
-                x.opt(&mut a.buffer.max_age, b.key("max_age"));
-            }
-            DestinationConfig::S3(s) => {
-                x.string(&mut s.bucket, p.key("bucket"));
-                x.opt(&mut s.region, p.key("region"));
-                x.opt(&mut s.endpoint, p.key("endpoint"));
-                x.opt(&mut s.access_key_id, p.key("access_key_id"));
-                x.opt(&mut s.secret_access_key, p.key("secret_access_key"));
-                x.opt_path(
-                    &mut s.secret_access_key_file,
-                    p.key("secret_access_key_file"),
-                );
-                x.opt(&mut s.session_token, p.key("session_token"));
-                x.opt_path(&mut s.session_token_file, p.key("session_token_file"));
-                x.string(&mut s.prefix, p.key("prefix"));
-                x.opt(&mut s.key, p.key("key"));
-                x.batch(&mut s.batch, p.key("batch"));
-                let b = p.key("buffer");
-                x.string(&mut s.buffer.max_bytes, b.key("max_bytes"));
-                x.opt(&mut s.buffer.max_age, b.key("max_age"));
-            }
-            DestinationConfig::AzureBlob(a) => {
-                x.opt(&mut a.sas_url, p.key("sas_url"));
-                x.opt_path(&mut a.sas_url_file, p.key("sas_url_file"));
-                x.opt(&mut a.connection_string, p.key("connection_string"));
-                x.opt_path(
-                    &mut a.connection_string_file,
-                    p.key("connection_string_file"),
-                );
-                x.opt(&mut a.container, p.key("container"));
-                x.string(&mut a.prefix, p.key("prefix"));
-                x.opt(&mut a.key, p.key("key"));
-                x.batch(&mut a.batch, p.key("batch"));
-                let b = p.key("buffer");
-                x.string(&mut a.buffer.max_bytes, b.key("max_bytes"));
-                x.opt(&mut a.buffer.max_age, b.key("max_age"));
+        },
+        DeValue::Table(t) => expand_table(t, path, env, problems),
+        DeValue::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_value(item.get_mut(), &path.index(i), env, problems);
             }
         }
+        _ => {}
     }
-    for (i, r) in config.rule.iter_mut().enumerate() {
-        let p = root.key("rule").index(i);
-        x.string(&mut r.name, p.key("name"));
-        if let Some(cameras) = &mut r.cameras {
-            x.list(cameras, p.key("cameras"));
-        }
-        x.opt(&mut r.topic, p.key("topic"));
-        x.opt(&mut r.when, p.key("when"));
-        x.list(&mut r.to, p.key("to"));
-        x.string(&mut r.prefix, p.key("prefix"));
-        x.opt(&mut r.mqtt_topic, p.key("mqtt_topic"));
-        x.string(&mut r.payload, p.key("payload"));
-        x.opt(&mut r.max_rate, p.key("max_rate"));
-    }
-    for (i, m) in config.mqtt_source.iter_mut().enumerate() {
-        let p = root.key("mqtt_source").index(i);
-        x.string(&mut m.url, p.key("url"));
-        x.opt(&mut m.username, p.key("username"));
-        x.opt(&mut m.password, p.key("password"));
-        x.opt_path(&mut m.password_file, p.key("password_file"));
-        x.list(&mut m.topics, p.key("topics"));
-    }
-    x.problems
 }
 
 /// Reads every secret `X_file` into `X` (`password_file` of cameras and mqtt destinations,

@@ -1,7 +1,8 @@
-//! Loading: read the file, parse TOML, deserialize, fill `${VAR}` and secret files, validate.
+//! Loading: read the file, parse TOML, fill `${VAR}`, deserialize, read secret files, validate.
 //!
-//! A TOML syntax error or a structural (serde) error stops loading and is reported alone;
-//! after that, every substitution, secret-file and validation problem is reported together.
+//! A TOML syntax error stops loading and is reported alone; a structural (serde) error stops it
+//! too, reported with the substitution problems found before it. Otherwise every substitution,
+//! secret-file and validation problem is reported together.
 
 use std::path::Path;
 
@@ -93,19 +94,39 @@ fn load_inner(
         message,
     };
     let locator = Locator::new(text);
-    if let Err(e) = DeTable::parse(text) {
-        let line = e.span().map(|s| locator.line_at(s.start));
-        return Err(error(line, String::new(), e.message().trim().to_string()).into());
-    }
-    let mut config: Config = match toml::from_str(text) {
+    let mut doc = match DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let line = e.span().map(|s| locator.line_at(s.start));
+            return Err(error(line, String::new(), e.message().trim().to_string()).into());
+        }
+    };
+    // `${VAR}` on the tree's string leaves, then the typed config from the expanded tree (whose
+    // spans still point into `text`).
+    let mut problems = expand::expand_tree(doc.get_mut(), env);
+    let located = |problems: Vec<Problem>| -> Vec<ConfigError> {
+        problems
+            .into_iter()
+            .map(|Problem { path, message }| {
+                error(locator.line_of(&path), path.to_string(), message)
+            })
+            .collect()
+    };
+    let mut config = match Config::deserialize(toml::de::Deserializer::from(doc)) {
         Ok(c) => c,
         Err(e) => {
+            // The structural error, with the unset variables found before it: one of them
+            // (say in `kind`) may be its cause, and is then the one error reported there.
             let (line, key, message) = locate_serde_error(&locator, &e);
-            return Err(error(line, key, message).into());
+            let mut errors = located(problems);
+            if !errors.iter().any(|x| x.key == key) {
+                errors.push(error(line, key, message));
+            }
+            errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            return Err(ConfigErrors { errors });
         }
     };
 
-    let mut problems = expand::expand_env(&mut config, env);
     problems.extend(expand::read_secret_files(&mut config, base_dir));
     let already: Vec<KeyPath> = problems.iter().map(|p| p.path.clone()).collect();
     problems.extend(
@@ -118,10 +139,7 @@ fn load_inner(
         let warnings = locate_warnings(&config, text, file_label);
         return Ok((config, warnings));
     }
-    let mut errors: Vec<ConfigError> = problems
-        .into_iter()
-        .map(|Problem { path, message }| error(locator.line_of(&path), path.to_string(), message))
-        .collect();
+    let mut errors = located(problems);
     errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
     Err(ConfigErrors { errors })
 }

@@ -2,8 +2,10 @@
 //! validation that reports every problem as `file:line: key: what is wrong`.
 //!
 //! [`load`] reads a file; [`load_str`] / [`load_str_with`] take text (tests, injected env).
-//! [`units`] parses the sizes, durations and rates that the runtime uses too.
+//! [`units`] parses the sizes, durations and rates that the runtime uses too; [`AliasedDuration`]
+//! reads a duration key that also has a deprecated whole-seconds spelling (`keep_alive_s`).
 
+mod durations;
 mod error;
 mod expand;
 mod load;
@@ -15,6 +17,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+pub use durations::AliasedDuration;
 pub use error::{ConfigError, ConfigErrors, Problem};
 pub use expand::{EnvLookup, expand_str};
 pub use load::{Loaded, check, load, load_str, load_str_with, load_with_warnings, locate_warnings};

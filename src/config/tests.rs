@@ -1,5 +1,7 @@
 //! Loading behaviours: each problem reads `file:line: key: what is wrong`.
 
+use std::time::Duration;
+
 use super::*;
 
 fn no_env(_: &str) -> Option<String> {
@@ -43,7 +45,7 @@ fn with_base(extra: &str) -> String {
 const FULL: &str = r#"
 [relay]
 data_dir = "/var/lib/edgerelay"
-http = "0.0.0.0:9090"
+http = "0.0.0.0:8734"
 broker = "127.0.0.1:1883"
 
 [[camera]]
@@ -107,7 +109,7 @@ fn empty_file_is_a_valid_config() {
 #[test]
 fn unknown_key_in_relay() {
     let msg = assert_one_error(
-        "[relay]\nhttp = \"127.0.0.1:9090\"\nbogus = 1\n",
+        "[relay]\nhttp = \"127.0.0.1:8734\"\nbogus = 1\n",
         "config.toml:3: relay.bogus: unknown key",
     );
     assert!(msg.contains("expected"), "{msg}");
@@ -185,7 +187,7 @@ fn missing_url_of_destination() {
 #[test]
 fn wrong_type_is_located() {
     assert_one_error(
-        "[relay]\nhttp = 9090\n",
+        "[relay]\nhttp = 8734\n",
         "config.toml:2: relay.http: invalid type",
     );
     assert_one_error(
@@ -348,7 +350,7 @@ fn bad_relay_addresses() {
         "{}",
         errs[1]
     );
-    load_text("[relay]\nhttp = \"localhost:9090\"\nbroker = \"[::1]:1883\"\n").unwrap();
+    load_text("[relay]\nhttp = \"localhost:8734\"\nbroker = \"[::1]:1883\"\n").unwrap();
 }
 
 #[test]
@@ -668,4 +670,239 @@ fn camera_channel_counts_from_one() {
         "config.toml:5: camera[0].channel: video channels count from 1",
     );
     assert_eq!(load_text(&with_base("")).unwrap().camera[0].channel, 1);
+}
+
+/// Every string key that the hand-written expansion used to miss, with a `${VAR}` each.
+const MISSED_BEFORE: &str = r#"[[camera]]
+name = "lobby"
+url = "http://192.0.2.10"
+snapshot_resolution = "${RES}"
+
+[destination.cloud]
+kind = "mqtt"
+url = "mqtt://127.0.0.1:1883"
+home_assistant = true
+home_assistant_prefix = "${HA_PREFIX}"
+
+[destination.s3]
+kind = "s3"
+bucket = "events"
+snapshot_key = "${SITE}/s3/{camera}/{timestamp}.jpg"
+
+[destination.blob]
+kind = "azure-blob"
+sas_url = "https://acct.blob.core.windows.net/c?sv=2022-11-02&sig=x"
+snapshot_key = "${SITE}/blob/{seq}.jpg"
+
+[[command]]
+destination = "cloud"
+topic = "cmd/lobby"
+camera = "lobby"
+action = "virtual_input"
+reply_topic = "${SITE}/reply/$${literal}"
+"#;
+
+#[test]
+fn variables_are_substituted_in_every_string_key() {
+    let env = |name: &str| match name {
+        "RES" => Some("640x480".to_string()),
+        "HA_PREFIX" => Some("ha".to_string()),
+        "SITE" => Some("site1".to_string()),
+        _ => None,
+    };
+    let config = load_str_with(MISSED_BEFORE, "config.toml", &env, None).unwrap();
+    assert_eq!(
+        config.camera[0].snapshot_resolution.as_deref(),
+        Some("640x480")
+    );
+    let DestinationConfig::Mqtt(cloud) = &config.destination["cloud"] else {
+        panic!("cloud is mqtt")
+    };
+    assert_eq!(cloud.home_assistant_prefix, "ha");
+    let DestinationConfig::S3(s3) = &config.destination["s3"] else {
+        panic!("s3 is s3")
+    };
+    assert_eq!(
+        s3.snapshot_key.as_deref(),
+        Some("site1/s3/{camera}/{timestamp}.jpg")
+    );
+    let DestinationConfig::AzureBlob(blob) = &config.destination["blob"] else {
+        panic!("blob is azure-blob")
+    };
+    assert_eq!(blob.snapshot_key.as_deref(), Some("site1/blob/{seq}.jpg"));
+    assert_eq!(
+        config.command[0].reply_topic.as_deref(),
+        Some("site1/reply/${literal}")
+    );
+}
+
+#[test]
+fn unset_variables_in_every_string_key_are_each_named_at_their_line() {
+    let errs = errors(MISSED_BEFORE);
+    let expected = [
+        "config.toml:4: camera[0].snapshot_resolution: environment variable RES is not set",
+        "config.toml:10: destination.cloud.home_assistant_prefix: environment variable HA_PREFIX is not set",
+        "config.toml:15: destination.s3.snapshot_key: environment variable SITE is not set",
+        "config.toml:20: destination.blob.snapshot_key: environment variable SITE is not set",
+        "config.toml:27: command[0].reply_topic: environment variable SITE is not set",
+    ];
+    assert_eq!(errs, expected);
+}
+
+#[test]
+fn variables_in_inline_tables_and_arrays_are_located_by_key_path() {
+    let text = r#"[destination.cloud]
+kind = "mqtt"
+url = "mqtts://h:8883"
+alpn = ["x-amzn-mqtt-ca", "${PROTO}"]
+last_will = { topic = "${WILL}", message = "offline" }
+"#;
+    assert_eq!(
+        errors(text),
+        [
+            "config.toml:4: destination.cloud.alpn[1]: environment variable PROTO is not set",
+            "config.toml:5: destination.cloud.last_will.topic: environment variable WILL is not set",
+        ]
+    );
+}
+
+#[test]
+fn a_variable_cannot_change_a_value_type_or_add_keys() {
+    // The value stays one string: a variable holding TOML is not parsed again.
+    let env = |_: &str| Some("mqtt://h\"\nbogus = \"1".to_string());
+    let text = "[destination.cloud]\nkind = \"mqtt\"\nurl = \"${URL}\"\n";
+    let errs = match load_str_with(text, "config.toml", &env, None) {
+        Ok(_) => panic!("a URL with a newline is not valid"),
+        Err(e) => e,
+    };
+    assert_eq!(errs.len(), 1, "{errs}");
+    assert_eq!(errs.errors[0].key, "destination.cloud.url", "{errs}");
+    assert!(errs.errors[0].message.starts_with("invalid URL"), "{errs}");
+}
+
+#[test]
+fn secret_file_paths_take_variables_too() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cam.pw"), "hunter2\n").unwrap();
+    let env = |name: &str| (name == "SECRETS").then(|| dir.path().display().to_string());
+    let text = format!("{CAMERA}password_file = \"${{SECRETS}}/cam.pw\"\n");
+    let config = load_str_with(&text, "config.toml", &env, None).unwrap();
+    assert_eq!(config.camera[0].password.as_deref(), Some("hunter2"));
+}
+
+/// The warning lines of `text`, which must load.
+fn warning_lines(text: &str) -> Vec<String> {
+    let config = load_text(text).unwrap_or_else(|e| panic!("{e}"));
+    locate_warnings(&config, text, "config.toml")
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn durations_are_strings_with_units() {
+    let text = format!(
+        "{CAMERA}max_backoff = \"2s\"\n\n{CLOUD}keep_alive = \"2m\"\nconnect_timeout = \"5s\"\n"
+    );
+    let config = load_text(&text).unwrap();
+    assert_eq!(config.camera[0].max_backoff(), Duration::from_secs(2));
+    let DestinationConfig::Mqtt(cloud) = &config.destination["cloud"] else {
+        panic!("cloud is mqtt")
+    };
+    assert_eq!(cloud.keep_alive(), Duration::from_secs(120));
+    assert_eq!(cloud.connect_timeout(), Duration::from_secs(5));
+    assert!(warning_lines(&text).is_empty());
+
+    let defaults = load_text(&with_base("")).unwrap();
+    assert_eq!(defaults.camera[0].max_backoff(), Duration::from_secs(60));
+    let DestinationConfig::Mqtt(cloud) = &defaults.destination["cloud"] else {
+        panic!("cloud is mqtt")
+    };
+    assert_eq!(cloud.keep_alive(), Duration::from_secs(60));
+    assert_eq!(cloud.connect_timeout(), Duration::from_secs(10));
+}
+
+#[test]
+fn old_seconds_keys_still_work_with_a_deprecation_warning() {
+    let text = format!(
+        "{CAMERA}max_backoff_s = 2\n\n{CLOUD}keep_alive_s = 30\nconnect_timeout_s = 5\n\n[destination.hub]\nkind = \"azure-iot-hub\"\nconnection_string = \"HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey=a2V5\"\nkeep_alive_s = 45\n"
+    );
+    let config = load_text(&text).unwrap();
+    assert_eq!(config.camera[0].max_backoff(), Duration::from_secs(2));
+    let DestinationConfig::Mqtt(cloud) = &config.destination["cloud"] else {
+        panic!("cloud is mqtt")
+    };
+    assert_eq!(cloud.keep_alive(), Duration::from_secs(30));
+    assert_eq!(cloud.connect_timeout(), Duration::from_secs(5));
+    assert_eq!(
+        warning_lines(&text),
+        [
+            "config.toml:4: camera[0].max_backoff_s: max_backoff_s is deprecated: write max_backoff = \"2s\"",
+            "config.toml:9: destination.cloud.keep_alive_s: keep_alive_s is deprecated: write keep_alive = \"30s\"",
+            "config.toml:10: destination.cloud.connect_timeout_s: connect_timeout_s is deprecated: write connect_timeout = \"5s\"",
+            "config.toml:15: destination.hub.keep_alive_s: keep_alive_s is deprecated: write keep_alive = \"45s\"",
+        ]
+    );
+}
+
+#[test]
+fn a_duration_and_its_seconds_alias_together_are_an_error() {
+    assert_one_error(
+        &format!("{CLOUD}keep_alive = \"1m\"\nkeep_alive_s = 60\n"),
+        "config.toml:5: destination.cloud.keep_alive_s: both keep_alive and keep_alive_s are set: keep keep_alive",
+    );
+    assert_one_error(
+        &format!("{CAMERA}max_backoff_s = 5\nmax_backoff = \"5s\"\n"),
+        "config.toml:4: camera[0].max_backoff_s: both max_backoff and max_backoff_s are set",
+    );
+}
+
+#[test]
+fn bad_durations_are_named_at_their_key() {
+    assert_one_error(
+        &format!("{CAMERA}max_backoff = \"60\"\n"),
+        "config.toml:4: camera[0].max_backoff: \"60\": missing unit",
+    );
+    assert_one_error(
+        &format!("{CLOUD}connect_timeout = \"10 parsecs\"\n"),
+        "config.toml:4: destination.cloud.connect_timeout: \"10 parsecs\": unknown duration unit",
+    );
+    // MQTT counts keep-alive in whole seconds, in 16 bits.
+    assert_one_error(
+        &format!("{CLOUD}keep_alive = \"500ms\"\n"),
+        "config.toml:4: destination.cloud.keep_alive: must be at least 1s",
+    );
+    assert_one_error(
+        &format!("{CLOUD}keep_alive = \"1.5m\"\nconnect_timeout = \"2.5s\"\n"),
+        "config.toml:5: destination.cloud.connect_timeout: must be whole seconds",
+    );
+    assert_one_error(
+        &format!("{CLOUD}keep_alive_s = 70000\n"),
+        "config.toml:4: destination.cloud.keep_alive_s: must be at most 65535s",
+    );
+    assert_one_error(
+        "[destination.aws]\nkind = \"aws-iot-core\"\nendpoint = \"a-ats.iot.eu-north-1.amazonaws.com\"\nthing_name = \"t\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nca_file = \"ca.pem\"\nconnect_timeout = \"0s\"\n",
+        "config.toml:8: destination.aws.connect_timeout: must be at least 1s",
+    );
+}
+
+#[test]
+fn an_unset_variable_in_a_key_that_shapes_the_config_is_the_error_named() {
+    // `kind` picks the destination's type: unexpanded, it is no kind at all.
+    let text = "[relay]\nhttp = \"${HTTP}\"\n\n[destination.cloud]\nkind = \"${KIND}\"\nurl = \"mqtt://h\"\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert_eq!(
+        errs[0],
+        "config.toml:2: relay.http: environment variable HTTP is not set"
+    );
+    assert!(
+        errs[1].starts_with("config.toml:5: destination.cloud"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("environment variable KIND is not set")),
+        "{errs:#?}"
+    );
 }

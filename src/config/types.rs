@@ -192,9 +192,13 @@ pub struct CameraConfig {
     /// RTSP port when not 554.
     #[serde(default)]
     pub rtsp_port: Option<u16>,
-    /// Upper bound of the reconnect back-off, in seconds. Default 60.
-    #[serde(default = "default_max_backoff_s")]
-    pub max_backoff_s: u64,
+    /// Upper bound of the reconnect back-off, e.g. `"60s"` (default); read it with
+    /// [`CameraConfig::max_backoff`].
+    #[serde(default)]
+    pub max_backoff: Option<String>,
+    /// Deprecated spelling of `max_backoff` in whole seconds (`check` warns).
+    #[serde(default)]
+    pub max_backoff_s: Option<u64>,
     /// WebSocket: a ping goes out when the stream was quiet this long, and a stream silent
     /// for twice this (no event, no pong) is reported and reconnected. Default "15s".
     #[serde(default = "default_heartbeat")]
@@ -218,10 +222,6 @@ fn default_channel() -> u32 {
 
 fn default_heartbeat() -> String {
     "15s".to_string()
-}
-
-fn default_max_backoff_s() -> u64 {
-    60
 }
 
 fn default_true() -> bool {
@@ -421,12 +421,18 @@ pub struct MqttDestination {
     /// File holding the password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
-    /// Keep-alive in seconds. Default 60.
-    #[serde(default = "default_keep_alive_s")]
-    pub keep_alive_s: u64,
-    /// Connect timeout in seconds. Default 10.
-    #[serde(default = "default_connect_timeout_s")]
-    pub connect_timeout_s: u64,
+    /// Keep-alive, e.g. `"60s"` (default); whole seconds, at least 1s.
+    #[serde(default)]
+    pub keep_alive: Option<String>,
+    /// Deprecated spelling of `keep_alive` in whole seconds (`check` warns).
+    #[serde(default)]
+    pub keep_alive_s: Option<u64>,
+    /// How long a connection attempt may take, e.g. `"10s"` (default); whole seconds.
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+    /// Deprecated spelling of `connect_timeout` in whole seconds (`check` warns).
+    #[serde(default)]
+    pub connect_timeout_s: Option<u64>,
     /// Clean session. Default true.
     #[serde(default = "default_true")]
     pub clean_session: bool,
@@ -521,12 +527,18 @@ pub struct AzureIotHubDestination {
     /// Private key of `cert_file` (PEM).
     #[serde(default)]
     pub key_file: Option<PathBuf>,
-    /// Keep-alive in seconds. Default 60 (IoT Hub closes idle connections after about 29 min).
-    #[serde(default = "default_keep_alive_s")]
-    pub keep_alive_s: u64,
-    /// Connect timeout in seconds. Default 10.
-    #[serde(default = "default_connect_timeout_s")]
-    pub connect_timeout_s: u64,
+    /// Keep-alive, e.g. `"60s"` (default; IoT Hub closes idle connections after about 29 min); whole seconds, at least 1s.
+    #[serde(default)]
+    pub keep_alive: Option<String>,
+    /// Deprecated spelling of `keep_alive` in whole seconds (`check` warns).
+    #[serde(default)]
+    pub keep_alive_s: Option<u64>,
+    /// How long a connection attempt may take, e.g. `"10s"` (default); whole seconds.
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+    /// Deprecated spelling of `connect_timeout` in whole seconds (`check` warns).
+    #[serde(default)]
+    pub connect_timeout_s: Option<u64>,
     /// Unacknowledged publishes in flight. Default 100.
     #[serde(default = "default_inflight")]
     pub inflight: u16,
@@ -561,12 +573,18 @@ pub struct AwsIotCoreDestination {
     /// Amazon root CA (PEM, `AmazonRootCA1.pem`). Required.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// Keep-alive in seconds. Default 60 (AWS allows 30-1200).
-    #[serde(default = "default_keep_alive_s")]
-    pub keep_alive_s: u64,
-    /// Connect timeout in seconds. Default 10.
-    #[serde(default = "default_connect_timeout_s")]
-    pub connect_timeout_s: u64,
+    /// Keep-alive, e.g. `"60s"` (default; AWS allows 30s to 1200s); whole seconds, at least 1s.
+    #[serde(default)]
+    pub keep_alive: Option<String>,
+    /// Deprecated spelling of `keep_alive` in whole seconds (`check` warns).
+    #[serde(default)]
+    pub keep_alive_s: Option<u64>,
+    /// How long a connection attempt may take, e.g. `"10s"` (default); whole seconds.
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+    /// Deprecated spelling of `connect_timeout` in whole seconds (`check` warns).
+    #[serde(default)]
+    pub connect_timeout_s: Option<u64>,
     /// Clean session. Default true.
     #[serde(default = "default_true")]
     pub clean_session: bool,
@@ -588,12 +606,6 @@ fn default_aws_port() -> u16 {
     8883
 }
 
-fn default_keep_alive_s() -> u64 {
-    60
-}
-fn default_connect_timeout_s() -> u64 {
-    10
-}
 fn default_inflight() -> u16 {
     100
 }

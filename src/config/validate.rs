@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr};
 
+use super::durations;
 use super::error::Problem;
 use super::locate::KeyPath;
 use super::types::{
@@ -61,6 +62,9 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 "below 100ms: a camera cannot answer that often",
             )),
             Ok(_) => {}
+        }
+        for d in c.aliased_durations() {
+            d.check(&p, &mut out);
         }
         if c.channel == 0 {
             out.push(Problem::new(
@@ -375,6 +379,7 @@ fn check_mqtt(m: &MqttDestination, p: &KeyPath, out: &mut Vec<Problem>) {
     if let Err(e) = check_mqtt_url(&m.url) {
         out.push(Problem::new(p.key("url"), e));
     }
+    durations::check_mqtt(m.aliased_durations(), p, out);
     for (key, msg) in [
         ("last_will", &m.last_will),
         ("connect_message", &m.connect_message),
@@ -588,6 +593,7 @@ fn check_azure_blob(a: &AzureBlobDestination, p: &KeyPath, out: &mut Vec<Problem
 
 fn check_azure(a: &AzureIotHubDestination, p: &KeyPath, out: &mut Vec<Problem>) {
     check_buffer(&a.buffer, p, out);
+    durations::check_mqtt(a.aliased_durations(), p, out);
     check_client_cert(a.cert_file.is_some(), a.key_file.is_some(), p, out);
     let at = match a.connection_string_file {
         Some(_) => p.key("connection_string_file"),
@@ -626,6 +632,7 @@ fn check_azure(a: &AzureIotHubDestination, p: &KeyPath, out: &mut Vec<Problem>) 
 
 fn check_aws(a: &AwsIotCoreDestination, p: &KeyPath, out: &mut Vec<Problem>) {
     check_buffer(&a.buffer, p, out);
+    durations::check_mqtt(a.aliased_durations(), p, out);
     let advice = [
         (
             "endpoint",
@@ -716,10 +723,12 @@ fn check_rule_for_aws(r: &RuleConfig, dest: &str, p: &KeyPath, j: usize, out: &m
 pub fn warnings(config: &Config) -> Vec<Problem> {
     let mut out = rule_warnings(config);
     out.extend(destination_warnings(config));
+    out.extend(durations::deprecation_warnings(config));
     out
 }
 
-/// Rule settings a destination kind cannot honour (it adapts them).
+/// Rule settings a destination kind cannot honour (it adapts them), and a broker certificate
+/// left unchecked.
 fn destination_warnings(config: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
     let root = KeyPath::root();
@@ -774,7 +783,7 @@ fn check_qos(qos: u8, at: KeyPath, out: &mut Vec<Problem>) {
 
 /// `host:port` where host is an IP address, `[v6]` or a host name.
 fn check_socket_addr(s: &str) -> Result<(), String> {
-    let expected = "expected host:port, e.g. 127.0.0.1:1883 or localhost:9090";
+    let expected = "expected host:port, e.g. 127.0.0.1:1883 or localhost:8734";
     if s.parse::<SocketAddr>().is_ok() {
         return Ok(());
     }

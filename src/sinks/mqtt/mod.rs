@@ -193,7 +193,7 @@ impl MqttSink {
             .unwrap_or_else(|| format!("edgerelay-{}", self.name));
         let mut o = MqttOptions::new(client_id, addr, port);
         o.set_transport(transport);
-        o.set_keep_alive(Duration::from_secs(c.keep_alive_s.max(1)));
+        o.set_keep_alive(Duration::from_secs(c.keep_alive().as_secs().max(1)));
         o.set_clean_session(c.clean_session);
         o.set_inflight(c.inflight.max(1));
         // Incoming: commands and acknowledgements, never large.
@@ -251,7 +251,7 @@ impl MqttSink {
             let window = self.config.inflight.max(1) as usize;
             let (client, mut eventloop) = AsyncClient::new(opts.clone(), window + 8);
             let mut net = eventloop.network_options();
-            net.set_connection_timeout(self.config.connect_timeout_s.max(1));
+            net.set_connection_timeout(self.config.connect_timeout().as_secs().max(1));
             eventloop.set_network_options(net);
             let connects = stats.connects.load(Ordering::Relaxed);
             let ended = self
