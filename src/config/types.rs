@@ -478,6 +478,16 @@ pub struct MqttDestination {
     /// connection. Default "1MiB".
     #[serde(default = "default_max_packet_size")]
     pub max_packet_size: String,
+    /// Camera availability (DESIGN.md §10): a retained QoS 1 `{"serial":..,"connected":..}`
+    /// per camera on this template (`{serial}`, `{camera}`); `""` turns it off. Default
+    /// "axis/{serial}/event/connection".
+    #[serde(default = "default_availability_topic")]
+    pub availability_topic: String,
+}
+
+/// The camera's own MQTT client's connection topic (DESIGN.md §10).
+pub fn default_availability_topic() -> String {
+    "axis/{serial}/event/connection".to_string()
 }
 
 fn default_max_packet_size() -> String {
@@ -545,6 +555,11 @@ pub struct AzureIotHubDestination {
     /// Outbox limits for this destination.
     #[serde(default)]
     pub buffer: BufferConfig,
+    /// Camera availability (DESIGN.md §10): a retained QoS 1 `{"serial":..,"connected":..}`
+    /// per camera on this template (`{serial}`, `{camera}`); `""` turns it off. Default
+    /// "axis/{serial}/event/connection".
+    #[serde(default = "default_availability_topic")]
+    pub availability_topic: String,
 }
 
 fn default_sas_ttl() -> String {
@@ -600,6 +615,11 @@ pub struct AwsIotCoreDestination {
     /// Outbox limits for this destination.
     #[serde(default)]
     pub buffer: BufferConfig,
+    /// Camera availability (DESIGN.md §10): a retained QoS 1 `{"serial":..,"connected":..}`
+    /// per camera on this template (`{serial}`, `{camera}`); `""` turns it off. Default
+    /// "axis/{serial}/event/connection".
+    #[serde(default = "default_availability_topic")]
+    pub availability_topic: String,
 }
 
 fn default_aws_port() -> u16 {

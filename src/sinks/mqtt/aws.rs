@@ -81,6 +81,7 @@ pub fn setup(a: &AwsIotCoreDestination) -> Result<MqttDestination, String> {
         home_assistant: false,
         home_assistant_prefix: String::new(),
         max_packet_size: String::new(),
+        availability_topic: a.availability_topic.clone(),
     })
 }
 

@@ -234,6 +234,7 @@ pub fn setup(a: &AzureIotHubDestination) -> Result<AzureSetup, String> {
         home_assistant: false,
         home_assistant_prefix: String::new(),
         max_packet_size: String::new(),
+        availability_topic: a.availability_topic.clone(),
     };
     Ok(AzureSetup {
         mqtt,
