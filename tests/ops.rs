@@ -175,9 +175,18 @@ async fn metrics_and_status_count_a_known_sequence_exactly() {
         "{m}"
     );
     assert!(m.contains("# TYPE edgerelay_outbox_depth gauge"), "{m}");
+    assert!(
+        m.lines()
+            .any(|l| l == "edgerelay_rule_state_evictions_total 0"),
+        "{m}"
+    );
     // Labels are only camera and destination names, the camera's topics and histogram bounds.
     for l in m.lines().filter(|l| !l.starts_with('#')) {
-        let labels = l.split_once('{').unwrap().1.split_once('}').unwrap().0;
+        // Relay-wide figures have no labels at all.
+        let Some((_, rest)) = l.split_once('{') else {
+            continue;
+        };
+        let labels = rest.split_once('}').unwrap().0;
         for pair in labels.split("\",").filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once("=\"").unwrap();
             match k {
