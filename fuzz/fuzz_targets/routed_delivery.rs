@@ -30,7 +30,7 @@ include_serial = true
 name = "every-placeholder"
 to = ["d"]
 mqtt_topic = "f/{camera}/{serial}/{topic}/{topic_raw}/{timestamp}/{iso_time}/{source.port}/{key.k}/{data.active}/{$.message.data.active}/{$.message.source}/{$.timestamp}"
-payload = '{"camera":"{camera}","serial":"{serial}","topic":"{topic}","raw":"{topic_raw}","ts":{timestamp},"iso":"{iso_time}","port":"{source.port}","key":"{key.k}","active":{data.active},"data":{$.message.data},"first":"{$.message.source.port}","none":{$.nope}}'
+payload = '{{"camera":"{camera}","serial":"{serial}","topic":"{topic}","raw":"{topic_raw}","ts":{timestamp},"iso":"{iso_time}","port":"{source.port}","key":"{key.k}","active":{data.active},"data":{$.message.data},"first":"{$.message.source.port}","none":{$.nope}}}'
 [[rule]]
 name = "time"
 to = ["d"]
