@@ -580,6 +580,8 @@ mod tests {
             operation,
             stateful: true,
             state_item: None,
+            item_types: None,
+            device: None,
             source: Items::from([("port".into(), "7".into())]),
             key: Items::new(),
             data: Items::from([("active".into(), "1".into())]),
