@@ -283,6 +283,21 @@ fn duplicate_camera_name() {
 }
 
 #[test]
+fn typed_values_with_a_payload_template_is_refused() {
+    assert_one_error(
+        &with_base(
+            "[[rule]]\nname = \"r\"\nto = [\"cloud\"]\npayload = \"{data.active}\"\ntyped_values = true\n",
+        ),
+        "config.toml:13: rule[0].typed_values: typed_values changes the camera-format payload only",
+    );
+    let ok = load_text(&with_base(
+        "[[rule]]\nname = \"r\"\nto = [\"cloud\"]\ntyped_values = true\n",
+    ))
+    .unwrap();
+    assert!(ok.rule[0].typed_values);
+}
+
+#[test]
 fn duplicate_rule_name() {
     assert_one_error(
         &with_base(

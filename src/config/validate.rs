@@ -266,6 +266,12 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             ));
         }
         check_qos(r.qos, p.key("qos"), &mut out);
+        if r.typed_values && r.payload != "axis" && r.payload != "summary" {
+            out.push(Problem::new(
+                p.key("typed_values"),
+                "typed_values changes the camera-format payload only: remove it, or the payload template",
+            ));
+        }
         if r.payload.is_empty() {
             out.push(Problem::new(
                 p.key("payload"),
