@@ -285,10 +285,10 @@ fn check_schema(topic: &str, config: &Value) -> Result<(), String> {
     }
     let device = o["device"].as_object().ok_or("device is not an object")?;
     only_keys("device", device, DEVICE_KEYS)?;
-    if !device
+    if device
         .get("identifiers")
         .and_then(Value::as_array)
-        .is_some_and(|i| !i.is_empty())
+        .is_none_or(Vec::is_empty)
     {
         return Err("device needs identifiers".into());
     }
