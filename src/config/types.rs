@@ -465,9 +465,9 @@ pub struct MqttDestination {
     /// the traffic). Default false; a warning is logged on every connect when set.
     #[serde(default)]
     pub tls_insecure_skip_verify: bool,
-    /// Publish Home Assistant MQTT discovery configs (retained) for every stateful event
-    /// instance this destination gets, so Home Assistant creates binary sensors by itself.
-    /// Default false.
+    /// Publish Home Assistant MQTT discovery configs (retained) for every event instance this
+    /// destination gets, so Home Assistant creates binary sensors, sensors and event entities
+    /// by itself. Default false.
     #[serde(default)]
     pub home_assistant: bool,
     /// Discovery prefix Home Assistant listens on. Default "homeassistant".
