@@ -356,7 +356,7 @@ async fn home_assistant_discovery_announces_each_instance_once() {
     let broker = Mosquitto::start().await;
     let emu = start_camera().await;
     let mut ha = Subscriber::connect(broker.port, "homeassistant/#").await;
-    let mut events = Subscriber::connect(broker.port, "axis/#").await;
+    let mut events = Subscriber::connect(broker.port, "axis/+/event/tns:onvif/#").await;
     let config = relay_config(
         &camera(&emu),
         &broker,

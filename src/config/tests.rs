@@ -815,6 +815,21 @@ fn warning_lines(text: &str) -> Vec<String> {
 }
 
 #[test]
+fn home_assistant_availability_needs_a_connect_message_on_the_will_topic() {
+    let will = "home_assistant = true\nlast_will = { topic = \"s\", message = \"offline\" }\n";
+    let text = with_base(will).replace("\n\nhome_assistant", "\nhome_assistant");
+    let w = warning_lines(&text);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("config.toml:9: destination.cloud.last_will: Home Assistant availability leaves the relay out"),
+        "{w:?}"
+    );
+    let both = format!("{will}connect_message = {{ topic = \"s\", message = \"online\" }}\n");
+    let text = with_base(&both).replace("\n\nhome_assistant", "\nhome_assistant");
+    assert!(warning_lines(&text).is_empty());
+}
+
+#[test]
 fn durations_are_strings_with_units() {
     let text = format!(
         "{CAMERA}max_backoff = \"2s\"\n\n{CLOUD}keep_alive = \"2m\"\nconnect_timeout = \"5s\"\n"

@@ -768,6 +768,18 @@ fn destination_warnings(config: &Config) -> Vec<Problem> {
     }
     for (name, d) in &config.destination {
         if let DestinationConfig::Mqtt(m) = d
+            && m.home_assistant
+            && let Some(will) = &m.last_will
+            && m.connect_message
+                .as_ref()
+                .is_none_or(|c| c.topic != will.topic)
+        {
+            out.push(Problem::new(
+                root.key("destination").key(name).key("last_will"),
+                "Home Assistant availability leaves the relay out: no connect_message on the last will's topic ever says it is back (add one with the same topic)",
+            ));
+        }
+        if let DestinationConfig::Mqtt(m) = d
             && m.tls_insecure_skip_verify
         {
             out.push(Problem::new(
