@@ -13,6 +13,11 @@
 //! A rule with `snapshot = true` that delivers an event as it arrives (not a held
 //! `max_rate_keep = "latest"` one, whose moment has passed) also asks for a picture: one
 //! [`SnapshotRequest`] per event, naming every object-store destination of every such rule.
+//!
+//! The default payload is the camera's, byte for byte; `typed_values = true` ([`typed`]) writes
+//! catalog-typed items as JSON booleans and numbers instead. Destinations with
+//! `home_assistant = true` get a discovery config before an instance's first delivery
+//! ([`discovery`]).
 
 pub mod bench;
 pub mod discovery;
