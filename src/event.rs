@@ -18,6 +18,58 @@ pub const ONVIF_TOPICS_URI: &str = "http://www.onvif.org/ver10/topics";
 /// Axis namespace URI of the vendor topic tree.
 pub const AXIS_TOPICS_URI: &str = "http://www.axis.com/2009/event/topics";
 
+/// What the camera's catalog declares an item's value to be (its XML Schema `Type`), as far
+/// as JSON cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueType {
+    /// `xsd:boolean`: `true`, `false`, `1` or `0`.
+    Boolean,
+    /// `xsd:int` and the other integer types.
+    Integer,
+    /// `xsd:double`, `xsd:float`, `xsd:decimal`.
+    Decimal,
+    /// `xsd:string`.
+    String,
+    /// Anything else (`tt:ReferenceToken`, ...): text.
+    Other,
+}
+
+impl ValueType {
+    /// The type of a catalog `Type` attribute such as `xsd:int` (any prefix).
+    pub fn from_xsd(ty: &str) -> Self {
+        let local = ty.rsplit(':').next().unwrap_or(ty);
+        match local {
+            "boolean" => Self::Boolean,
+            "int" | "integer" | "long" | "short" | "byte" | "unsignedInt" | "unsignedLong"
+            | "unsignedShort" | "unsignedByte" | "nonNegativeInteger" | "positiveInteger"
+            | "negativeInteger" | "nonPositiveInteger" => Self::Integer,
+            "double" | "float" | "decimal" => Self::Decimal,
+            "string" => Self::String,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// The declared types of one topic's items, by item name, per part of the message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ItemTypes {
+    /// Source items.
+    pub source: IndexMap<String, ValueType>,
+    /// Key items.
+    pub key: IndexMap<String, ValueType>,
+    /// Data items.
+    pub data: IndexMap<String, ValueType>,
+}
+
+/// What the camera says it is (basic device information), for dashboards' device entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Product number (`ProdNbr`), e.g. `Q1809-LE`.
+    pub model: Option<String>,
+    /// Firmware version (`Version`), e.g. `12.3.56`.
+    pub firmware: Option<String>,
+}
+
 /// Property operation of a stateful event; stateless events have none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Operation {
@@ -134,6 +186,11 @@ pub struct Event {
     /// Which data item holds a property's state, when the catalog says (Home Assistant
     /// discovery points its sensors at it).
     pub state_item: Option<Arc<str>>,
+    /// The catalog's types of this topic's items, when it lists the topic (`typed_values`
+    /// and Home Assistant discovery read them).
+    pub item_types: Option<Arc<ItemTypes>>,
+    /// Model and firmware, when the camera reported them (Home Assistant's device entry).
+    pub device: Option<Arc<DeviceInfo>>,
     /// Source items (identify the instance: port, channel, ...).
     pub source: Items,
     /// Key items.
@@ -202,6 +259,8 @@ impl Event {
             operation: None,
             stateful: false,
             state_item: None,
+            item_types: None,
+            device: None,
             source: Items::new(),
             key: Items::new(),
             data: Items::new(),

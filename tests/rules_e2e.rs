@@ -352,11 +352,11 @@ reply_topic = "cmd/lobby/reply"
 }
 
 #[tokio::test]
-async fn home_assistant_discovery_announces_each_stateful_instance_once() {
+async fn home_assistant_discovery_announces_each_instance_once() {
     let broker = Mosquitto::start().await;
     let emu = start_camera().await;
     let mut ha = Subscriber::connect(broker.port, "homeassistant/#").await;
-    let mut events = Subscriber::connect(broker.port, "axis/#").await;
+    let mut events = Subscriber::connect(broker.port, "axis/+/event/tns:onvif/#").await;
     let config = relay_config(
         &camera(&emu),
         &broker,
@@ -390,7 +390,8 @@ async fn home_assistant_discovery_announces_each_stateful_instance_once() {
     assert_eq!(v["device"]["name"], "lobby");
     assert!(state.contains(r#""data":{"active":"1"}"#), "{state}");
 
-    // Same instance again, a stateless event, then a marker instance: one new config only.
+    // Same instance again: nothing; a stateless event: an event entity; a new instance: its
+    // own sensor.
     emu.emit(&vi("3", &[("active", "0")]));
     emu.emit(&tampering());
     emu.emit(&vi("4", &[("active", "1")]));
@@ -398,17 +399,281 @@ async fn home_assistant_discovery_announces_each_stateful_instance_once() {
         next(&mut events).await;
     }
     let c = ha.next(T).await;
+    assert!(
+        c.topic.starts_with("homeassistant/event/") && c.topic.contains("Tampering"),
+        "{}",
+        c.topic
+    );
+    let c = ha.next(T).await;
     assert!(c.topic.contains("VirtualInput_port_4"), "{}", c.topic);
     ha.expect_nothing(Duration::from_millis(300)).await;
 
-    // Retained: Home Assistant starting later still finds both sensors.
+    // Retained: Home Assistant starting later still finds all three.
     let mut late = Subscriber::connect(broker.port, "homeassistant/#").await;
-    let (a, b) = (late.next(T).await, late.next(T).await);
-    assert!(a.retain && b.retain);
-    let mut topics = vec![a.topic, b.topic];
+    let mut topics = Vec::new();
+    for _ in 0..3 {
+        let m = late.next(T).await;
+        assert!(m.retain, "{}", m.topic);
+        topics.push(m.topic);
+    }
     topics.sort();
     assert!(
-        topics[0].contains("port_3") && topics[1].contains("port_4"),
+        topics[0].contains("port_3")
+            && topics[1].contains("port_4")
+            && topics[2].contains("Tampering"),
         "{topics:?}"
+    );
+}
+
+/// The relay settings `tests/fixtures/home-assistant/` was written for (the unit test in
+/// `src/rules/discovery/tests.rs` uses the same).
+const HA_DESTINATION: &str = "client_id = \"relay-under-test\"\nhome_assistant = true\nlast_will = { topic = \"edgerelay/relay-under-test/status\", message = \"offline\", retain = true }\nconnect_message = { topic = \"edgerelay/relay-under-test/status\", message = \"online\", retain = true }\n";
+
+/// A hostile catalog item name: it tries to end the template expression and add its own.
+const HOSTILE_ITEM: &str = "x']}}{{ 7*7 }}";
+
+fn notification(topic: &str, source: &[(&str, &str)], data: &[(&str, &str)]) -> Notification {
+    let items = |l: &[(&str, &str)]| {
+        l.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    Notification {
+        topic: topic.into(),
+        timestamp: Some(1_750_148_043_512),
+        source: items(source),
+        key: vec![],
+        data: items(data),
+    }
+}
+
+/// One event per topic of the fixture catalog and of the two applications installed in
+/// [`home_assistant_discovery_fits_what_the_camera_sends`], as in the unit test.
+fn fixture_catalog_events() -> Vec<Notification> {
+    vec![
+        notification(VI, &[("port", "3")], &[("active", "1")]),
+        notification(
+            "tns1:Device/tnsaxis:Sensor/PIR",
+            &[("sensor", "0")],
+            &[("state", "1")],
+        ),
+        notification(
+            "tns1:Device/tnsaxis:Light/Status",
+            &[("id", "0")],
+            &[("state", "ON")],
+        ),
+        tampering(),
+        notification(
+            "tns1:RuleEngine/MotionRegionDetector/Motion",
+            &[("RuleName", "Gate"), ("VideoSource", "1")],
+            &[("State", "1")],
+        ),
+        notification(
+            "tnsaxis:CameraApplicationPlatform/FenceGuard/Camera1Profile2",
+            &[],
+            &[("active", "1")],
+        ),
+        notification(
+            "tnsaxis:Storage/Alert",
+            &[("disk_id", "SD_DISK")],
+            &[
+                ("temperature", "41"),
+                ("alert", "0"),
+                ("wear", "12"),
+                ("overall_health", "98"),
+            ],
+        ),
+        notification(
+            "tnsaxis:CameraApplicationPlatform/PeopleCounter",
+            &[],
+            &[("count", "3")],
+        ),
+        notification(
+            "tnsaxis:CameraApplicationPlatform/Hostile",
+            &[],
+            &[(HOSTILE_ITEM, "1")],
+        ),
+    ]
+}
+
+/// What Home Assistant's `value_template` yields for `payload`, for the two forms discovery
+/// writes: `{{ value_json.message.data.NAME }}` and `{{ value_json.message.data['ESCAPED'] }}`
+/// (Jinja `\xNN`/`\uNNNN`/`\UNNNNNNNN` escapes). Anything else fails the test.
+fn render_value_template(template: &str, payload: &str) -> String {
+    let expr = template
+        .strip_prefix("{{ value_json.message.data")
+        .and_then(|t| t.strip_suffix(" }}"))
+        .unwrap_or_else(|| panic!("unexpected template {template:?}"));
+    let name = if let Some(plain) = expr.strip_prefix('.') {
+        assert!(
+            plain.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{plain}"
+        );
+        plain.to_string()
+    } else {
+        let lit = expr
+            .strip_prefix("['")
+            .and_then(|t| t.strip_suffix("']"))
+            .unwrap_or_else(|| panic!("unexpected template {template:?}"));
+        let mut out = String::new();
+        let mut it = lit.chars();
+        while let Some(c) = it.next() {
+            assert!(
+                c != '\'' && c != '{' && c != '}',
+                "unescaped {c:?} in {lit:?}"
+            );
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            let width = match it.next() {
+                Some('x') => 2,
+                Some('u') => 4,
+                Some('U') => 8,
+                other => panic!("escape {other:?} in {lit:?}"),
+            };
+            let hex: String = it.by_ref().take(width).collect();
+            out.push(char::from_u32(u32::from_str_radix(&hex, 16).unwrap()).unwrap());
+        }
+        out
+    };
+    let v: serde_json::Value = serde_json::from_str(payload).unwrap();
+    match &v["message"]["data"][&name] {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A fixture of `tests/fixtures/home-assistant/` with the crate version filled in.
+fn ha_fixture(component: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(format!(
+        "{}/tests/fixtures/home-assistant/{component}.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    serde_json::from_str(&text.replace("@VERSION@", env!("CARGO_PKG_VERSION"))).unwrap()
+}
+
+#[tokio::test]
+async fn home_assistant_discovery_fits_what_the_camera_sends() {
+    let broker = Mosquitto::start().await;
+    let emu = start_camera().await;
+    emu.install_typed_app("PeopleCounter", "count", "xsd:int");
+    emu.install_typed_app("Hostile", HOSTILE_ITEM, "xsd:boolean");
+    let mut ha = Subscriber::connect(broker.port, "homeassistant/#").await;
+    let mut events = Subscriber::connect(broker.port, "axis/+/event/tns:onvif/#").await;
+    let mut apps = Subscriber::connect(broker.port, "axis/+/event/tns:axis/#").await;
+    let config = relay_config(
+        &camera(&emu),
+        &broker,
+        "[[rule]]\nname = \"all\"\nto = [\"broker\"]\nretain = \"property\"\n",
+    )
+    .replace("client_id = \"relay-under-test\"\n", HA_DESTINATION);
+    let relay = RelayProcess::start(&config);
+    assert!(emu.wait_for_clients(1, T).await, "{}", relay.log());
+
+    let sent = fixture_catalog_events();
+    for n in &sent {
+        emu.emit(n);
+    }
+    let mut state: std::collections::HashMap<String, String> = Default::default();
+    for _ in 0..sent.len() {
+        let m = tokio::select! {
+            m = events.next_event(T) => m,
+            m = apps.next_event(T) => m,
+        };
+        state.insert(m.topic, m.payload);
+    }
+    let mut got: std::collections::BTreeMap<&str, serde_json::Map<String, serde_json::Value>> =
+        Default::default();
+    for _ in 0..sent.len() {
+        let c = ha.next(T).await;
+        let component = c.topic.split('/').nth(1).unwrap().to_string();
+        let component = ["binary_sensor", "sensor", "event"]
+            .into_iter()
+            .find(|k| *k == component)
+            .unwrap_or_else(|| panic!("{}", c.topic));
+        got.entry(component)
+            .or_default()
+            .insert(c.topic, serde_json::from_str(&c.payload).unwrap());
+    }
+    ha.expect_nothing(Duration::from_millis(300)).await;
+    assert_eq!(got.len(), 3, "{:?}", got.keys());
+    for (component, configs) in &got {
+        assert_eq!(
+            serde_json::Value::Object(configs.clone()),
+            ha_fixture(component),
+            "{component}: exactly the fixture's configs"
+        );
+    }
+
+    // The light's state message turns its entity on: what its template reads is payload_on.
+    let light = &got["binary_sensor"]["homeassistant/binary_sensor/edgerelay_B8A44F3E9D21/Device_Light_Status_id_0/config"];
+    let topic = light["state_topic"].as_str().unwrap();
+    let payload = state
+        .get(topic)
+        .unwrap_or_else(|| panic!("no state on {topic}: {state:?}"));
+    let template = light["value_template"].as_str().unwrap();
+    assert_eq!(render_value_template(template, payload), "ON");
+    assert_eq!(light["payload_on"], "ON");
+    assert_eq!(light["payload_off"], "OFF");
+    assert_eq!(light["device"]["model"], "Q1809-LE");
+    assert_eq!(light["device"]["sw_version"], "12.3.56");
+
+    // The hostile name is in the template only as an escaped literal, and still reads its value.
+    let hostile = &got["binary_sensor"]["homeassistant/binary_sensor/edgerelay_B8A44F3E9D21/CameraApplicationPlatform_Hostile/config"];
+    let template = hostile["value_template"].as_str().unwrap();
+    assert!(!template.contains(HOSTILE_ITEM), "{template}");
+    assert_eq!(
+        (
+            template.matches("{{").count(),
+            template.matches("}}").count()
+        ),
+        (1, 1)
+    );
+    let payload = &state[hostile["state_topic"].as_str().unwrap()];
+    assert!(payload.contains(r#""x']}}{{ 7*7 }}":"1""#), "{payload}");
+    assert_eq!(render_value_template(template, payload), "1");
+    assert_eq!(hostile["payload_on"], "1");
+}
+
+#[tokio::test]
+async fn typed_values_turns_catalog_typed_items_into_json_booleans_and_numbers() {
+    let broker = Mosquitto::start().await;
+    let emu = start_camera().await;
+    let mut typed = Subscriber::connect(broker.port, "typed/#").await;
+    let mut plain = Subscriber::connect(broker.port, "plain/#").await;
+    let rules = "[[rule]]\nname = \"typed\"\nto = [\"broker\"]\nprefix = \"typed\"\ntyped_values = true\n[[rule]]\nname = \"plain\"\nto = [\"broker\"]\nprefix = \"plain\"\n";
+    let relay = RelayProcess::start(&relay_config(&camera(&emu), &broker, rules));
+    assert!(emu.wait_for_clients(1, T).await, "{}", relay.log());
+
+    emu.emit(&notification(
+        "tnsaxis:Storage/Alert",
+        &[("disk_id", "SD_DISK")],
+        &[
+            ("temperature", "41"),
+            ("alert", "1"),
+            ("wear", "n/a"),
+            ("overall_health", "-3"),
+        ],
+    ));
+    emu.emit(&vi("7", &[("active", "0")]));
+    let (_, alert) = next(&mut typed).await;
+    assert_eq!(
+        alert,
+        r#"{"topic":"axis:Storage/Alert","timestamp":1750148043512,"message":{"source":{"disk_id":"SD_DISK"},"key":{},"data":{"temperature":41,"alert":true,"wear":"n/a","overall_health":-3}}}"#
+    );
+    let (_, port) = next(&mut typed).await;
+    assert!(
+        port.ends_with(r#""message":{"source":{"port":7},"key":{},"data":{"active":false}}}"#),
+        "{port}"
+    );
+    // The default stays the camera's text.
+    let (_, alert) = next(&mut plain).await;
+    assert!(
+        alert.contains(
+            r#""data":{"temperature":"41","alert":"1","wear":"n/a","overall_health":"-3"}"#
+        ),
+        "{alert}"
     );
 }

@@ -283,6 +283,21 @@ fn duplicate_camera_name() {
 }
 
 #[test]
+fn typed_values_with_a_payload_template_is_refused() {
+    assert_one_error(
+        &with_base(
+            "[[rule]]\nname = \"r\"\nto = [\"cloud\"]\npayload = \"{data.active}\"\ntyped_values = true\n",
+        ),
+        "config.toml:13: rule[0].typed_values: typed_values changes the camera-format payload only",
+    );
+    let ok = load_text(&with_base(
+        "[[rule]]\nname = \"r\"\nto = [\"cloud\"]\ntyped_values = true\n",
+    ))
+    .unwrap();
+    assert!(ok.rule[0].typed_values);
+}
+
+#[test]
 fn duplicate_rule_name() {
     assert_one_error(
         &with_base(
@@ -797,6 +812,21 @@ fn warning_lines(text: &str) -> Vec<String> {
         .iter()
         .map(ToString::to_string)
         .collect()
+}
+
+#[test]
+fn home_assistant_availability_needs_a_connect_message_on_the_will_topic() {
+    let will = "home_assistant = true\nlast_will = { topic = \"s\", message = \"offline\" }\n";
+    let text = with_base(will).replace("\n\nhome_assistant", "\nhome_assistant");
+    let w = warning_lines(&text);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("config.toml:9: destination.cloud.last_will: Home Assistant availability leaves the relay out"),
+        "{w:?}"
+    );
+    let both = format!("{will}connect_message = {{ topic = \"s\", message = \"online\" }}\n");
+    let text = with_base(&both).replace("\n\nhome_assistant", "\nhome_assistant");
+    assert!(warning_lines(&text).is_empty());
 }
 
 #[test]

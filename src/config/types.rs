@@ -465,9 +465,9 @@ pub struct MqttDestination {
     /// the traffic). Default false; a warning is logged on every connect when set.
     #[serde(default)]
     pub tls_insecure_skip_verify: bool,
-    /// Publish Home Assistant MQTT discovery configs (retained) for every stateful event
-    /// instance this destination gets, so Home Assistant creates binary sensors by itself.
-    /// Default false.
+    /// Publish Home Assistant MQTT discovery configs (retained) for every event instance this
+    /// destination gets, so Home Assistant creates binary sensors, sensors and event entities
+    /// by itself. Default false.
     #[serde(default)]
     pub home_assistant: bool,
     /// Discovery prefix Home Assistant listens on. Default "homeassistant".
@@ -756,6 +756,11 @@ pub struct RuleConfig {
     /// other events in the camera format) or a template. Default `axis`.
     #[serde(default = "default_payload")]
     pub payload: String,
+    /// In the camera-format payload, write items the camera's catalog types as `xsd:boolean`
+    /// or a number type as JSON booleans and numbers instead of strings, for consumers that
+    /// compute with them. Default false: byte for byte what the camera sends.
+    #[serde(default)]
+    pub typed_values: bool,
     /// QoS 0, 1 or 2. Default 1.
     #[serde(default = "default_qos")]
     pub qos: u8,

@@ -266,6 +266,12 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             ));
         }
         check_qos(r.qos, p.key("qos"), &mut out);
+        if r.typed_values && r.payload != "axis" && r.payload != "summary" {
+            out.push(Problem::new(
+                p.key("typed_values"),
+                "typed_values changes the camera-format payload only: remove it, or the payload template",
+            ));
+        }
         if r.payload.is_empty() {
             out.push(Problem::new(
                 p.key("payload"),
@@ -761,6 +767,18 @@ fn destination_warnings(config: &Config) -> Vec<Problem> {
         }
     }
     for (name, d) in &config.destination {
+        if let DestinationConfig::Mqtt(m) = d
+            && m.home_assistant
+            && let Some(will) = &m.last_will
+            && m.connect_message
+                .as_ref()
+                .is_none_or(|c| c.topic != will.topic)
+        {
+            out.push(Problem::new(
+                root.key("destination").key(name).key("last_will"),
+                "Home Assistant availability leaves the relay out: no connect_message on the last will's topic ever says it is back (add one with the same topic)",
+            ));
+        }
         if let DestinationConfig::Mqtt(m) = d
             && m.tls_insecure_skip_verify
         {

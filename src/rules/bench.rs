@@ -77,6 +77,8 @@ fn events() -> Vec<Event> {
                     operation: None,
                     stateful: i != 3,
                     state_item: None,
+                    item_types: None,
+                    device: None,
                     source,
                     key: Items::new(),
                     data: Items::from([(data.to_string(), ((port + cam) % 2).to_string())]),

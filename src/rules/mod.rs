@@ -13,12 +13,18 @@
 //! A rule with `snapshot = true` that delivers an event as it arrives (not a held
 //! `max_rate_keep = "latest"` one, whose moment has passed) also asks for a picture: one
 //! [`SnapshotRequest`] per event, naming every object-store destination of every such rule.
+//!
+//! The default payload is the camera's, byte for byte; `typed_values = true` ([`typed`]) writes
+//! catalog-typed items as JSON booleans and numbers instead. Destinations with
+//! `home_assistant = true` get a discovery config before an instance's first delivery
+//! ([`discovery`]).
 
 pub mod bench;
 pub mod discovery;
 pub mod state;
 pub mod template;
 pub mod topic_filter;
+pub mod typed;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -89,6 +95,7 @@ pub struct Rule {
     include_namespaces: bool,
     include_condition_name: bool,
     include_serial: bool,
+    typed_values: bool,
     payload: PayloadShape,
     qos: u8,
     retain: RetainPolicy,
@@ -156,6 +163,7 @@ impl Rule {
             include_namespaces: rc.include_namespaces,
             include_condition_name: rc.include_condition_name,
             include_serial: rc.include_serial,
+            typed_values: rc.typed_values,
             payload,
             qos: rc.qos,
             retain: rc.retain,
@@ -288,6 +296,11 @@ impl Rule {
             return (Vec::new(), true);
         }
         let body = match &self.payload {
+            PayloadShape::Axis | PayloadShape::Summary
+                if self.typed_values && ev.kind == EventKind::Event =>
+            {
+                typed::payload(ev, self.include_serial)
+            }
             PayloadShape::Axis => ev.payload(self.include_serial),
             PayloadShape::Summary if ev.kind == EventKind::Analytics => {
                 ev.summary_payload(self.include_serial)
@@ -580,6 +593,8 @@ mod tests {
             operation,
             stateful: true,
             state_item: None,
+            item_types: None,
+            device: None,
             source: Items::from([("port".into(), "7".into())]),
             key: Items::new(),
             data: Items::from([("active".into(), "1".into())]),
@@ -648,6 +663,24 @@ mod tests {
             rule("mqtt_topic = \"site/{camera}/{topic}\"").topic_for(&e),
             "site/lobby/tns:onvif/Device/tns:axis/IO/VirtualInput"
         );
+    }
+
+    #[test]
+    fn typed_values_is_asked_for_and_the_default_stays_camera_text() {
+        let mut e = vi(None);
+        e.item_types = Some(Arc::new(crate::event::ItemTypes {
+            source: [("port".to_string(), crate::event::ValueType::Integer)].into(),
+            key: Default::default(),
+            data: [("active".to_string(), crate::event::ValueType::Boolean)].into(),
+        }));
+        assert_eq!(rule("").payload_for(&e).0, e.payload(false).into_bytes());
+        let typed = String::from_utf8(rule("typed_values = true").payload_for(&e).0).unwrap();
+        assert!(
+            typed.ends_with(r#""message":{"source":{"port":7},"key":{},"data":{"active":true}}}"#),
+            "{typed}"
+        );
+        let custom = rule("typed_values = true\npayload = \"{data.active}\"");
+        assert_eq!(custom.payload_for(&e).0, b"1", "templates see camera text");
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! The camera's event catalog (VAPIX `GetEventInstances`): which topics are stateful and
 //! which data item is their state. The WebSocket stream carries no `PropertyOperation`, so
-//! this is how the relay knows what to retain and what `only_changes` compares.
+//! this is how the relay knows what to retain and what `only_changes` compares. It also
+//! gives each item's declared type (`xsd:boolean`, `xsd:int`, ...), which `typed_values`
+//! and Home Assistant discovery use.
 
 use std::collections::HashMap;
 
-use crate::event::Namespace;
+use std::sync::Arc;
+
+use crate::event::{ItemTypes, Namespace, ValueType};
 use crate::sources::limits::MAX_TOPIC_BYTES;
 
 const AEV: &str = "http://www.axis.com/vapix/ws/event1";
@@ -26,7 +30,9 @@ pub struct TopicInfo {
     /// `isProperty="true"`: a property with a state.
     pub stateful: bool,
     /// Name of the data item with `isPropertyState="true"` (shared: every event carries it).
-    pub state_item: Option<std::sync::Arc<str>>,
+    pub state_item: Option<Arc<str>>,
+    /// Declared types of the source, key and data items (shared: every event carries it).
+    pub item_types: Arc<ItemTypes>,
 }
 
 /// Topic (canonical spelling) → what it is.
@@ -112,7 +118,25 @@ fn walk(node: roxmltree::Node, path: &mut Vec<String>, out: &mut HashMap<String,
                     .find(|n| n.attribute("isPropertyState") == Some("true"))
             })
             .and_then(|n| n.attribute("Name"))
-            .map(std::sync::Arc::from);
+            .map(Arc::from);
+        let types = |part: &str| {
+            msg.and_then(|m| m.children().find(|n| n.has_tag_name((AEV, part))))
+                .into_iter()
+                .flat_map(|d| d.children().filter(|n| n.is_element()))
+                .filter_map(|n| {
+                    let name = n.attribute("Name")?;
+                    let ty = n
+                        .attribute("Type")
+                        .map_or(ValueType::Other, ValueType::from_xsd);
+                    Some((name.to_string(), ty))
+                })
+                .collect()
+        };
+        let item_types = Arc::new(ItemTypes {
+            source: types("SourceInstance"),
+            key: types("KeyInstance"),
+            data: types("DataInstance"),
+        });
         let topic = path.join("/");
         // A longer topic is refused at parse anyway: nothing would look it up.
         if topic.len() <= MAX_TOPIC_BYTES {
@@ -121,6 +145,7 @@ fn walk(node: roxmltree::Node, path: &mut Vec<String>, out: &mut HashMap<String,
                 TopicInfo {
                     stateful,
                     state_item,
+                    item_types,
                 },
             );
         }
@@ -153,6 +178,20 @@ mod tests {
         assert!(c.is_stateful("tns1:RuleEngine/MotionRegionDetector/Motion"));
         assert!(!c.is_stateful("tns1:Not/Listed"));
         assert_eq!(c.len(), 7);
+        let types = &c.get("tnsaxis:Storage/Alert").unwrap().item_types;
+        assert_eq!(types.source["disk_id"], ValueType::String);
+        assert_eq!(types.data["alert"], ValueType::Boolean);
+        assert_eq!(types.data["wear"], ValueType::Integer);
+        let light = &c
+            .get("tns1:Device/tnsaxis:Light/Status")
+            .unwrap()
+            .item_types;
+        assert_eq!(light.data["state"], ValueType::String);
+        let motion = &c
+            .get("tns1:RuleEngine/MotionRegionDetector/Motion")
+            .unwrap();
+        assert_eq!(motion.item_types.source["VideoSource"], ValueType::Other);
+        assert!(vi.item_types.key.is_empty());
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub fn event_from_message(
         operation: None,
         stateful: true,
         state_item: None,
+        item_types: None,
+        device: None,
         source: Items::new(),
         key: Items::new(),
         data,

@@ -13,6 +13,8 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
+
+use crate::event::DeviceInfo;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A failed VAPIX call, classified for the retry logic.
@@ -196,7 +198,13 @@ impl VapixClient {
 
     /// The serial number from the basic device information API.
     pub async fn serial(&self) -> Result<String, VapixError> {
-        let body = br#"{"apiVersion":"1.0","context":"edgerelay","method":"getProperties","params":{"propertyList":["SerialNumber"]}}"#;
+        self.device_info().await.map(|(serial, _)| serial)
+    }
+
+    /// The serial number, with model and firmware when the device reports them, from the
+    /// basic device information API (one call).
+    pub async fn device_info(&self) -> Result<(String, DeviceInfo), VapixError> {
+        let body = br#"{"apiVersion":"1.0","context":"edgerelay","method":"getProperties","params":{"propertyList":["SerialNumber","ProdNbr","Version"]}}"#;
         let reply = self
             .call(
                 Method::POST,
@@ -208,10 +216,23 @@ impl VapixClient {
             .await?;
         let v: serde_json::Value = serde_json::from_slice(&reply)
             .map_err(|e| VapixError::BadReply(format!("basicdeviceinfo: {e}")))?;
-        v.pointer("/data/propertyList/SerialNumber")
-            .and_then(|s| s.as_str())
+        let prop = |name: &str| {
+            v.pointer(&format!("/data/propertyList/{name}"))
+                .and_then(|s| s.as_str())
+        };
+        let serial = prop("SerialNumber")
             .map(str::to_string)
-            .ok_or_else(|| VapixError::BadReply("basicdeviceinfo: no SerialNumber".into()))
+            .ok_or_else(|| VapixError::BadReply("basicdeviceinfo: no SerialNumber".into()))?;
+        let text = |name: &str| {
+            prop(name)
+                .filter(|s| !s.is_empty() && s.len() <= MAX_DEVICE_TEXT_BYTES)
+                .map(str::to_string)
+        };
+        let info = DeviceInfo {
+            model: text("ProdNbr"),
+            firmware: text("Version"),
+        };
+        Ok((serial, info))
     }
 
     /// The event catalog XML (`GetEventInstances`).
@@ -232,6 +253,10 @@ impl VapixClient {
         String::from_utf8(reply).map_err(|_| VapixError::BadReply("catalog is not UTF-8".into()))
     }
 }
+
+/// Longest model or firmware text kept (real ones are a few dozen bytes); a longer one is
+/// left out rather than carried into every discovery config.
+const MAX_DEVICE_TEXT_BYTES: usize = 128;
 
 /// Largest VAPIX reply body read (event catalogs of cameras with many applications run to a
 /// few hundred KiB).

@@ -534,8 +534,15 @@ impl Emulator {
     /// Adds a stateful topic `tnsaxis:CameraApplicationPlatform/{app}` whose state is data item
     /// `state_item` to the catalog, like installing an application on a running camera.
     pub fn install_app(&self, app: &str, state_item: &str) {
+        self.install_typed_app(app, state_item, "xsd:boolean");
+    }
+
+    /// [`Emulator::install_app`] with a state item of type `item_type` (`xsd:int`, ...); the
+    /// item name may hold any text (it is escaped into the catalog's XML).
+    pub fn install_typed_app(&self, app: &str, state_item: &str, item_type: &str) {
+        let name = crate::observe::status_page::escape(state_item);
         lock(&self.shared.extra_catalog).push(format!(
-            "<tnsaxis:CameraApplicationPlatform><{app} wstop:topic=\"true\"><aev:MessageInstance aev:isProperty=\"true\"><aev:DataInstance><aev:SimpleItemInstance Type=\"xsd:boolean\" Name=\"{state_item}\" isPropertyState=\"true\"/></aev:DataInstance></aev:MessageInstance></{app}></tnsaxis:CameraApplicationPlatform>"
+            "<tnsaxis:CameraApplicationPlatform><{app} wstop:topic=\"true\"><aev:MessageInstance aev:isProperty=\"true\"><aev:DataInstance><aev:SimpleItemInstance Type=\"{item_type}\" Name=\"{name}\" isPropertyState=\"true\"/></aev:DataInstance></aev:MessageInstance></{app}></tnsaxis:CameraApplicationPlatform>"
         ));
     }
 

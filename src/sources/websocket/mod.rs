@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 
 use crate::clock::SharedClock;
+use crate::event::DeviceInfo;
 use crate::sources::backoff::Backoff;
 use crate::sources::catalog::Catalog;
 use crate::sources::limits::MAX_WS_MESSAGE_BYTES;
@@ -112,6 +113,7 @@ pub async fn run(cam: WsCamera, tx: EventSender, status: Arc<SourceStatus>, cloc
         catalog: Catalog::default(),
         serial: cam.serial.as_deref().map(Arc::from),
         lost_at: None,
+        device: None,
     };
     let mut first = true;
     // The error last logged: a camera failing the same way on every retry is logged once.
@@ -164,6 +166,9 @@ struct Memory {
     serial: Option<Arc<str>>,
     /// When a stream that was flowing ended: the next one announces the gap.
     lost_at: Option<i64>,
+    /// Model and firmware, read with the serial (none when the serial is configured: no
+    /// extra call is made for them).
+    device: Option<Arc<DeviceInfo>>,
 }
 
 /// One connection, from HTTP calls to the end of the stream.
@@ -179,9 +184,12 @@ async fn session(
         catalog,
         serial,
         lost_at,
+        device,
     } = mem;
     if serial.is_none() {
-        *serial = Some(cam.vapix.serial().await?.into());
+        let (read, info) = cam.vapix.device_info().await?;
+        *serial = Some(read.into());
+        *device = Some(Arc::new(info));
     }
     let serial = serial.clone().expect("set above");
     match cam
@@ -259,7 +267,8 @@ async fn session(
         match parse_frame(&text) {
             Ok(Incoming::Notify(n)) => {
                 let now = clock.now_ms();
-                let ev = n.into_event(&cam.name, &serial, catalog, now);
+                let mut ev = n.into_event(&cam.name, &serial, catalog, now);
+                ev.device = device.clone();
                 if !ev.stateful
                     && !rereading
                     && unlisted.len() < MAX_CATALOG_REREADS

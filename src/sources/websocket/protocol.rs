@@ -212,6 +212,8 @@ impl Notification {
             kind: EventKind::Event,
             stateful: info.is_some_and(|t| t.stateful),
             state_item: info.and_then(|t| t.state_item.clone()),
+            item_types: info.map(|t| t.item_types.clone()),
+            device: None,
             topic,
             time_ms,
             operation: None,
