@@ -184,6 +184,7 @@ async fn session(
         *serial = Some(cam.vapix.serial().await?.into());
     }
     let serial = serial.clone().expect("set above");
+    status.set_serial(serial.clone());
     match cam
         .vapix
         .event_instances()
