@@ -73,6 +73,7 @@ async fn a_lost_camera_is_announced_down_within_a_heartbeat_and_up_when_back() {
     emu.drop_connections();
     let down = sub.next(HEARTBEAT + SLACK).await;
     let took = lost.elapsed();
+    eprintln!("camera lost → connected:false after {took:?} (heartbeat {HEARTBEAT:?})");
     assert_eq!(down.payload, msg(&serial, false), "after {took:?}");
     assert!(
         took >= HEARTBEAT - Duration::from_millis(100),
