@@ -29,7 +29,8 @@
 //! - [`pipeline`]: wires the above together for `edgerelay run` (and again on each reload).
 //! - [`broker`]: the embedded MQTT broker (feature `embedded-broker`).
 //! - [`tls`]: rustls client configs for MQTT destinations and https cameras.
-//! - [`observe`] and [`http`]: `/metrics`, `/status`, `/healthz`, `/readyz`.
+//! - [`observe`] and [`http`]: `/metrics`, `/status`, `/healthz`, `/readyz`; the relay's own
+//!   status events and camera availability messages.
 //! - [`supervise`]: a task that dies is noticed: `/healthz` fails and `run` exits non-zero.
 //! - [`clock`]: injected time, so back-off and rate limits are testable.
 //! - [`bench`](mod@bench): `edgerelay bench`, the measured figures.

@@ -199,7 +199,7 @@ async fn run(cfg: edgerelay::config::Config, path: &std::path::Path) -> anyhow::
                 };
                 tracing::info!(config = %path.display(), "reloading");
                 observed.clear();
-                relay.shutdown_within(Duration::ZERO).await;
+                relay.shutdown_for_reload().await;
                 report_removed_destinations(&running, &next);
                 relay = match Relay::start(next.clone(), clock.clone()).await {
                     Ok(r) => {

@@ -17,6 +17,7 @@ use anyhow::Context as _;
 
 use crate::clock::SharedClock;
 use crate::config::{BufferConfig, CameraConfig, Config, DestinationConfig, Transport, units};
+use crate::observe::availability::{self, Availability};
 use crate::observe::topics::TopicCounts;
 use crate::outbox::{DeadLetters, Outbox, OutboxOptions, SharedOutbox};
 use crate::rules::{Routed, RuleSet};
@@ -59,6 +60,10 @@ pub struct Relay {
     pub supervisor: Arc<Supervisor>,
     /// Rule state entries forgotten to stay bounded, as the router last counted them.
     pub rule_state_evictions: Arc<std::sync::atomic::AtomicU64>,
+    /// Camera availability messages; told about a clean stop.
+    availability: Arc<Availability>,
+    availability_task: Option<tokio::task::JoinHandle<()>>,
+    clock: SharedClock,
     _emulators: Vec<Emulator>,
     shutdown_timeout: Duration,
 }
@@ -150,8 +155,19 @@ impl Relay {
         let mut emulators = Vec::new();
         let mut vapix_clients: HashMap<String, VapixClient> = HashMap::new();
         let mut snapshot_cameras = HashMap::new();
+        let mut watched_cameras = Vec::new();
         for cam in &cfg.camera {
             let status = Arc::new(SourceStatus::new(&cam.name));
+            if let Some(s) = &cam.serial {
+                status.set_serial(s.as_str().into());
+            }
+            let heartbeat = units::parse_duration(&cam.heartbeat)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("camera {}: heartbeat", cam.name))?;
+            watched_cameras.push(availability::Camera {
+                status: status.clone(),
+                link: availability::CameraLink::new(heartbeat, clock.now_ms()),
+            });
             let (task, vapix) = match cam.transport {
                 Transport::Websocket => {
                     let ws =
@@ -208,6 +224,22 @@ impl Relay {
             sources.push(status);
         }
         drop(tx);
+        let targets = destinations
+            .iter()
+            .filter_map(|(name, outbox, _)| {
+                let template = availability_topic(cfg.destination.get(&**name)?)?;
+                Some(availability::Target {
+                    name: name.clone(),
+                    outbox: outbox.clone(),
+                    template: template.to_string(),
+                })
+            })
+            .collect();
+        let availability = Availability::new(watched_cameras, targets);
+        let availability_task = Some(supervisor.spawn(
+            "availability".into(),
+            availability::run(availability.clone(), clock.clone()),
+        ));
         for (i, c) in cfg.command.iter().enumerate() {
             let (Some(DestinationConfig::Mqtt(dest)), Some(vapix)) = (
                 cfg.destination.get(&c.destination),
@@ -239,6 +271,9 @@ impl Relay {
             topics,
             supervisor,
             rule_state_evictions,
+            availability,
+            availability_task,
+            clock,
             _emulators: emulators,
             shutdown_timeout,
         })
@@ -252,9 +287,19 @@ impl Relay {
         self.shutdown_within(timeout).await;
     }
 
-    /// The same with another bound on the wait for queued deliveries (zero for a reload: the
-    /// next relay sends them).
-    pub async fn shutdown_within(mut self, drain_timeout: Duration) {
+    /// The same with another bound on the wait for queued deliveries (zero when a fresh
+    /// process takes over: it sends them).
+    pub async fn shutdown_within(self, drain_timeout: Duration) {
+        self.stop(drain_timeout, true).await;
+    }
+
+    /// Stops for a reload: queued deliveries stay for the next relay, and cameras are not
+    /// announced disconnected (the next relay goes on watching them; no false flap).
+    pub async fn shutdown_for_reload(self) {
+        self.stop(Duration::ZERO, false).await;
+    }
+
+    async fn stop(mut self, drain_timeout: Duration, announce_down: bool) {
         let started = std::time::Instant::now();
         self.supervisor.stopping();
         for t in &self.source_tasks {
@@ -276,6 +321,15 @@ impl Relay {
             events_received = received,
             "sources stopped; every event received is in the outbox"
         );
+        // Before the sinks drain, so the `false` messages go out with the rest; the poller
+        // stops first or it could announce `true` from a stopped source's last state.
+        if let Some(t) = self.availability_task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+        if announce_down {
+            self.availability.announce_stop(self.clock.now_ms());
+        }
         let drained =
             tokio::time::timeout(drain_timeout.saturating_sub(started.elapsed()), async {
                 while self
@@ -309,6 +363,17 @@ impl Relay {
             );
         }
     }
+}
+
+/// The `availability_topic` of an MQTT-family destination, unless off (`""`).
+fn availability_topic(dest: &DestinationConfig) -> Option<&str> {
+    let t = match dest {
+        DestinationConfig::Mqtt(m) => &m.availability_topic,
+        DestinationConfig::AzureIotHub(a) => &a.availability_topic,
+        DestinationConfig::AwsIotCore(a) => &a.availability_topic,
+        DestinationConfig::S3(_) | DestinationConfig::AzureBlob(_) => return None,
+    };
+    (!t.is_empty()).then_some(t.as_str())
 }
 
 /// How often [`Relay::shutdown`] checks whether the outboxes drained.

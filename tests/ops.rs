@@ -89,6 +89,7 @@ fn ops_config(emu: &Emulator, broker: &Mosquitto) -> String {
     format!(
         r#"{}[destination.broker]
 kind = "mqtt"
+availability_topic = ""
 url = "{}"
 client_id = "ops-relay"
 [[rule]]
@@ -500,12 +501,14 @@ fn reload_config(cams: &[(&str, &Emulator)], broker: &Mosquitto, dead: Option<u1
         );
     }
     c += &format!(
-        "[destination.broker]\nkind = \"mqtt\"\nurl = \"{}\"\nusername = \"relay\"\npassword = \"r\"\n",
+        "[destination.broker]\nkind = \"mqtt\"\navailability_topic = \"\"\nurl = \"{}\"\nusername = \"relay\"\npassword = \"r\"\n",
         broker.url()
     );
     let mut to = String::from("\"broker\"");
     if let Some(port) = dead {
-        c += &format!("[destination.dead]\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{port}\"\n");
+        c += &format!(
+            "[destination.dead]\nkind = \"mqtt\"\navailability_topic = \"\"\nurl = \"mqtt://127.0.0.1:{port}\"\n"
+        );
         to += ", \"dead\"";
     }
     c + &format!(
@@ -643,6 +646,7 @@ async fn the_relay_publishes_its_own_trouble_on_the_status_topic() {
     let config = format!(
         r#"{}[destination.cloud]
 kind = "mqtt"
+availability_topic = ""
 url = "{url}"
 client_id = "cloud-relay"
 username = "relay"
@@ -650,6 +654,7 @@ password = "r"
 buffer = {{ max_bytes = "{}", when_full = "reject_new" }}
 [destination.site]
 kind = "mqtt"
+availability_topic = ""
 url = "{url}"
 client_id = "site-relay"
 username = "site"

@@ -148,7 +148,9 @@ async fn a_dead_destination_does_not_hold_up_a_live_one() {
     let dead_port = common::free_port();
     let cfg = load_config(&emu, &broker, "")
         .replace("to = [\"broker\"]", "to = [\"broker\", \"dead\"]")
-        + &format!("[destination.dead]\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{dead_port}\"\n");
+        + &format!(
+            "[destination.dead]\nkind = \"mqtt\"\navailability_topic = \"\"\nurl = \"mqtt://127.0.0.1:{dead_port}\"\n"
+        );
     let mut relay = RelayProcess::start(&cfg);
     assert!(emu.wait_for_clients(1, T).await);
     const N: u64 = 2000;

@@ -35,6 +35,7 @@ password = "fixture-pass"
 max_backoff_s = 2
 [destination.broker]
 kind = "mqtt"
+availability_topic = ""
 url = "{}"
 [[rule]]
 name = "all"

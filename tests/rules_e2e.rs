@@ -21,7 +21,7 @@ fn camera(emu: &Emulator) -> String {
 
 fn relay_config(cameras: &str, broker: &Mosquitto, rules: &str) -> String {
     format!(
-        "[relay]\ndata_dir = \"{{data_dir}}\"\n\n{cameras}\n[destination.broker]\nkind = \"mqtt\"\nurl = \"{}\"\nclient_id = \"relay-under-test\"\n\n{rules}",
+        "[relay]\ndata_dir = \"{{data_dir}}\"\n\n{cameras}\n[destination.broker]\nkind = \"mqtt\"\navailability_topic = \"\"\nurl = \"{}\"\nclient_id = \"relay-under-test\"\n\n{rules}",
         broker.url()
     )
 }
@@ -250,6 +250,7 @@ topics = ["sensors/#"]
 
 [destination.broker]
 kind = "mqtt"
+availability_topic = ""
 url = "{url}"
 client_id = "relay-under-test"
 

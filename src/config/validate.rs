@@ -382,6 +382,7 @@ fn check_name<'a>(
 }
 
 fn check_mqtt(m: &MqttDestination, p: &KeyPath, out: &mut Vec<Problem>) {
+    check_availability_topic(&m.availability_topic, false, p, out);
     if let Err(e) = check_mqtt_url(&m.url) {
         out.push(Problem::new(p.key("url"), e));
     }
@@ -513,6 +514,19 @@ fn check_batch(batch: &BatchConfig, key: Option<&str>, p: &KeyPath, out: &mut Ve
     }
 }
 
+/// `availability_topic`: `{serial}` and `{camera}` only, no wildcards; on AWS IoT Core also
+/// its topic limits (checked with a 12-character serial, the length of an Axis serial).
+fn check_availability_topic(t: &str, aws_limits: bool, p: &KeyPath, out: &mut Vec<Problem>) {
+    if let Err(e) = crate::observe::availability::check_template(t) {
+        out.push(Problem::new(p.key("availability_topic"), e));
+    } else if aws_limits
+        && !t.is_empty()
+        && let Err(e) = aws::check_topic(&t.replace("{serial}", "B8A44F3E9D21"))
+    {
+        out.push(Problem::new(p.key("availability_topic"), e));
+    }
+}
+
 fn check_snapshot_key(key: Option<&str>, p: &KeyPath, out: &mut Vec<Problem>) {
     if let Some(key) = key
         && let Err(e) = KeyTemplate::parse_snapshot(key)
@@ -598,6 +612,7 @@ fn check_azure_blob(a: &AzureBlobDestination, p: &KeyPath, out: &mut Vec<Problem
 }
 
 fn check_azure(a: &AzureIotHubDestination, p: &KeyPath, out: &mut Vec<Problem>) {
+    check_availability_topic(&a.availability_topic, false, p, out);
     check_buffer(&a.buffer, p, out);
     durations::check_mqtt(a.aliased_durations(), p, out);
     check_client_cert(a.cert_file.is_some(), a.key_file.is_some(), p, out);
@@ -637,6 +652,7 @@ fn check_azure(a: &AzureIotHubDestination, p: &KeyPath, out: &mut Vec<Problem>) 
 }
 
 fn check_aws(a: &AwsIotCoreDestination, p: &KeyPath, out: &mut Vec<Problem>) {
+    check_availability_topic(&a.availability_topic, true, p, out);
     check_buffer(&a.buffer, p, out);
     durations::check_mqtt(a.aliased_durations(), p, out);
     let advice = [
@@ -966,6 +982,43 @@ mod cloud_tests {
         format!(
             "[destination.hub]\nkind = \"azure-iot-hub\"\nconnection_string = \"{cs}\"\n\n[[rule]]\nname = \"r\"\nto = [\"hub\"]\n{rule}"
         )
+    }
+
+    #[test]
+    fn availability_topics_take_serial_and_camera_only_and_fit_aws() {
+        let errs = errors(
+            "[destination.b]\nkind = \"mqtt\"\nurl = \"mqtt://h\"\navailability_topic = \"cams/{topic}/+\"\n",
+        );
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("c.toml:4: destination.b.availability_topic: ")
+                && errs[0].contains("wildcards"),
+            "{errs:#?}"
+        );
+        let errs = errors(
+            "[destination.b]\nkind = \"mqtt\"\nurl = \"mqtt://h\"\navailability_topic = \"cams/{topic}\"\n",
+        );
+        assert!(errs[0].contains("unknown placeholder {topic}"), "{errs:#?}");
+        let deep = aws("").replace(
+            "ca_file = \"AmazonRootCA1.pem\"\n",
+            "ca_file = \"AmazonRootCA1.pem\"\navailability_topic = \"a/b/c/d/e/f/g/{serial}/x\"\n",
+        ) + "include_condition_name = false\n";
+        let errs = errors(&deep);
+        assert!(
+            errs.iter().any(
+                |e| e.contains("destination.aws.availability_topic: ") && e.contains("slashes")
+            ),
+            "{errs:#?}"
+        );
+        for off_or_ok in ["\"\"", "\"sites/{camera}/{serial}/connection\""] {
+            let text = format!(
+                "[destination.b]\nkind = \"mqtt\"\nurl = \"mqtt://h\"\navailability_topic = {off_or_ok}\n"
+            );
+            assert!(
+                load_str_with(&text, "c.toml", &no_env, None).is_ok(),
+                "{off_or_ok}"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!
 //! Labels are only camera and destination names (bounded by the config).
 
+pub mod availability;
 pub mod metrics;
 pub mod status_page;
 pub mod topics;

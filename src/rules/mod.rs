@@ -32,6 +32,8 @@ use std::sync::Arc;
 use crate::config::{Config, DestinationConfig, RetainPolicy, RuleConfig, units};
 use crate::delivery::Delivery;
 use crate::event::{Event, EventKind, Operation, mqtt_path, payload_topic, push_level};
+use crate::sinks::object_store::batch::ObjectFormat;
+use crate::sinks::object_store::object_format;
 use state::{ChangeFilter, Decision, RateLimiter};
 use template::{JsonPathExpr, Template, TemplateError, View};
 use topic_filter::{TopicFilter, TopicFilterError};
@@ -108,6 +110,9 @@ pub struct Rule {
     /// The object-store destinations of `to` when `snapshot = true` (set by
     /// [`RuleSet::compile`], which knows the destinations' kinds).
     snapshot_to: Vec<Arc<str>>,
+    /// Where the event's snapshot is named from (the first of `snapshot_to`): its key goes
+    /// into `{snapshot_key}` and the default payload's `snapshot` field.
+    snapshot_ref: Option<(Arc<str>, Arc<ObjectFormat>)>,
 }
 
 impl Rule {
@@ -179,6 +184,7 @@ impl Rule {
             max_rate_keep: rc.max_rate_keep,
             snapshot: rc.snapshot,
             snapshot_to: Vec::new(),
+            snapshot_ref: None,
         })
     }
 
@@ -223,13 +229,26 @@ impl Rule {
         out
     }
 
-    /// The deliveries of one event under this rule.
-    fn deliver(&self, ev: &Event, now_ms: i64, out: &mut Vec<Routed>) {
+    /// The deliveries of one event under this rule; `snapshot`: a picture is taken for it
+    /// (live events only, not those `max_rate` held back).
+    fn deliver(&self, ev: &Event, now_ms: i64, snapshot: bool, out: &mut Vec<Routed>) {
         let Some((last, others)) = self.to.split_last() else {
             return;
         };
         let topic = self.topic_for(ev);
-        let (payload, retain) = self.payload_for(ev);
+        let reference = self
+            .snapshot_ref
+            .as_ref()
+            .filter(|_| snapshot && ev.kind == EventKind::Event)
+            .and_then(|(dest, format)| {
+                let key =
+                    format.snapshot_key_ahead(&ev.camera, ev.time_ms, &payload_topic(&ev.topic))?;
+                Some(SnapshotRef {
+                    destination: dest,
+                    key,
+                })
+            });
+        let (payload, retain) = self.payload_with(ev, reference.as_ref());
         let delivery = |topic, payload| Delivery {
             topic,
             payload,
@@ -286,6 +305,11 @@ impl Rule {
 
     /// The payload and retain flag of an event under this rule.
     pub fn payload_for(&self, ev: &Event) -> (Vec<u8>, bool) {
+        self.payload_with(ev, None)
+    }
+
+    /// The same for an event whose snapshot is `snapshot`.
+    fn payload_with(&self, ev: &Event, snapshot: Option<&SnapshotRef<'_>>) -> (Vec<u8>, bool) {
         let retain = match self.retain {
             RetainPolicy::None => false,
             RetainPolicy::All => true,
@@ -296,23 +320,52 @@ impl Rule {
             return (Vec::new(), true);
         }
         let body = match &self.payload {
-            PayloadShape::Axis | PayloadShape::Summary
-                if self.typed_values && ev.kind == EventKind::Event =>
-            {
-                typed::payload(ev, self.include_serial)
-            }
-            PayloadShape::Axis => ev.payload(self.include_serial),
             PayloadShape::Summary if ev.kind == EventKind::Analytics => {
                 ev.summary_payload(self.include_serial)
             }
-            PayloadShape::Summary => ev.payload(self.include_serial),
+            PayloadShape::Axis | PayloadShape::Summary => {
+                let mut p = if self.typed_values && ev.kind == EventKind::Event {
+                    typed::payload(ev, self.include_serial)
+                } else {
+                    ev.payload(self.include_serial)
+                };
+                if let Some(r) = snapshot {
+                    r.append_to(&mut p);
+                }
+                p
+            }
             PayloadShape::Template(t) => {
+                let mut view = View::new(ev);
+                view.snapshot_key = snapshot.map(|r| r.key.as_str());
                 let mut s = String::new();
-                t.render(ev, self.include_namespaces, false, &mut s);
+                t.render_view(&view, self.include_namespaces, false, &mut s);
                 s
             }
         };
         (body.into_bytes(), retain)
+    }
+}
+
+/// The snapshot an event will have: the one place the default payload goes beyond the
+/// camera's format (README "Payload").
+struct SnapshotRef<'a> {
+    destination: &'a str,
+    key: String,
+}
+
+impl SnapshotRef<'_> {
+    /// Adds `"snapshot":{"destination":..,"key":..}` as the last field of a JSON object.
+    fn append_to(&self, payload: &mut String) {
+        // The camera payload is always a JSON object; anything else is left as it is.
+        if !payload.ends_with('}') {
+            return;
+        }
+        payload.pop();
+        let dest = serde_json::to_string(self.destination).expect("a string serializes");
+        let key = serde_json::to_string(&self.key).expect("a string serializes");
+        payload.push_str(&format!(
+            r#","snapshot":{{"destination":{dest},"key":{key}}}}}"#
+        ));
     }
 }
 
@@ -409,6 +462,10 @@ impl RuleSet {
                     })
                     .cloned()
                     .collect();
+            r.snapshot_ref = r.snapshot_to.first().and_then(|d| {
+                let format = object_format(d, cfg.destination.get(&**d)?)?.ok()?;
+                Some((d.clone(), Arc::new(format)))
+            });
         }
         let limiters = rules
             .iter()
@@ -448,7 +505,7 @@ impl RuleSet {
                 continue;
             };
             for ev in l.due(now_ms) {
-                rule.deliver(&ev, now_ms, &mut out);
+                rule.deliver(&ev, now_ms, false, &mut out);
             }
         }
         out
@@ -534,13 +591,13 @@ impl RuleSet {
                         let key = l.key((&*ev.camera, ev.topic.as_str()));
                         let decision = l.admit(key, now_ms, || ev.clone(), &mut self.flushed);
                         for held in self.flushed.drain(..) {
-                            rule.deliver(&held, now_ms, out);
+                            rule.deliver(&held, now_ms, false, out);
                         }
                         decision == Decision::Pass
                     }
                 };
                 if live {
-                    rule.deliver(ev, now_ms, out);
+                    rule.deliver(ev, now_ms, true, out);
                     for d in &rule.snapshot_to {
                         if !snapshot_to.contains(d) {
                             snapshot_to.push(d.clone());
@@ -954,6 +1011,83 @@ mod tests {
         assert!(rs.take_snapshots().is_empty());
         assert_eq!(routed(&mut rs, &ev, 0).len(), 2);
         assert_eq!(rs.take_snapshots().len(), 1);
+    }
+
+    #[test]
+    fn a_snapshot_rule_names_the_key_its_picture_will_have() {
+        let mut rs = ruleset(
+            r#"
+            [destination.archive]
+            kind = "s3"
+            bucket = "b"
+            prefix = "site1/"
+            [destination.cloud]
+            kind = "mqtt"
+            url = "mqtt://h"
+            [[rule]]
+            name = "axis"
+            to = ["cloud", "archive"]
+            snapshot = true
+            stop = false
+            [[rule]]
+            name = "templated"
+            to = ["cloud"]
+            mqtt_topic = "t"
+            payload = '{{"key":"{snapshot_key}","at":{timestamp}}}'
+            "#,
+        );
+        let ev = vi(None);
+        let out = routed(&mut rs, &ev, 0);
+        // The key the object-store sink gives the picture (the same function).
+        let req = rs.take_snapshots().remove(0);
+        let format = crate::sinks::object_store::object_format(
+            "archive",
+            &toml::from_str::<Config>(
+                "[destination.archive]\nkind = \"s3\"\nbucket = \"b\"\nprefix = \"site1/\"\n",
+            )
+            .unwrap()
+            .destination["archive"],
+        )
+        .unwrap()
+        .unwrap();
+        let key = format
+            .snapshot(
+                9,
+                crate::delivery::Snapshot {
+                    created_ms: 0,
+                    event_ms: req.event_ms,
+                    topic: req.topic.clone(),
+                    camera: req.camera.to_string(),
+                    serial: req.serial.to_string(),
+                    jpeg: Vec::new(),
+                },
+            )
+            .key;
+        assert_eq!(
+            key,
+            "site1/lobby/snapshots/2025/06/17/08/1750148043512_Device.IO.VirtualInput.jpg"
+        );
+        let axis = String::from_utf8(out[0].delivery.payload.clone()).unwrap();
+        assert_eq!(
+            axis,
+            format!(
+                r#"{}"snapshot":{{"destination":"archive","key":"{key}"}}}}"#,
+                ev.payload(false).strip_suffix('}').unwrap().to_string() + ","
+            )
+        );
+        let v: serde_json::Value = serde_json::from_str(&axis).unwrap();
+        assert_eq!(v["snapshot"]["key"], key.as_str());
+        // The rule without a snapshot: its {snapshot_key} is empty.
+        assert_eq!(
+            out[2].delivery.payload,
+            format!(r#"{{"key":"","at":{}}}"#, ev.time_ms).into_bytes()
+        );
+        // A {seq} key is known only once stored: no reference then.
+        let mut rs = ruleset(
+            "[destination.a]\nkind = \"s3\"\nbucket = \"b\"\nsnapshot_key = \"{camera}/{seq}.jpg\"\n[[rule]]\nname = \"r\"\nto = [\"a\"]\nsnapshot = true\n",
+        );
+        let out = routed(&mut rs, &ev, 0);
+        assert_eq!(out[0].delivery.payload, ev.payload(false).into_bytes());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Placeholders: `{camera}`, `{serial}`, `{topic}` (MQTT topic-path spelling as the rule
 //! configures namespaces), `{topic_raw}` (camera spelling), `{timestamp}` (epoch ms),
 //! `{iso_time}` (RFC 3339 UTC with milliseconds, `2025-06-17T08:14:03.512Z`),
-//! `{source.NAME}`, `{key.NAME}`, `{data.NAME}`, and a JSONPath over the event's JSON view
+//! `{snapshot_key}` (the object key of the event's snapshot when its rule takes one, else
+//! empty), `{source.NAME}`, `{key.NAME}`, `{data.NAME}`, and a JSONPath over the event's JSON view
 //! (`{$.message.data.active}`: the first match; a string as its text, other JSON as JSON
 //! text). `{{` and `}}` are literal braces. A missing value renders empty. Values put into
 //! topics are made safe for MQTT topic levels.
@@ -55,6 +56,7 @@ enum Placeholder {
     TopicRaw,
     Timestamp,
     IsoTime,
+    SnapshotKey,
     Source(String),
     Key(String),
     Data(String),
@@ -105,6 +107,8 @@ pub struct View<'a> {
     /// The event.
     pub ev: &'a Event,
     json: OnceCell<Value>,
+    /// `{snapshot_key}`: the key of the picture the rule takes for this event, if any.
+    pub snapshot_key: Option<&'a str>,
 }
 
 impl<'a> View<'a> {
@@ -113,6 +117,7 @@ impl<'a> View<'a> {
         Self {
             ev,
             json: OnceCell::new(),
+            snapshot_key: None,
         }
     }
 
@@ -218,6 +223,7 @@ impl Template {
                         "topic_raw" => Placeholder::TopicRaw,
                         "timestamp" => Placeholder::Timestamp,
                         "iso_time" => Placeholder::IsoTime,
+                        "snapshot_key" => Placeholder::SnapshotKey,
                         _ if name.starts_with('$') => Placeholder::Path(Arc::new(
                             JsonPathExpr::parse(name).map_err(|reason| TemplateError {
                                 position: i,
@@ -389,6 +395,7 @@ impl Template {
                     }
                     continue;
                 }
+                Placeholder::SnapshotKey => view.snapshot_key.map(Into::into),
                 Placeholder::Source(n) => ev.source.get(n).map(|s| s.as_str().into()),
                 Placeholder::Key(n) => ev.key.get(n).map(|s| s.as_str().into()),
                 Placeholder::Data(n) => ev.data.get(n).map(|s| s.as_str().into()),

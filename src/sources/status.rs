@@ -23,6 +23,9 @@ pub struct SourceStatus {
     /// Camera name.
     pub name: String,
     state: Mutex<SourceState>,
+    /// The camera's serial once known (config, else what the camera said): availability
+    /// messages carry it.
+    serial: Mutex<Option<std::sync::Arc<str>>>,
     /// Events received and accepted.
     pub events: AtomicU64,
     /// Frames that could not be parsed (skipped).
@@ -50,6 +53,7 @@ impl SourceStatus {
         Self {
             name: name.to_string(),
             state: Mutex::new(SourceState::Connecting),
+            serial: Mutex::new(None),
             events: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
@@ -75,6 +79,19 @@ impl SourceStatus {
         }
         *cur = s;
         true
+    }
+
+    /// The serial, once known.
+    pub fn serial(&self) -> Option<std::sync::Arc<str>> {
+        self.serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records the serial (from config at start, or as the camera reports it).
+    pub fn set_serial(&self, serial: std::sync::Arc<str>) {
+        *self.serial.lock().unwrap_or_else(|e| e.into_inner()) = Some(serial);
     }
 
     /// Counts a malformed frame; true for the first one of a burst (log it, then stay quiet).

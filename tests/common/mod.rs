@@ -568,7 +568,8 @@ pub fn numbered(n: u64) -> Notification {
     }
 }
 
-/// A relay config that sends every event as `load/{camera}` with payload `n`.
+/// A relay config that sends every event as `load/{camera}` with payload `n` (camera
+/// availability off: these tests count deliveries and messages exactly).
 pub fn load_config(emu: &Emulator, broker: &Mosquitto, extra_dest: &str) -> String {
     format!(
         r#"[relay]
@@ -580,6 +581,7 @@ username = "bridge"
 password = "fixture-pass"
 [destination.broker]
 kind = "mqtt"
+availability_topic = ""
 url = "{}"
 client_id = "relay-under-test"
 inflight = {INFLIGHT}

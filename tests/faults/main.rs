@@ -5,6 +5,7 @@
 //!
 //! One module per area, so the faults of one part of the relay read together.
 
+mod availability;
 #[path = "../common/mod.rs"]
 mod common;
 mod delivery;

@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use crate::config::{Config, DestinationConfig, MqttDestination};
 use crate::delivery::Delivery;
-use crate::event::{Event, EventKind, push_level};
+use crate::event::{Event, EventKind};
 use crate::rules::Routed;
 use entity::{Component, Entity};
 
@@ -103,17 +103,9 @@ impl Target {
     }
 }
 
-/// `availability_topic` with `{serial}` and `{camera}` filled in as topic levels (`/`, `+`,
-/// `#` percent-encoded, DESIGN.md §4).
+/// `availability_topic` for the camera of `ev`: the very topic the relay announces on.
 pub fn render_availability_topic(template: &str, ev: &Event) -> String {
-    let level = |s: &str| {
-        let mut out = String::new();
-        push_level(&mut out, s);
-        out
-    };
-    template
-        .replace("{serial}", &level(&ev.serial))
-        .replace("{camera}", &level(&ev.camera))
+    crate::observe::availability::topic(template, &ev.serial, &ev.camera)
 }
 
 impl Discovery {

@@ -460,21 +460,39 @@ impl ObjectFormat {
         })
     }
 
+    /// The key of the snapshot `f` describes, prefix included.
+    pub fn snapshot_key(&self, f: &KeyFields<'_>) -> String {
+        format!(
+            "{}{}",
+            self.prefix,
+            self.snapshot_template.render_fields(f, &self.destination)
+        )
+    }
+
+    /// The key a snapshot of the event (`camera`, `event_ms`, payload-spelling `topic`) will
+    /// have, known before it is taken: `None` when the template holds `{seq}` (the outbox
+    /// position, known only once stored).
+    pub fn snapshot_key_ahead(&self, camera: &str, event_ms: i64, topic: &str) -> Option<String> {
+        if self.snapshot_template.0.contains(&Part::FirstSeq) {
+            return None;
+        }
+        Some(self.snapshot_key(&KeyFields {
+            camera,
+            time_ms: event_ms,
+            seq: 0,
+            topic,
+        }))
+    }
+
     /// The object of the snapshot at outbox sequence `seq`: the JPEG as is, named and
     /// described by its event.
     pub fn snapshot(&self, seq: u64, s: Snapshot) -> Object {
-        let fields = KeyFields {
+        let key = self.snapshot_key(&KeyFields {
             camera: &s.camera,
             time_ms: s.event_ms,
             seq,
             topic: &s.topic,
-        };
-        let key = format!(
-            "{}{}",
-            self.prefix,
-            self.snapshot_template
-                .render_fields(&fields, &self.destination)
-        );
+        });
         let mut metadata = vec![
             ("camera", header_safe(&s.camera)),
             ("topic", header_safe(&s.topic)),

@@ -88,6 +88,23 @@ pub fn limits(b: &BatchConfig) -> Result<Limits, String> {
     })
 }
 
+/// The keys and compression of an `s3` or `azure-blob` destination (`None` for other kinds):
+/// the sink names objects with it, and rules name the snapshot an event will have.
+pub fn object_format(name: &str, dest: &DestinationConfig) -> Option<Result<ObjectFormat, String>> {
+    let (prefix, key, snapshot_key, compression) = match dest {
+        DestinationConfig::S3(c) => (&c.prefix, &c.key, &c.snapshot_key, c.compression),
+        DestinationConfig::AzureBlob(c) => (&c.prefix, &c.key, &c.snapshot_key, c.compression),
+        _ => return None,
+    };
+    Some(format(
+        name,
+        prefix,
+        key.as_deref(),
+        snapshot_key.as_deref(),
+        compression,
+    ))
+}
+
 fn format(
     name: &str,
     prefix: &str,
@@ -127,28 +144,20 @@ impl ObjectSink {
         dest: &DestinationConfig,
         clock: SharedClock,
     ) -> Option<Result<Self, String>> {
-        // The fields both kinds share, and the store that differs.
-        let (store, (prefix, key, snapshot_key, compression, batch)) = match dest {
-            DestinationConfig::S3(c) => (
-                s3::S3Store::new(c).map(Store::S3),
-                (&c.prefix, &c.key, &c.snapshot_key, c.compression, &c.batch),
-            ),
+        // The store differs; the batch limits and key format are shared.
+        let (store, batch) = match dest {
+            DestinationConfig::S3(c) => (s3::S3Store::new(c).map(Store::S3), &c.batch),
             DestinationConfig::AzureBlob(c) => (
                 azure_blob::AzureBlobStore::new(c, clock.clone())
                     .map(|s| Store::AzureBlob(Box::new(s))),
-                (&c.prefix, &c.key, &c.snapshot_key, c.compression, &c.batch),
+                &c.batch,
             ),
             _ => return None,
         };
+        let format = object_format(&name, dest)?;
         let make = || -> Result<Self, String> {
             Ok(Self {
-                format: format(
-                    &name,
-                    prefix,
-                    key.as_deref(),
-                    snapshot_key.as_deref(),
-                    compression,
-                )?,
+                format: format?,
                 limits: limits(batch)?,
                 store: store?,
                 name: name.clone(),

@@ -376,6 +376,7 @@ async fn connection(
         (None, Some(realm)) if realm.starts_with("AXIS_") => realm["AXIS_".len()..].into(),
         _ => cam.name.clone(),
     };
+    status.set_serial(serial.clone());
     backoff.reset();
     if status.set(SourceState::Streaming) {
         tracing::info!(camera = %cam.name, %serial, url = %media.aggregate_url, "camera streaming (rtsp)");

@@ -192,6 +192,7 @@ async fn session(
         *device = Some(Arc::new(info));
     }
     let serial = serial.clone().expect("set above");
+    status.set_serial(serial.clone());
     match cam
         .vapix
         .event_instances()
