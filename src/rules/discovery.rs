@@ -78,6 +78,7 @@ impl Discovery {
             let config = Routed {
                 destination: r.destination.clone(),
                 delivery: config_delivery(ev, item, on_off, &r.delivery, prefix),
+                change: None,
             };
             self.announced.insert(key);
             routed.insert(i - 1, config);
@@ -196,6 +197,7 @@ mod tests {
                 created_ms: 5,
                 camera: "lobby".into(),
             },
+            change: None,
         }
     }
 

@@ -234,12 +234,14 @@ impl Rule {
             out.push(Routed {
                 destination: dest.clone(),
                 delivery: delivery(topic.clone(), payload.clone()),
+                change: None,
             });
         }
         // The last destination takes the rendered topic and payload without a copy.
         out.push(Routed {
             destination: last.clone(),
             delivery: delivery(topic, payload),
+            change: None,
         });
     }
 
@@ -375,6 +377,9 @@ pub struct Routed {
     pub destination: Arc<str>,
     /// What to send.
     pub delivery: Delivery,
+    /// The `only_changes` state this delivery makes remembered: if an outbox refuses it, pass
+    /// it to [`RuleSet::refuse_change`].
+    pub change: Option<state::ChangeId>,
 }
 
 impl RuleSet {
@@ -441,6 +446,17 @@ impl RuleSet {
         out
     }
 
+    /// A delivery carrying `id` was refused: its state is not remembered once the batch is
+    /// settled.
+    pub fn refuse_change(&mut self, id: state::ChangeId) {
+        self.changes.refuse(id);
+    }
+
+    /// Ends a batch of routed events whose deliveries the outboxes answered.
+    pub fn settle_changes(&mut self) {
+        self.changes.settle();
+    }
+
     /// The `only_changes` state as JSON when it changed since the last call.
     pub fn state_to_save(&mut self) -> Option<String> {
         self.changes.take_dirty().then(|| self.changes.to_json())
@@ -502,7 +518,12 @@ impl RuleSet {
             if rule.drop {
                 return;
             }
-            if !rule.to.is_empty() && admit(rule, &mut self.changes, ev) {
+            let admitted = if rule.to.is_empty() {
+                None
+            } else {
+                admit(rule, &mut self.changes, ev)
+            };
+            if let Some(change) = admitted {
                 let live = match &mut self.limiters[i] {
                     None => true,
                     Some(l) => {
@@ -515,7 +536,11 @@ impl RuleSet {
                     }
                 };
                 if live {
+                    let from = out.len();
                     rule.deliver(ev, now_ms, out);
+                    for r in &mut out[from..] {
+                        r.change = change;
+                    }
                     for d in &rule.snapshot_to {
                         if !snapshot_to.contains(d) {
                             snapshot_to.push(d.clone());
@@ -531,20 +556,22 @@ impl RuleSet {
 }
 
 /// `only_changes`: whether a stateful event's data differs from the last for its camera,
-/// topic and source under this rule. Stateless events are occurrences, never repeats.
-fn admit(rule: &Rule, changes: &mut ChangeFilter, ev: &Event) -> bool {
+/// topic and source under this rule (`Some`, with the tentative change when the rule
+/// remembers states). Stateless events are occurrences, never repeats.
+fn admit(rule: &Rule, changes: &mut ChangeFilter, ev: &Event) -> Option<Option<state::ChangeId>> {
     if !rule.only_changes || !ev.stateful {
-        return true;
+        return Some(None);
     }
     let key = state::change_key(&rule.name, &ev.camera, &ev.topic, &ev.source);
     if ev.operation == Some(Operation::Deleted) {
-        changes.forget(&key);
-        return true;
+        return Some(Some(changes.forget_tentative(&key)));
     }
-    changes.admit(
-        &key,
-        &serde_json::to_string(&ev.data).expect("strings serialize"),
-    )
+    changes
+        .admit_tentative(
+            &key,
+            &serde_json::to_string(&ev.data).expect("strings serialize"),
+        )
+        .map(Some)
 }
 
 #[cfg(test)]
