@@ -556,9 +556,13 @@ fn route_loop(
             }
             let refs: Vec<&[u8]> = b.records.iter().map(Vec::as_slice).collect();
             let outcome = match outboxes.get(dest) {
-                Some(outbox) => {
-                    append_batch(dest, outbox, &refs, now, drops.entry(dest.clone()).or_default())
-                }
+                Some(outbox) => append_batch(
+                    dest,
+                    outbox,
+                    &refs,
+                    now,
+                    drops.entry(dest.clone()).or_default(),
+                ),
                 None => {
                     tracing::warn!(destination = %dest, "rule names an unknown destination");
                     None

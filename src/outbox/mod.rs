@@ -478,7 +478,9 @@ impl Outbox {
                     warn!(segment = %path.display(), error = %e, "outbox segment unreadable: moved aside whole");
                     match rename_aside(dir, &path) {
                         Ok(to) => report.corrupt_paths.push(to),
-                        Err(e) => warn!(segment = %path.display(), error = %e, "cannot move an unreadable segment aside; skipping it"),
+                        Err(e) => {
+                            warn!(segment = %path.display(), error = %e, "cannot move an unreadable segment aside; skipping it")
+                        }
                     }
                     damaged_from.push(first);
                     continue;

@@ -89,7 +89,11 @@ impl SharedOutbox {
     }
 
     /// Waits until every record below `target` is covered by a sync, leading one if none runs.
-    fn wait_durable<'a>(&'a self, mut g: MutexGuard<'a, Outbox>, target: u64) -> Result<(), OutboxError> {
+    fn wait_durable<'a>(
+        &'a self,
+        mut g: MutexGuard<'a, Outbox>,
+        target: u64,
+    ) -> Result<(), OutboxError> {
         loop {
             if let Some(r) = g.durable_state(target) {
                 return r;

@@ -744,14 +744,27 @@ fn an_oversized_record_is_refused_alone_and_the_rest_of_its_batch_is_accepted() 
     let o = ob
         .append(&[&small[..], &huge[..], &small[..], &small[..]], 0)
         .unwrap();
-    assert_eq!((o.count_accepted, o.rejected, o.refused.clone()), (3, 1, vec![1]));
+    assert_eq!(
+        (o.count_accepted, o.rejected, o.refused.clone()),
+        (3, 1, vec![1])
+    );
     assert!(o.accepted(0) && !o.accepted(1) && o.accepted(2) && o.accepted(3));
     assert_eq!(seqs(&read_all(&mut ob)), vec![0, 1, 2]);
     // Under reject_new too: only the record that can never fit, then the queue's own limit.
     let d = tempfile::tempdir().unwrap();
     let (mut ob, _) = Outbox::open(d.path(), small_segments(300, WhenFull::RejectNew)).unwrap();
     let o = ob
-        .append(&[&small[..], &huge[..], &small[..], &small[..], &small[..], &small[..]], 0)
+        .append(
+            &[
+                &small[..],
+                &huge[..],
+                &small[..],
+                &small[..],
+                &small[..],
+                &small[..],
+            ],
+            0,
+        )
         .unwrap();
     // 74 bytes framed each: four fit under 300, the fifth finds no room.
     assert_eq!((o.count_accepted, o.refused.clone()), (4, vec![1, 5]));
@@ -781,14 +794,17 @@ fn a_segment_that_cannot_be_read_at_open_is_set_aside_and_the_outbox_opens() {
     assert!(!bad.exists(), "moved aside");
     assert_eq!(ob.stats().lost_corrupt, first_after - first_bad);
     let got = seqs(&read_all(&mut ob));
-    let want: Vec<u64> = (0..40).filter(|s| *s < first_bad || *s >= first_after).collect();
+    let want: Vec<u64> = (0..40)
+        .filter(|s| *s < first_bad || *s >= first_after)
+        .collect();
     assert_eq!(got, want);
 }
 
 #[test]
 fn a_read_error_while_draining_is_damage_counted_not_an_endless_error() {
     let d = tempfile::tempdir().unwrap();
-    let (mut ob, _) = Outbox::open(d.path(), small_segments(1 << 20, WhenFull::DropOldest)).unwrap();
+    let (mut ob, _) =
+        Outbox::open(d.path(), small_segments(1 << 20, WhenFull::DropOldest)).unwrap();
     for i in 0..40 {
         ob.append(&[&rec(i, 300)], 0).unwrap();
     }
@@ -798,7 +814,9 @@ fn a_read_error_while_draining_is_damage_counted_not_an_endless_error() {
     fs::remove_file(&segs[1]).unwrap();
     fs::create_dir(&segs[1]).unwrap();
     let got = seqs(&read_all(&mut ob));
-    let want: Vec<u64> = (0..40).filter(|s| *s < first_bad || *s >= first_after).collect();
+    let want: Vec<u64> = (0..40)
+        .filter(|s| *s < first_bad || *s >= first_after)
+        .collect();
     assert_eq!(got, want);
     assert_eq!(ob.stats().lost_corrupt, first_after - first_bad);
     ob.ack_through(39).unwrap();

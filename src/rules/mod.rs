@@ -838,6 +838,45 @@ mod tests {
     }
 
     #[test]
+    fn only_changes_remembers_a_state_only_once_its_delivery_was_accepted() {
+        let mut rs = ruleset("[[rule]]\nname = \"o\"\nto = [\"d\", \"e\"]\nonly_changes = true\n");
+        let on = vi(Some(Operation::Changed));
+        let mut off = on.clone();
+        off.data.insert("active".into(), "0".into());
+        // Accepted: the repeat is dropped.
+        let r = routed(&mut rs, &on, 0);
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(|r| r.change.is_some()));
+        rs.settle_changes();
+        assert!(routed(&mut rs, &on, 1).is_empty());
+        // One of its two deliveries refused: the state is not remembered, the next "off"
+        // goes out again (to both: a duplicate beats a loss).
+        let r = routed(&mut rs, &off, 2);
+        rs.refuse_change(r[1].change.unwrap());
+        rs.settle_changes();
+        assert_eq!(routed(&mut rs, &off, 3).len(), 2);
+        rs.settle_changes();
+        assert!(routed(&mut rs, &off, 4).is_empty());
+        // Within one batch: on (refused), off (accepted), on (refused) leaves "off" remembered.
+        let a = routed(&mut rs, &on, 5);
+        let b = routed(&mut rs, &off, 5);
+        let c = routed(&mut rs, &on, 5);
+        assert_eq!((a.len(), b.len(), c.len()), (2, 2, 2));
+        rs.refuse_change(a[0].change.unwrap());
+        rs.refuse_change(c[0].change.unwrap());
+        rs.settle_changes();
+        assert!(routed(&mut rs, &off, 6).is_empty());
+        assert_eq!(routed(&mut rs, &on, 7).len(), 2);
+        // The saved state follows the settled one.
+        rs.settle_changes();
+        let saved = rs.state_to_save().unwrap();
+        let mut again =
+            ruleset("[[rule]]\nname = \"o\"\nto = [\"d\", \"e\"]\nonly_changes = true\n");
+        assert!(again.restore_state(&saved));
+        assert!(routed(&mut again, &on, 8).is_empty());
+    }
+
+    #[test]
     fn snapshot_rules_ask_for_one_picture_per_delivered_event_for_object_stores_only() {
         let mut rs = ruleset(
             r#"

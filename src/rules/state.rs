@@ -107,7 +107,12 @@ impl ChangeFilter {
         self.push_pending(key, before, None)
     }
 
-    fn push_pending(&mut self, key: &str, before: Option<String>, after: Option<String>) -> ChangeId {
+    fn push_pending(
+        &mut self,
+        key: &str,
+        before: Option<String>,
+        after: Option<String>,
+    ) -> ChangeId {
         if self.pending.len() >= MAX_PENDING {
             self.pending.clear();
         }
