@@ -701,6 +701,14 @@ impl Outbox {
             }
             batch_bytes += f;
         }
+        if self.opts.when_full == WhenFull::RejectNew
+            && refused.len() < records.len()
+            && self.short_of_disk(batch_bytes)
+        {
+            // The disk is as good as full for this outbox: refuse like a full buffer.
+            refused = (0..records.len()).collect();
+            batch_bytes = 0;
+        }
         let accepted = records.len() - refused.len();
         let first_seq = self.next_seq;
         let mut outcome = AppendOutcome {

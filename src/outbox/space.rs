@@ -3,9 +3,11 @@
 //!
 //! Every destination's outbox shares `data_dir`'s file system. A destination that is down
 //! fills it; if it then filled it to the last byte, the destinations that are up could not
-//! write either. So an outbox under `drop_oldest` treats "less than [`RESERVE`] free" like
-//! "full": it drops its oldest segments (counted as `dropped_full`) before it writes, and a
-//! write that still meets `ENOSPC` drops and retries the same way.
+//! write either. So an outbox that holds more than [`RESERVE`] itself treats "less than
+//! [`RESERVE`] free" like "full": under `drop_oldest` it drops its oldest segments (counted
+//! as `dropped_full`) before it writes, under `reject_new` it refuses the batch (counted as
+//! `rejected`). Outboxes that keep up (little queued) write into that room. A write that still
+//! meets `ENOSPC` under `drop_oldest` drops and retries the same way.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -51,16 +53,20 @@ impl Outbox {
         if self.opts.when_full != WhenFull::DropOldest {
             return Ok(0);
         }
-        while let Some(free) = free_bytes_of(&self.ack_file) {
-            if free >= need.saturating_add(RESERVE) {
-                break;
-            }
+        while self.short_of_disk(need) {
             match self.drop_head_segment()? {
                 0 => break,
                 n => dropped += n,
             }
         }
         Ok(dropped)
+    }
+
+    /// Whether this outbox should yield disk room before writing `need` bytes: it holds more
+    /// than [`RESERVE`] and the file system has less than `need` + [`RESERVE`] free.
+    pub(crate) fn short_of_disk(&self, need: u64) -> bool {
+        self.bytes >= RESERVE
+            && free_bytes_of(&self.ack_file).is_some_and(|f| f < need.saturating_add(RESERVE))
     }
 
     /// Drops every unacknowledged record of the oldest segment that holds some, and the
