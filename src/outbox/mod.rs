@@ -13,7 +13,7 @@
 //! # On-disk layout
 //! ```text
 //! <dir>/seg-<first seq, 20 digits>.log   segments, in seq order
-//! <dir>/ack                              ack state, two 32-byte slots
+//! <dir>/ack                              ack state, two 32-byte slots 4 KiB apart
 //! <dir>/corrupt/<segment>.<epoch ms>     damaged bytes moved aside on open
 //! ```
 //! All integers little-endian.
@@ -22,8 +22,9 @@
 //!   A new segment starts when the current one reaches `segment_bytes`; a batch never spans two.
 //! - **Record**: `crc32 u32 | len u32 | seq u64 | time_ms i64 | data[len]`; the CRC covers
 //!   everything after itself. `len` ≤ 64 MiB.
-//! - **Ack file**: two slots `"ERAK" | generation u64 | acked_below u64 | next_seq u64 | crc32`,
-//!   written alternately in place with one `pwrite` each (a torn write spoils at most one slot).
+//! - **Ack file**: two slots `"ERAK" | generation u64 | acked_below u64 | next_seq u64 | crc32`
+//!   at offsets 0 and 4096, written alternately in place with one `pwrite` each (a torn page
+//!   spoils at most one slot; a slot at 32, from older relays, is still read).
 //!   The valid slot with the highest generation wins. `acked_below`: every seq below it is
 //!   acknowledged; `next_seq`: a floor for the next seq, so seqs keep increasing even when every
 //!   segment was deleted. A missing or unreadable ack file means "nothing acknowledged beyond what
@@ -32,25 +33,38 @@
 //!
 //! # What "accepted" and "acknowledged" mean
 //! - A record is **accepted** when [`Outbox::append`] returns `Ok` and counts it in
-//!   `count_accepted`: its batch was written with one `write(2)` (and, with `fsync`, one
-//!   `fdatasync`). Refused records (`rejected`) were not written.
+//!   `count_accepted`: its batch was written with one `write(2)` and, with `fsync` (the
+//!   default), is **durable**: an `fdatasync` covers it (module `sync`: group commit, run outside
+//!   the lock by [`SharedOutbox`]), counted in `OutboxStats::durable`. Refused records
+//!   (`rejected`, or `write_errors` when the disk failed) were not accepted.
 //! - A record is **acknowledged** by [`Outbox::ack_through`] (the destination confirmed it), or
 //!   when the outbox drops it ([`WhenFull::DropOldest`], [`Outbox::expire`]): it is never read
 //!   again. A segment is deleted once every record in it is acknowledged, except the newest
 //!   segment, which stays until it fills up; so disk use is at most the unacknowledged bytes plus
-//!   about two segments. The ack position is written to the OS on every ack, never fsynced.
+//!   about two segments. The ack position is written to the OS on every ack and, with `fsync`,
+//!   synced within `sync::ACK_SYNC_EVERY` (100 ms). New segments and the ack file get their
+//!   directory entry synced; files moved to `corrupt/` are synced with their directories.
 //!
 //! # What a crash can lose
 //! - `kill -9`, any mode: nothing accepted. A batch being written when the process died may be
 //!   partly on disk; its torn tail is truncated on open (those records were never accepted).
 //!   Acks are in the OS too, so nothing is resent either.
-//! - Power loss with `fsync = true`: nothing accepted; acks since the last segment sync may be
+//! - Power loss with `fsync = true`: nothing accepted; acks of the last 100 ms at most may be
 //!   lost, so those records are sent again (at-least-once).
-//! - Power loss with `fsync = false`: whatever the OS had not yet written back.
+//! - Power loss with `fsync = false`: whatever the OS had not yet written back (~30 s).
 //! - Damage found on open: records before the damage are kept, the rest of that segment is moved
 //!   to `corrupt/` (never silently deleted) and later segments are kept. Damage found while
 //!   reading ends that segment in memory; the records behind it are counted as `lost_corrupt`
-//!   and moved aside on the next open. Open never refuses to start because of damage.
+//!   and moved aside on the next open. A read error (`EIO`, a vanished file) is damage too:
+//!   at open the unreadable part is set aside by rename (it cannot be copied) and the records
+//!   it held, where the next segment's name tells how many, count as `lost_corrupt`. Open never
+//!   refuses to start because of damage.
+//!
+//! # Disk trouble
+//! A failed write refuses that batch (`write_errors`, `write_failing` until a write succeeds)
+//! and never leaves a half-written record readable. A full file system counts as full under
+//! `drop_oldest` and `reject_new` for an outbox holding more than `space::RESERVE` (4 MiB): see
+//! module `space`.
 //!
 //! # Limits
 //! `max_bytes` counts the framed size (24-byte header + data) of unacknowledged records.
