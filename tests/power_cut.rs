@@ -135,6 +135,8 @@ impl Drop for LazyFs {
 }
 
 /// The relay's config: camera `lobby` → destination `dest` at `url`, payload the event's `n`.
+/// `max_bytes` of 2 MiB makes 512 KiB segments: runs rotate and reclaim segments, and the
+/// backlog of two runs with the destination down still fits (nothing is dropped).
 fn config(emu: &Emulator, data: &Path, url: &str, fsync: bool) -> String {
     format!(
         r#"[relay]
@@ -150,7 +152,7 @@ password = "fixture-pass"
 kind = "mqtt"
 url = "{url}"
 client_id = "power-cut"
-buffer = {{ max_bytes = "8MiB", fsync = {fsync} }}
+buffer = {{ max_bytes = "2MiB", fsync = {fsync} }}
 [[rule]]
 name = "load"
 to = ["dest"]
@@ -257,6 +259,13 @@ async fn power_cuts(fs: &LazyFs, cuts: usize, fsync: bool) -> (Vec<Cut>, HashSet
             .await
         }
         .unwrap_or_else(|| panic!("no counter:\n{}", relay.log()));
+        let dropped = metric(
+            &relay,
+            "edgerelay_outbox_dropped_full_total",
+            r#"destination="dest""#,
+        )
+        .await;
+        assert_eq!(dropped, Some(0), "the test must not fill the buffer");
         // The cut: kill the relay and at once drop everything not synced (LazyFS stalls on a
         // clear while a stopped process has requests in it, so the kill comes first; what the
         // relay wrote but never synced is dropped all the same).
