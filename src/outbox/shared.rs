@@ -155,22 +155,6 @@ impl SharedOutbox {
         self.lock().stats()
     }
 
-    /// Syncs whatever is unsynced (acknowledgements included) now.
-    pub fn sync(&self) -> Result<(), OutboxError> {
-        let mut g = self.lock();
-        while g.sync_running {
-            g = self.synced.wait(g).unwrap_or_else(|e| e.into_inner());
-        }
-        if g.opts.fsync {
-            let g = self.lead_sync(g)?;
-            let failed = g.stats().write_failing;
-            if failed && let Some((_, to, _)) = &g.sync_failed {
-                return g.durable_state(*to).unwrap_or(Ok(()));
-            }
-        }
-        Ok(())
-    }
-
     /// Runs `f` with the outbox locked, for anything else.
     pub fn with<R>(&self, f: impl FnOnce(&mut Outbox) -> R) -> R {
         f(&mut self.lock())
