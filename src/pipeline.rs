@@ -501,7 +501,6 @@ fn route_loop(
 ) {
     let mut routed: Vec<Routed> = Vec::with_capacity(ROUTE_BATCH);
     let mut per_dest: HashMap<Arc<str>, DestBatch> = HashMap::new();
-    let mut drops: HashMap<Arc<str>, DropLog> = HashMap::new();
     // With timers the router wakes every tick; a small runtime gives `recv` a timeout.
     let ticker = rules.has_timers().then(|| {
         tokio::runtime::Builder::new_current_thread()
@@ -550,24 +549,36 @@ fn route_loop(
             b.records.push(r.delivery.encode());
             b.changes.push(r.change);
         }
-        for (dest, b) in per_dest.iter_mut() {
-            if b.records.is_empty() {
-                continue;
-            }
-            let refs: Vec<&[u8]> = b.records.iter().map(Vec::as_slice).collect();
-            let outcome = match outboxes.get(dest) {
-                Some(outbox) => append_batch(
-                    dest,
-                    outbox,
-                    &refs,
-                    now,
-                    drops.entry(dest.clone()).or_default(),
-                ),
-                None => {
-                    tracing::warn!(destination = %dest, "rule names an unknown destination");
-                    None
-                }
-            };
+        let mut work: Vec<(&Arc<str>, &mut DestBatch)> = per_dest
+            .iter_mut()
+            .filter(|(_, b)| !b.records.is_empty())
+            .collect();
+        // Each destination's sync waits on its own disk flush: with several, run them side by
+        // side so the batch costs one flush, not one per destination.
+        let parallel = work.len() > 1
+            && work
+                .iter()
+                .any(|(d, _)| outboxes.get(*d).is_some_and(|o| o.syncs()));
+        let outcomes: Vec<Option<crate::outbox::AppendOutcome>> = if parallel {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = work
+                    .iter_mut()
+                    .map(|(dest, b)| {
+                        let outbox = outboxes.get(*dest);
+                        s.spawn(move || append_dest(dest, outbox, b, now))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or(None))
+                    .collect()
+            })
+        } else {
+            work.iter_mut()
+                .map(|(dest, b)| append_dest(dest, outboxes.get(*dest), b, now))
+                .collect()
+        };
+        for ((_, b), outcome) in work.iter_mut().zip(outcomes) {
             // A state is remembered only if its delivery was accepted.
             for (i, c) in b.changes.iter().enumerate() {
                 if let Some(id) = c
@@ -603,6 +614,23 @@ struct DestBatch {
     records: Vec<Vec<u8>>,
     /// The `only_changes` state each record makes remembered.
     changes: Vec<Option<crate::rules::state::ChangeId>>,
+    /// Its drops and write errors, logged once per burst.
+    log: DropLog,
+}
+
+/// Appends one destination's share; `None`: nothing accepted (unknown destination, disk error).
+fn append_dest(
+    dest: &str,
+    outbox: Option<&Arc<SharedOutbox>>,
+    b: &mut DestBatch,
+    now: i64,
+) -> Option<crate::outbox::AppendOutcome> {
+    let Some(outbox) = outbox else {
+        tracing::warn!(destination = %dest, "rule names an unknown destination");
+        return None;
+    };
+    let refs: Vec<&[u8]> = b.records.iter().map(Vec::as_slice).collect();
+    append_batch(dest, outbox, &refs, now, &mut b.log)
 }
 
 /// Writes the rule state file so that a power cut leaves the old or the new one whole: a

@@ -21,6 +21,7 @@ pub struct SharedOutbox {
     appended: Notify,
     /// Signalled when a sync ends.
     synced: Condvar,
+    fsync: bool,
 }
 
 impl SharedOutbox {
@@ -31,6 +32,7 @@ impl SharedOutbox {
             inner: Mutex::new(o),
             appended: Notify::new(),
             synced: Condvar::new(),
+            fsync,
         });
         if fsync {
             let weak = Arc::downgrade(&shared);
@@ -42,6 +44,11 @@ impl SharedOutbox {
             }
         }
         shared
+    }
+
+    /// Whether appends wait for a sync (`buffer.fsync`).
+    pub fn syncs(&self) -> bool {
+        self.fsync
     }
 
     /// A panic while holding the lock leaves the outbox consistent on disk (every change is

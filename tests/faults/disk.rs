@@ -160,6 +160,14 @@ async fn fill_while_one_destination_is_down(down_buffer: &str) -> Option<(RelayP
     );
     let free = edgerelay::outbox::free_bytes(&data).unwrap();
     assert!(free > 0, "the disk was left full");
+    // Said at start, with the numbers.
+    assert!(
+        relay
+            .log()
+            .contains("add up to more than data_dir has free"),
+        "{}",
+        relay.log()
+    );
     drop(emu);
     Some((relay, fs))
 }
