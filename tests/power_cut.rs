@@ -135,7 +135,7 @@ impl Drop for LazyFs {
 }
 
 /// The relay's config: camera `lobby` → destination `dest` at `url`, payload the event's `n`.
-/// `max_bytes` of 2 MiB makes 512 KiB segments: runs rotate and reclaim segments, and the
+/// `max_bytes` of 4 MiB makes 1 MiB segments: runs rotate and reclaim segments, and the
 /// backlog of two runs with the destination down still fits (nothing is dropped).
 fn config(emu: &Emulator, data: &Path, url: &str, fsync: bool) -> String {
     format!(
@@ -152,7 +152,7 @@ password = "fixture-pass"
 kind = "mqtt"
 url = "{url}"
 client_id = "power-cut"
-buffer = {{ max_bytes = "2MiB", fsync = {fsync} }}
+buffer = {{ max_bytes = "4MiB", fsync = {fsync} }}
 [[rule]]
 name = "load"
 to = ["dest"]
