@@ -268,3 +268,58 @@ async fn a_full_disk_refuses_and_counts_deliveries_readyz_says_so_and_delivery_r
     assert_eq!(get(&relay, "/readyz").await.0, 200);
     assert!(relay.log().contains("outbox writable again"));
 }
+
+/// Less queued than the room an outbox leaves for others, and the disk filled from outside:
+/// the next write meets `ENOSPC`, and under `drop_oldest` that counts as full: the outbox
+/// drops its oldest segment and the write goes through. Nothing is counted as a write error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enospc_under_drop_oldest_drops_the_oldest_segment_and_the_write_goes_through() {
+    let Some(fs) = Tmpfs::mount("8m") else { return };
+    let data = fs.path().join("data");
+    let broker = Mosquitto::start().await;
+    let mut sub = Subscriber::connect(broker.port, "load/#").await;
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    // 2 MiB segments: ~1,300 padded events fill one.
+    let relay = RelayProcess::start(&config(
+        &emu,
+        &broker,
+        &data,
+        r#"{ max_bytes = "8MiB", when_full = "drop_oldest" }"#,
+    ));
+    assert!(emu.wait_for_clients(1, T).await, "{}", relay.log());
+    for n in 0..1800 {
+        emu.emit(&padded(n));
+    }
+    expect_in_order(&mut sub, 0..1800, &relay).await;
+    let queued = metric(&relay, "edgerelay_outbox_bytes", "down").await;
+    assert!(queued > 2 << 20, "{queued}");
+    let filler = fs.path().join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .output()
+        .unwrap();
+    assert_eq!(edgerelay::outbox::free_bytes(fs.path()), Some(0));
+    for n in 1800..1900 {
+        emu.emit(&padded(n));
+    }
+    let end = Instant::now() + T;
+    while metric(&relay, "edgerelay_outbox_dropped_full_total", "down").await == 0 {
+        assert!(Instant::now() < end, "{}", relay.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        metric(&relay, "edgerelay_outbox_write_errors_total", "down").await,
+        0,
+        "{}",
+        relay.log()
+    );
+    // The room it freed lets the other destination write again.
+    emu.emit(&numbered(5000));
+    loop {
+        let n: u64 = sub.next_event(T).await.payload.parse().unwrap();
+        if n == 5000 {
+            break;
+        }
+    }
+}
