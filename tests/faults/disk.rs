@@ -323,3 +323,27 @@ async fn enospc_under_drop_oldest_drops_the_oldest_segment_and_the_write_goes_th
         }
     }
 }
+
+/// Two relays never share a `data_dir` (rule state, outboxes): the second refuses to start
+/// and says why, even when their destinations differ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_relay_on_the_same_data_dir_refuses_to_start() {
+    let data = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start().await;
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let cfg = |dest: &str| {
+        format!(
+            "[relay]\ndata_dir = \"{}\"\n[[camera]]\nname = \"lobby\"\nurl = \"{}\"\nusername = \"bridge\"\npassword = \"fixture-pass\"\n[destination.{dest}]\nkind = \"mqtt\"\nurl = \"{}\"\n[[rule]]\nname = \"all\"\nto = [\"{dest}\"]\n",
+            data.path().display(),
+            emu.base_url(),
+            broker.url()
+        )
+    };
+    let first = RelayProcess::start(&cfg("a"));
+    assert!(emu.wait_for_clients(1, T).await, "{}", first.log());
+    let second = RelayProcess::start(&cfg("b"));
+    second.wait_for_log("is in use by another relay", T).await;
+    // The first one goes on.
+    assert!(!first.log().contains("in use by another relay"));
+    assert_eq!(emu.connected_clients(), 1);
+}
