@@ -69,6 +69,7 @@ impl Relay {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating data_dir {}", data_dir.display()))?;
         let data_dir_lock = lock_data_dir(data_dir)?;
+        remove_stale_state_temps(data_dir);
         if let Some(listen) = &cfg.relay.broker {
             let addr = crate::broker::start(listen)?;
             tracing::info!(%addr, "embedded MQTT broker listening");
@@ -337,6 +338,22 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
         "data_dir {} is in use by another relay (it holds {DATA_DIR_LOCK}); give each relay its own data_dir",
         data_dir.display()
     )
+}
+
+/// Temp files of `rules-state.json` that a crash left behind (each writer names its own, so
+/// they are never reused): only this relay writes in `data_dir` now that it holds the lock.
+fn remove_stale_state_temps(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    let prefix = format!("{}.", crate::rules::state::STATE_FILE);
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Warns at start when the outboxes may together need more than the file system holds: a
