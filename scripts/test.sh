@@ -93,6 +93,10 @@ if [ ! -x target/azurite/node_modules/.bin/azurite-blob ]; then
   npm install --silent --no-audit --no-fund --prefix target/azurite azurite@3.35
 fi
 
+# LazyFS: the file system that forgets unsynced writes, for tests/power_cut.rs (FUSE, built
+# once into target/lazyfs from ../shared/lazyfs; the tests skip and say so where it is missing).
+scripts/lazyfs.sh || echo "lazyfs: build failed; tests/power_cut.rs will skip"
+
 # Four test threads: each end-to-end test mostly waits on real processes and sockets.
 cargo test --all-targets -- --test-threads="${EDGERELAY_TEST_THREADS:-4}" "$@"
 

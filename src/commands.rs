@@ -190,7 +190,7 @@ async fn execute(
             }
             .encode();
             for (dest, outbox) in &stores.outboxes {
-                match outbox.append(&[&record], now) {
+                match outbox.append_async(vec![record.clone()], now).await {
                     Ok(o) if o.count_accepted == 0 => {
                         return Err(format!("outbox of {dest} is full"));
                     }

@@ -56,11 +56,18 @@ async fn healthz(State(s): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// 200 once started; 503 while starting or stopping, and while a destination's outbox cannot
+/// be written (the body names it).
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
-    if s.observed.is_ready() {
+    let o = s.observed.clone();
+    let reasons = tokio::task::spawn_blocking(move || o.not_ready_reasons())
+        .await
+        .unwrap_or_else(|_| vec!["unknown".into()]);
+    if reasons.is_empty() {
         "ready\n".into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+        let body = format!("not ready: {}\n", reasons.join("; "));
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     }
 }
 

@@ -3,8 +3,10 @@
 //! Sources send [`Event`]s over one bounded channel (a slow disk slows the cameras' readers,
 //! never grows memory). The router runs on its own thread: it takes every event waiting,
 //! routes the batch through the rules and appends each destination's deliveries to its outbox
-//! in one write (group commit). An event is accepted once that write returned. Each sink
-//! drains its own outbox, so a slow destination never slows another. Pictures that rules
+//! in one write (group commit). An event is accepted once that write returned (and, with
+//! `fsync`, the sync covering it). Each sink drains its own outbox, so a slow destination never
+//! slows another. A destination whose outbox cannot be written (disk full, read-only, I/O
+//! error) has that batch refused and counted; the others go on. Pictures that rules
 //! ask for go to the [`Snapshotter`] once their events are accepted; it fetches them on its
 //! own task and appends them to the object stores' outboxes itself.
 
@@ -66,6 +68,8 @@ pub struct Relay {
     clock: SharedClock,
     _emulators: Vec<Emulator>,
     shutdown_timeout: Duration,
+    /// Held while this relay runs: two relays never share `data_dir` (rule state, outboxes).
+    _data_dir_lock: std::fs::File,
 }
 
 impl Relay {
@@ -74,6 +78,8 @@ impl Relay {
         let data_dir = &cfg.relay.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating data_dir {}", data_dir.display()))?;
+        let data_dir_lock = lock_data_dir(data_dir)?;
+        remove_stale_state_temps(data_dir);
         if let Some(listen) = &cfg.relay.broker {
             let addr = crate::broker::start(listen)?;
             tracing::info!(%addr, "embedded MQTT broker listening");
@@ -126,6 +132,7 @@ impl Relay {
             outboxes.insert(name.clone(), outbox.clone());
             destinations.push((name, outbox, stats));
         }
+        warn_if_disk_too_small(data_dir, &destinations);
 
         let watched = destinations
             .iter()
@@ -276,6 +283,7 @@ impl Relay {
             clock,
             _emulators: emulators,
             shutdown_timeout,
+            _data_dir_lock: data_dir_lock,
         })
     }
 
@@ -374,6 +382,78 @@ fn availability_topic(dest: &DestinationConfig) -> Option<&str> {
         DestinationConfig::S3(_) | DestinationConfig::AzureBlob(_) => return None,
     };
     (!t.is_empty()).then_some(t.as_str())
+}
+
+/// The lock file in `data_dir` that one relay holds while it runs.
+pub const DATA_DIR_LOCK: &str = "edgerelay.lock";
+
+/// Locks `data_dir` for this relay. A lock held for a moment is not a second relay (a child
+/// process forked by any thread holds our descriptors until it execs): only one that stays
+/// is refused.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join(DATA_DIR_LOCK);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    for _ in 0..25 {
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(20)),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+    }
+    anyhow::bail!(
+        "data_dir {} is in use by another relay (it holds {DATA_DIR_LOCK}); give each relay its own data_dir",
+        data_dir.display()
+    )
+}
+
+/// Temp files of `rules-state.json` that a crash left behind (each writer names its own, so
+/// they are never reused): only this relay writes in `data_dir` now that it holds the lock.
+fn remove_stale_state_temps(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    let prefix = format!("{}.", crate::rules::state::STATE_FILE);
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Warns at start when the outboxes may together need more than the file system holds: a
+/// destination that is down would then fill the disk before its `max_bytes`.
+fn warn_if_disk_too_small(
+    data_dir: &Path,
+    destinations: &[(Arc<str>, Arc<SharedOutbox>, Arc<SinkStats>)],
+) {
+    let Some(free) = crate::outbox::free_bytes(data_dir) else {
+        return;
+    };
+    let (mut max, mut used) = (0u64, 0u64);
+    for (_, o, _) in destinations {
+        let s = o.stats();
+        max = max.saturating_add(s.max_bytes);
+        used += s.bytes;
+    }
+    let could_grow = max.saturating_sub(used);
+    if could_grow > free {
+        tracing::warn!(
+            data_dir = %data_dir.display(),
+            sum_max_bytes = max,
+            queued_bytes = used,
+            free_bytes = free,
+            "the outboxes' buffer.max_bytes add up to more than data_dir has free: a destination that is down can fill the disk first (drop_oldest outboxes then drop their oldest deliveries to keep room for the others)"
+        );
+    }
 }
 
 /// How often [`Relay::shutdown`] checks whether the outboxes drained.
@@ -476,8 +556,9 @@ fn open_outbox(
     let (outbox, report) =
         Outbox::open(&dir, opts).with_context(|| format!("opening outbox {}", dir.display()))?;
     tracing::info!(destination = name, ?report, "outbox open");
-    let dead = DeadLetters::open(data_dir, name)
+    let mut dead = DeadLetters::open(data_dir, name)
         .with_context(|| format!("opening dead-letter file for {name}"))?;
+    dead.set_fsync(buffer.fsync);
     Ok((SharedOutbox::new(outbox), dead))
 }
 
@@ -511,8 +592,7 @@ fn route_loop(
     state_path: std::path::PathBuf,
 ) {
     let mut routed: Vec<Routed> = Vec::with_capacity(ROUTE_BATCH);
-    let mut per_dest: HashMap<Arc<str>, Vec<Vec<u8>>> = HashMap::new();
-    let mut drops: HashMap<Arc<str>, DropLog> = HashMap::new();
+    let mut per_dest: HashMap<Arc<str>, DestBatch> = HashMap::new();
     // With timers the router wakes every tick; a small runtime gives `recv` a timeout.
     let ticker = rules.has_timers().then(|| {
         tokio::runtime::Builder::new_current_thread()
@@ -558,30 +638,52 @@ fn route_loop(
         }
         drop(counting);
         for r in routed.drain(..) {
-            per_dest
-                .entry(r.destination)
-                .or_default()
-                .push(r.delivery.encode());
+            let b = per_dest.entry(r.destination).or_default();
+            b.records.push(r.delivery.encode());
+            b.changes.push(r.change);
         }
-        for (dest, records) in per_dest.iter_mut() {
-            if records.is_empty() {
-                continue;
-            }
-            match outboxes.get(dest) {
-                Some(outbox) => {
-                    let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-                    append_or_wait(
-                        dest,
-                        outbox,
-                        &refs,
-                        now,
-                        drops.entry(dest.clone()).or_default(),
-                    );
+        let mut work: Vec<(&Arc<str>, &mut DestBatch)> = per_dest
+            .iter_mut()
+            .filter(|(_, b)| !b.records.is_empty())
+            .collect();
+        // Each destination's sync waits on its own disk flush: with several, run them side by
+        // side so the batch costs one flush, not one per destination.
+        let parallel = work.len() > 1
+            && work
+                .iter()
+                .any(|(d, _)| outboxes.get(*d).is_some_and(|o| o.syncs()));
+        let outcomes: Vec<Option<crate::outbox::AppendOutcome>> = if parallel {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = work
+                    .iter_mut()
+                    .map(|(dest, b)| {
+                        let outbox = outboxes.get(*dest);
+                        s.spawn(move || append_dest(dest, outbox, b, now))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or(None))
+                    .collect()
+            })
+        } else {
+            work.iter_mut()
+                .map(|(dest, b)| append_dest(dest, outboxes.get(*dest), b, now))
+                .collect()
+        };
+        for ((_, b), outcome) in work.iter_mut().zip(outcomes) {
+            // A state is remembered only if its delivery was accepted.
+            for (i, c) in b.changes.iter().enumerate() {
+                if let Some(id) = c
+                    && !outcome.as_ref().is_some_and(|o| o.accepted(i))
+                {
+                    rules.refuse_change(*id);
                 }
-                None => tracing::warn!(destination = %dest, "rule names an unknown destination"),
             }
-            records.clear();
+            b.records.clear();
+            b.changes.clear();
         }
+        rules.settle_changes();
         let evicted = rules.state_evictions();
         let before = evictions.swap(evicted, std::sync::atomic::Ordering::Relaxed);
         if evicted > before && before == 0 {
@@ -607,10 +709,50 @@ fn route_loop(
     }
 }
 
-/// Writes the rule state file atomically (temp file, then rename).
+/// One destination's share of a router batch.
+#[derive(Debug, Default)]
+struct DestBatch {
+    records: Vec<Vec<u8>>,
+    /// The `only_changes` state each record makes remembered.
+    changes: Vec<Option<crate::rules::state::ChangeId>>,
+    /// Its drops and write errors, logged once per burst.
+    log: DropLog,
+}
+
+/// Appends one destination's share; `None`: nothing accepted (unknown destination, disk error).
+fn append_dest(
+    dest: &str,
+    outbox: Option<&Arc<SharedOutbox>>,
+    b: &mut DestBatch,
+    now: i64,
+) -> Option<crate::outbox::AppendOutcome> {
+    let Some(outbox) = outbox else {
+        tracing::warn!(destination = %dest, "rule names an unknown destination");
+        return None;
+    };
+    let refs: Vec<&[u8]> = b.records.iter().map(Vec::as_slice).collect();
+    append_batch(dest, outbox, &refs, now, &mut b.log)
+}
+
+/// Writes the rule state file so that a power cut leaves the old or the new one whole: a
+/// temp file of a name of its own (a second writer never shares it), synced, renamed over the
+/// state file, and the directory synced. Runs on the router thread, at most every
+/// [`crate::rules::state::SAVE_INTERVAL_MS`].
 fn write_state(path: &Path, json: String) {
-    let tmp = path.with_extension("json.tmp");
-    if let Err(e) = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, path)) {
+    use std::io::Write as _;
+    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+    let r = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(json.as_bytes())?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&tmp);
         tracing::warn!(path = %path.display(), error = %e, "saving rule state failed");
     }
 }
@@ -640,61 +782,64 @@ async fn expire_loop(name: Arc<str>, outbox: Arc<SharedOutbox>, clock: SharedClo
     }
 }
 
-/// Drops at a full outbox, logged once per burst (a burst ends after [`DROP_BURST_QUIET`]).
+/// Drops and write errors at one outbox, each logged once per burst (a burst ends after
+/// [`DROP_BURST_QUIET`]).
 #[derive(Debug, Default)]
 struct DropLog {
     total: u64,
     last: Option<std::time::Instant>,
+    /// Since when the outbox cannot be written, and how many deliveries it refused since.
+    failing: Option<(std::time::Instant, u64)>,
 }
 
 /// Quiet time after which the next drop starts a new burst (and a new log line).
 const DROP_BURST_QUIET: Duration = Duration::from_secs(10);
-/// Wait between attempts when the disk refuses a write (full, read-only, I/O error).
-const APPEND_RETRY: Duration = Duration::from_secs(1);
 
-/// Appends one destination's batch. Drops by policy are counted and logged once per burst; a
-/// disk error is retried until it clears: the router stalls, the bounded event queue fills,
-/// and sources stop reading, so nothing accepted is lost.
-fn append_or_wait(
+/// Appends one destination's batch; `None` when its outbox could not be written. Drops by
+/// policy are counted by the outbox and logged once per burst. A disk error (full, read-only,
+/// I/O error) refuses this batch for this destination only: counted in the outbox's
+/// `write_errors`, logged once until it works again, and the router goes on with the others.
+fn append_batch(
     dest: &str,
     outbox: &SharedOutbox,
     records: &[&[u8]],
     now: i64,
     log: &mut DropLog,
-) {
-    let mut logged_error = false;
-    loop {
-        match outbox.append(records, now) {
-            Ok(outcome) => {
-                let dropped = outcome.rejected + outcome.dropped_oldest;
-                if dropped > 0 {
-                    log.total += dropped;
-                    let new_burst = log.last.is_none_or(|t| t.elapsed() > DROP_BURST_QUIET);
-                    log.last = Some(std::time::Instant::now());
-                    if new_burst {
-                        tracing::warn!(
-                            destination = dest,
-                            rejected_new = outcome.rejected,
-                            dropped_oldest = outcome.dropped_oldest,
-                            total = log.total,
-                            "outbox full: dropping deliveries by the buffer policy"
-                        );
-                    }
-                }
-                return;
+) -> Option<crate::outbox::AppendOutcome> {
+    match outbox.append(records, now) {
+        Ok(outcome) => {
+            if let Some((since, refused)) = log.failing.take() {
+                tracing::info!(destination = dest, refused, failing_for = ?since.elapsed(),
+                    "outbox writable again: deliveries are accepted");
             }
-            Err(e) if e.is_retryable() => {
-                if !logged_error {
+            let dropped = outcome.rejected + outcome.dropped_oldest;
+            if dropped > 0 {
+                log.total += dropped;
+                let new_burst = log.last.is_none_or(|t| t.elapsed() > DROP_BURST_QUIET);
+                log.last = Some(std::time::Instant::now());
+                if new_burst {
+                    tracing::warn!(
+                        destination = dest,
+                        rejected_new = outcome.rejected,
+                        dropped_oldest = outcome.dropped_oldest,
+                        total = log.total,
+                        "outbox full: dropping deliveries by the buffer policy"
+                    );
+                }
+            }
+            Some(outcome)
+        }
+        Err(e) => {
+            match &mut log.failing {
+                Some((_, refused)) => *refused += records.len() as u64,
+                None => {
                     tracing::error!(destination = dest, error = %e, count = records.len(),
-                        "cannot write the outbox; holding events until it works again");
-                    logged_error = true;
+                        retry = e.is_retryable(),
+                        "cannot write the outbox: refusing this destination's deliveries until it works again (the other destinations go on)");
+                    log.failing = Some((std::time::Instant::now(), records.len() as u64));
                 }
-                std::thread::sleep(APPEND_RETRY);
             }
-            Err(e) => {
-                tracing::error!(destination = dest, error = %e, count = records.len(), "outbox refused the batch");
-                return;
-            }
+            None
         }
     }
 }

@@ -236,7 +236,7 @@ impl Snapshotter {
             }
             .encode();
             for (dest, outbox) in outboxes {
-                match outbox.append(&[&record], now) {
+                match outbox.append_async(vec![record.clone()], now).await {
                     // Counted by the outbox; the router logs its drops once per burst.
                     Ok(o) if o.rejected > 0 || o.dropped_oldest > 0 => {
                         tracing::debug!(destination = %dest, rejected_new = o.rejected,

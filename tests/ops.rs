@@ -242,7 +242,8 @@ async fn metrics_and_status_count_a_known_sequence_exactly() {
         .find(|l| l.contains("<td>broker</td>"))
         .expect(&page);
     assert!(dest_row.contains(">connected<"), "{dest_row}");
-    // Queued 0, bytes 0, oldest -, sent n, acknowledged n, dead 0, dropped 0 0, refused 0.
+    // Queued 0, bytes 0, oldest -, sent n, acknowledged n, dead 0, dropped 0 0, refused 0,
+    // refused by the disk 0, durable n (fsync is on by default).
     let cells: Vec<&str> = dest_row
         .split("<td class=\"n\">")
         .skip(1)
@@ -259,7 +260,9 @@ async fn metrics_and_status_count_a_known_sequence_exactly() {
             "0",
             "0",
             "0",
-            "0"
+            "0",
+            "0",
+            &n.to_string()
         ],
         "{dest_row}"
     );

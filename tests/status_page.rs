@@ -194,7 +194,7 @@ async fn page_matches_metrics(relay: &RelayProcess) -> String {
     assert_eq!(compare(&cam, r#"camera="lobby""#, &before, &after), 5);
     assert_eq!(
         compare(&dest, r#"destination="broker""#, &before, &after),
-        10
+        12
     );
     assert!(!dom.contains(SECRET), "the page shows the password:\n{dom}");
     dom

@@ -170,7 +170,7 @@ pub async fn throughput(broker: &Mosquitto, n: u64, fsync: bool) -> anyhow::Resu
 pub async fn drain(broker: &Mosquitto, n: u64) -> anyhow::Result<f64> {
     let dir = TempDir::new("drain")?;
     let data = dir.path().join("data");
-    let cfg = config(&data, None, broker, "edgerelay-bench-drain", false)?;
+    let cfg = config(&data, None, broker, "edgerelay-bench-drain", true)?;
     let (mut ob, _) = Outbox::open(
         &data.join("outbox").join(DEST),
         outbox_options(cfg.destination[DEST].buffer())?,

@@ -96,7 +96,7 @@ pub async fn measure(
             .context("no SUBACK within 10 s")??;
         let sender = match path {
             Path::Relay => Sender::Relay(Box::new(
-                Running::start(broker, "edgerelay-bench-latency", false).await?,
+                Running::start(broker, "edgerelay-bench-latency", true).await?,
             )),
             Path::Raw => Sender::raw(broker).await?,
         };

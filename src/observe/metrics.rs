@@ -41,6 +41,8 @@ pub const OUTBOX_DROPPED_FULL: &str = "edgerelay_outbox_dropped_full";
 pub const OUTBOX_DROPPED_AGE: &str = "edgerelay_outbox_dropped_age";
 pub const OUTBOX_REJECTED: &str = "edgerelay_outbox_rejected";
 pub const OUTBOX_LOST_CORRUPT: &str = "edgerelay_outbox_lost_corrupt";
+pub const OUTBOX_DURABLE: &str = "edgerelay_outbox_durable";
+pub const OUTBOX_WRITE_ERRORS: &str = "edgerelay_outbox_write_errors";
 pub const DESTINATION_CONNECTED: &str = "edgerelay_destination_connected";
 pub const DESTINATION_CONNECTS: &str = "edgerelay_destination_connects";
 pub const DELIVERY_LATENCY: &str = "edgerelay_delivery_latency_seconds";
@@ -302,6 +304,22 @@ impl Collector for RelayCollector {
             Counter,
             "destination",
             dest(|s| s.outbox.lost_corrupt),
+        )?;
+        family(
+            &mut enc,
+            OUTBOX_DURABLE,
+            "Deliveries made durable in the outbox (covered by an fdatasync, so they survive a power cut), since start; stays 0 with buffer.fsync = false.",
+            Counter,
+            "destination",
+            dest(|s| s.outbox.durable),
+        )?;
+        family(
+            &mut enc,
+            OUTBOX_WRITE_ERRORS,
+            "Deliveries refused because the outbox could not be written (disk full, read-only, I/O error), since start.",
+            Counter,
+            "destination",
+            dest(|s| s.outbox.write_errors),
         )?;
         family(
             &mut enc,

@@ -80,6 +80,24 @@ impl Observed {
         self.parts().is_some() && !self.stopping.load(Ordering::Relaxed)
     }
 
+    /// Why `/readyz` fails, empty when ready: not started, stopping, or a destination whose
+    /// outbox cannot be written (its deliveries are being refused). Reads the outboxes' locks:
+    /// call it off the async workers.
+    pub fn not_ready_reasons(&self) -> Vec<String> {
+        let Some(parts) = self.parts() else {
+            return vec!["starting".into()];
+        };
+        if self.stopping.load(Ordering::Relaxed) {
+            return vec!["stopping".into()];
+        }
+        parts
+            .destinations
+            .iter()
+            .filter(|(_, outbox, _)| outbox.stats().write_failing)
+            .map(|(name, _, _)| format!("destination {name}: outbox cannot be written"))
+            .collect()
+    }
+
     /// The figures now (empty lists before the relay started).
     pub fn snapshot(&self) -> Snapshot {
         let now_ms = self.clock.now_ms();

@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 
 use super::metrics::{
     DELIVERIES_ACKED, DELIVERIES_DEAD_LETTERED, DELIVERIES_SENT, DESTINATION_CONNECTED,
-    OUTBOX_BYTES, OUTBOX_DEPTH, OUTBOX_DROPPED_AGE, OUTBOX_DROPPED_FULL, OUTBOX_OLDEST_AGE,
-    OUTBOX_REJECTED, SOURCE_EVENTS, SOURCE_LAST_EVENT, SOURCE_MALFORMED, SOURCE_RECONNECTS,
-    SOURCE_STATE,
+    OUTBOX_BYTES, OUTBOX_DEPTH, OUTBOX_DROPPED_AGE, OUTBOX_DROPPED_FULL, OUTBOX_DURABLE,
+    OUTBOX_OLDEST_AGE, OUTBOX_REJECTED, OUTBOX_WRITE_ERRORS, SOURCE_EVENTS, SOURCE_LAST_EVENT,
+    SOURCE_MALFORMED, SOURCE_RECONNECTS, SOURCE_STATE,
 };
 use super::{Snapshot, state_word};
 use crate::sources::status::SourceState;
@@ -164,6 +164,8 @@ fn write_page(h: &mut String, snap: &Snapshot, ready: bool) -> std::fmt::Result 
             ("Dropped (full)", &format!("{OUTBOX_DROPPED_FULL}_total")),
             ("Dropped (age)", &format!("{OUTBOX_DROPPED_AGE}_total")),
             ("Refused (full)", &format!("{OUTBOX_REJECTED}_total")),
+            ("Refused (disk)", &format!("{OUTBOX_WRITE_ERRORS}_total")),
+            ("Durable", &format!("{OUTBOX_DURABLE}_total")),
         ],
     )?;
     for d in &snap.destinations {
@@ -180,7 +182,7 @@ fn write_page(h: &mut String, snap: &Snapshot, ready: bool) -> std::fmt::Result 
         };
         writeln!(
             h,
-            "<tr data-destination=\"{name}\"><td>{name}</td><td class=\"{class}\">{state}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            "<tr data-destination=\"{name}\"><td>{name}</td><td class=\"{class}\">{state}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             d.outbox.depth,
             d.outbox.bytes,
             escape(&oldest),
@@ -189,7 +191,9 @@ fn write_page(h: &mut String, snap: &Snapshot, ready: bool) -> std::fmt::Result 
             d.dead_lettered,
             d.outbox.dropped_full,
             d.outbox.dropped_age,
-            d.outbox.rejected
+            d.outbox.rejected,
+            d.outbox.write_errors,
+            d.outbox.durable
         )?;
     }
     h.push_str("</table>\n</body></html>\n");

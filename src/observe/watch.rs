@@ -409,7 +409,6 @@ pub async fn run(watched: Vec<Watched>, status_topic: String, clock: SharedClock
         if records.is_empty() {
             continue;
         }
-        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
         for w in watched.iter().filter(|w| w.takes_status) {
             // Never into a nearly full outbox: status events must not displace or refuse camera
             // events, nor cause the drops they would then report (a feedback loop).
@@ -418,7 +417,7 @@ pub async fn run(watched: Vec<Watched>, status_topic: String, clock: SharedClock
                 tracing::debug!(destination = %w.name, "outbox nearly full: status events not queued here");
                 continue;
             }
-            if let Err(e) = w.outbox.append(&refs, now) {
+            if let Err(e) = w.outbox.append_async(records.clone(), now).await {
                 tracing::warn!(destination = %w.name, error = %e, "cannot queue the relay's status events");
             }
         }

@@ -15,6 +15,11 @@ pub(crate) const MAX_RECORD_LEN: u64 = 64 * 1024 * 1024;
 
 /// The ack file holds two slots written alternately, so a torn write leaves the other intact.
 pub(crate) const ACK_SLOT: usize = 32;
+/// The slots start this far apart: a page torn by a power cut spoils at most one of them.
+pub(crate) const ACK_SLOT_STRIDE: usize = 4096;
+/// Where the second slot was before slots were a page apart; still read, so an ack file
+/// written by an older relay keeps its position.
+const LEGACY_SLOT: usize = ACK_SLOT;
 const ACK_MAGIC: [u8; 4] = *b"ERAK";
 
 /// Bytes a record of `len` data bytes takes on disk.
@@ -128,17 +133,15 @@ impl AckState {
 
     /// The newest valid slot of an ack file's contents.
     pub(crate) fn decode_file(b: &[u8]) -> Option<Self> {
-        let a = b.get(..ACK_SLOT).and_then(Self::decode);
-        let c = b.get(ACK_SLOT..2 * ACK_SLOT).and_then(Self::decode);
-        match (a, c) {
-            (Some(a), Some(c)) => Some(if a.generation >= c.generation { a } else { c }),
-            (a, c) => a.or(c),
-        }
+        [0, ACK_SLOT_STRIDE, LEGACY_SLOT]
+            .into_iter()
+            .filter_map(|at| b.get(at..at + ACK_SLOT).and_then(Self::decode))
+            .max_by_key(|s| s.generation)
     }
 
     /// Byte offset of the slot this generation is written to.
     pub(crate) fn slot_offset(&self) -> u64 {
-        (self.generation % 2) * ACK_SLOT as u64
+        (self.generation % 2) * ACK_SLOT_STRIDE as u64
     }
 }
 
@@ -172,13 +175,27 @@ mod tests {
             acked_below: 15,
             next_seq: 20,
         };
-        let mut file = [0u8; 64];
+        let mut file = [0u8; ACK_SLOT_STRIDE + ACK_SLOT];
         file[s1.slot_offset() as usize..][..32].copy_from_slice(&s1.encode());
         file[s2.slot_offset() as usize..][..32].copy_from_slice(&s2.encode());
         assert_eq!(AckState::decode_file(&file), Some(s2));
         file[s2.slot_offset() as usize + 13] ^= 0xff;
         assert_eq!(AckState::decode_file(&file), Some(s1));
         assert_eq!(AckState::decode_file(&[0u8; 10]), None);
+        // The two slots sit on different pages.
+        assert_eq!(s1.slot_offset().abs_diff(s2.slot_offset()), 4096);
+    }
+
+    #[test]
+    fn ack_file_of_an_older_relay_with_adjacent_slots_is_still_read() {
+        let old = AckState {
+            generation: 7,
+            acked_below: 70,
+            next_seq: 80,
+        };
+        let mut file = [0u8; 64];
+        file[32..].copy_from_slice(&old.encode());
+        assert_eq!(AckState::decode_file(&file), Some(old));
     }
 
     #[test]

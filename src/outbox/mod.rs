@@ -13,7 +13,7 @@
 //! # On-disk layout
 //! ```text
 //! <dir>/seg-<first seq, 20 digits>.log   segments, in seq order
-//! <dir>/ack                              ack state, two 32-byte slots
+//! <dir>/ack                              ack state, two 32-byte slots 4 KiB apart
 //! <dir>/corrupt/<segment>.<epoch ms>     damaged bytes moved aside on open
 //! ```
 //! All integers little-endian.
@@ -22,8 +22,9 @@
 //!   A new segment starts when the current one reaches `segment_bytes`; a batch never spans two.
 //! - **Record**: `crc32 u32 | len u32 | seq u64 | time_ms i64 | data[len]`; the CRC covers
 //!   everything after itself. `len` ≤ 64 MiB.
-//! - **Ack file**: two slots `"ERAK" | generation u64 | acked_below u64 | next_seq u64 | crc32`,
-//!   written alternately in place with one `pwrite` each (a torn write spoils at most one slot).
+//! - **Ack file**: two slots `"ERAK" | generation u64 | acked_below u64 | next_seq u64 | crc32`
+//!   at offsets 0 and 4096, written alternately in place with one `pwrite` each (a torn page
+//!   spoils at most one slot; a slot at 32, from older relays, is still read).
 //!   The valid slot with the highest generation wins. `acked_below`: every seq below it is
 //!   acknowledged; `next_seq`: a floor for the next seq, so seqs keep increasing even when every
 //!   segment was deleted. A missing or unreadable ack file means "nothing acknowledged beyond what
@@ -32,25 +33,38 @@
 //!
 //! # What "accepted" and "acknowledged" mean
 //! - A record is **accepted** when [`Outbox::append`] returns `Ok` and counts it in
-//!   `count_accepted`: its batch was written with one `write(2)` (and, with `fsync`, one
-//!   `fdatasync`). Refused records (`rejected`) were not written.
+//!   `count_accepted`: its batch was written with one `write(2)` and, with `fsync` (the
+//!   default), is **durable**: an `fdatasync` covers it (module `sync`: group commit, run outside
+//!   the lock by [`SharedOutbox`]), counted in `OutboxStats::durable`. Refused records
+//!   (`rejected`, or `write_errors` when the disk failed) were not accepted.
 //! - A record is **acknowledged** by [`Outbox::ack_through`] (the destination confirmed it), or
 //!   when the outbox drops it ([`WhenFull::DropOldest`], [`Outbox::expire`]): it is never read
 //!   again. A segment is deleted once every record in it is acknowledged, except the newest
 //!   segment, which stays until it fills up; so disk use is at most the unacknowledged bytes plus
-//!   about two segments. The ack position is written to the OS on every ack, never fsynced.
+//!   about two segments. The ack position is written to the OS on every ack and, with `fsync`,
+//!   synced within `sync::ACK_SYNC_EVERY` (100 ms). New segments and the ack file get their
+//!   directory entry synced; files moved to `corrupt/` are synced with their directories.
 //!
 //! # What a crash can lose
 //! - `kill -9`, any mode: nothing accepted. A batch being written when the process died may be
 //!   partly on disk; its torn tail is truncated on open (those records were never accepted).
 //!   Acks are in the OS too, so nothing is resent either.
-//! - Power loss with `fsync = true`: nothing accepted; acks since the last segment sync may be
+//! - Power loss with `fsync = true`: nothing accepted; acks of the last 100 ms at most may be
 //!   lost, so those records are sent again (at-least-once).
-//! - Power loss with `fsync = false`: whatever the OS had not yet written back.
+//! - Power loss with `fsync = false`: whatever the OS had not yet written back (~30 s).
 //! - Damage found on open: records before the damage are kept, the rest of that segment is moved
 //!   to `corrupt/` (never silently deleted) and later segments are kept. Damage found while
 //!   reading ends that segment in memory; the records behind it are counted as `lost_corrupt`
-//!   and moved aside on the next open. Open never refuses to start because of damage.
+//!   and moved aside on the next open. A read error (`EIO`, a vanished file) is damage too:
+//!   at open the unreadable part is set aside by rename (it cannot be copied) and the records
+//!   it held, where the next segment's name tells how many, count as `lost_corrupt`. Open never
+//!   refuses to start because of damage.
+//!
+//! # Disk trouble
+//! A failed write refuses that batch (`write_errors`, `write_failing` until a write succeeds)
+//! and never leaves a half-written record readable. A full file system counts as full under
+//! `drop_oldest` and `reject_new` for an outbox holding more than `space::RESERVE` (4 MiB): see
+//! module `space`.
 //!
 //! # Limits
 //! `max_bytes` counts the framed size (24-byte header + data) of unacknowledged records.
@@ -60,6 +74,8 @@ mod bench;
 mod dead_letter;
 mod format;
 mod shared;
+mod space;
+mod sync;
 #[cfg(test)]
 mod tests;
 
@@ -75,6 +91,7 @@ use tracing::warn;
 pub use bench::{BenchResult, bench};
 pub use dead_letter::DeadLetters;
 pub use shared::SharedOutbox;
+pub use space::free_bytes;
 
 pub use crate::config::WhenFull;
 use format::{
@@ -106,7 +123,8 @@ pub struct OutboxOptions {
     pub when_full: WhenFull,
     /// [`Outbox::expire`] drops records older than this (ms). `None`: never.
     pub max_age_ms: Option<i64>,
-    /// `fdatasync` every batch (power-loss safe). Off: written to the OS only (`kill -9` safe).
+    /// `fdatasync` every batch (power-loss safe; group commit). Off: written to the OS only
+    /// (`kill -9` safe). Default on.
     pub fsync: bool,
     /// Target segment size. Capped at a quarter of `max_bytes` (at least 4 KiB) so that space
     /// is reclaimed in steps small relative to the cap. Default 8 MiB.
@@ -119,7 +137,7 @@ impl Default for OutboxOptions {
             max_bytes: 1024 * 1024 * 1024,
             when_full: WhenFull::DropOldest,
             max_age_ms: None,
-            fsync: false,
+            fsync: true,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
         }
     }
@@ -144,21 +162,30 @@ pub struct OpenReport {
     pub next_seq: u64,
 }
 
-/// Result of [`Outbox::append`]. `records[..count_accepted]` got seqs
-/// `first_seq..first_seq + count_accepted`; `records[count_accepted..]` were refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Result of [`Outbox::append`]. The records not listed in `refused` got seqs
+/// `first_seq..first_seq + count_accepted`, in batch order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppendOutcome {
     /// Seq of the first accepted record (the next seq if none was accepted).
     pub first_seq: u64,
-    /// Records accepted, a prefix of the batch.
+    /// Records accepted.
     pub count_accepted: u64,
     /// Records refused: no room under `RejectNew`, or larger than `max_bytes` alone.
     pub rejected: u64,
     /// Older records dropped to make room under `DropOldest`.
     pub dropped_oldest: u64,
+    /// Indices (into the batch, ascending) of the refused records. A record that can never
+    /// fit is refused where it stands; under `RejectNew` the rest of the batch is refused from
+    /// the first record that finds no room (the queue stays in order).
+    pub refused: Vec<usize>,
 }
 
 impl AppendOutcome {
+    /// Whether record `i` of the batch was accepted.
+    pub fn accepted(&self, i: usize) -> bool {
+        self.refused.binary_search(&i).is_err()
+    }
+
     /// `Err(OutboxError::Full)` when any record was refused.
     pub fn all_accepted(self) -> Result<Self, OutboxError> {
         if self.rejected == 0 {
@@ -201,10 +228,19 @@ pub struct OutboxStats {
     pub dropped_age: u64,
     /// Records refused by `append` since open.
     pub rejected: u64,
-    /// Unacknowledged records lost to damage found while reading, since open.
+    /// Unacknowledged records lost to damage (bad checksum, read error), since open.
     pub lost_corrupt: u64,
     /// The configured cap on `bytes`.
     pub max_bytes: u64,
+    /// Records accepted since open.
+    pub accepted: u64,
+    /// Records made durable (covered by an `fdatasync`) since open; stays 0 with `fsync` off.
+    pub durable: u64,
+    /// Records refused since open because the disk failed (full, read-only, I/O error, a
+    /// failed sync): not accepted.
+    pub write_errors: u64,
+    /// Whether the last write (or sync) failed: the outbox cannot be written now.
+    pub write_failing: bool,
 }
 
 /// Outbox failures.
@@ -231,6 +267,15 @@ impl OutboxError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Io { .. })
     }
+}
+
+/// Whether a read error means the bytes are gone (a short file, a bad sector: `EIO`, a file
+/// that vanished) rather than a passing condition. Damage is handled like a bad checksum.
+fn is_damage(e: &io::Error) -> bool {
+    !matches!(
+        e.kind(),
+        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::OutOfMemory
+    )
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> OutboxError + '_ {
@@ -287,12 +332,8 @@ impl Cursor {
     fn header(&mut self, seg: &Segment) -> io::Result<Option<([u8; 24], FrameHeader)>> {
         let mut raw = [0; FRAME_HEADER as usize];
         if let Err(e) = self.file.read_exact(&mut raw) {
-            // Shorter than we wrote it: damage, like a bad header.
-            return if e.kind() == io::ErrorKind::UnexpectedEof {
-                Ok(None)
-            } else {
-                Err(e)
-            };
+            // Shorter than we wrote it, or unreadable: damage, like a bad header.
+            return if is_damage(&e) { Ok(None) } else { Err(e) };
         }
         let h = FrameHeader::parse(&raw);
         let ok = h.seq == self.pos.seq
@@ -342,6 +383,20 @@ pub struct Outbox {
     rejected: u64,
     lost_corrupt: u64,
     write_buf: Vec<u8>,
+    /// `next_seq` at open: `durable` and `accepted` count from here.
+    open_seq: u64,
+    /// Every seq below this is covered by a sync (fsync mode).
+    durable_below: u64,
+    write_errors: u64,
+    write_failing: bool,
+    /// What the next sync must flush.
+    dirty: sync::Dirty,
+    /// A sync runs outside the lock (see [`SharedOutbox`]).
+    sync_running: bool,
+    /// The last sync that failed: the seqs it was to cover (`from..to`), and why.
+    sync_failed: Option<(u64, u64, String)>,
+    /// Records made durable since open.
+    durable: u64,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -364,6 +419,8 @@ struct Scanned {
     /// Torn-tail bytes to cut.
     torn: u64,
     file_len: u64,
+    /// The damage is a read error: the bytes after it cannot be copied.
+    unreadable: bool,
 }
 
 impl Outbox {
@@ -393,6 +450,12 @@ impl Outbox {
             }
         }
         let mut report = OpenReport::default();
+        if opts.fsync {
+            // The ack file's directory entry: recovery relies on it.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_at(dir))?;
+        }
         let mut raw = Vec::new();
         (&ack_file)
             .read_to_end(&mut raw)
@@ -418,15 +481,31 @@ impl Outbox {
 
         let mut segments = VecDeque::new();
         let mut ack_offset = None;
+        // First seq of each damaged range, to count what it lost once later segments are known.
+        let mut damaged_from = Vec::new();
         for (first, path) in names {
             next_seq = next_seq.max(first);
-            let scanned = scan_segment(&path, first, acked_below).map_err(io_at(&path))?;
+            let scanned = match scan_segment(&path, first, acked_below) {
+                Ok(s) => s,
+                Err(e) if is_damage(&e) => {
+                    // Not even its header reads: set the whole file aside without reading it.
+                    warn!(segment = %path.display(), error = %e, "outbox segment unreadable: moved aside whole");
+                    match rename_aside(dir, &path) {
+                        Ok(to) => report.corrupt_paths.push(to),
+                        Err(e) => {
+                            warn!(segment = %path.display(), error = %e, "cannot move an unreadable segment aside; skipping it")
+                        }
+                    }
+                    damaged_from.push(first);
+                    continue;
+                }
+                Err(e) => return Err(io_at(&path)(e)),
+            };
             let Some(s) = scanned else {
                 // Not a segment of ours (bad magic): keep all of it aside.
                 let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 warn!(path = %path.display(), bytes = len, "outbox segment has a bad header: moved aside whole");
-                let to = move_aside(dir, &path, 0, len).map_err(io_at(&path))?;
-                let _ = fs::remove_file(&path);
+                let to = rename_aside(dir, &path).map_err(io_at(&path))?;
                 next_seq = next_seq.max(first + len / FRAME_HEADER + 1);
                 report.corrupt_bytes += len;
                 report.corrupt_paths.push(to);
@@ -444,14 +523,28 @@ impl Outbox {
                     .map_err(io_at(&path))?;
             } else if let Some((at, seq)) = s.damage_at {
                 let rest = s.file_len - at;
-                let to = move_aside(dir, &path, at, rest).map_err(io_at(&path))?;
-                warn!(segment = %path.display(), kept_records = s.count, first_damaged_seq = seq,
-                    moved_bytes = rest, to = %to.display(),
-                    "outbox segment damaged in the middle: kept the records before the damage, moved the rest aside");
-                truncate(&path, at, opts.fsync).map_err(io_at(&path))?;
+                let moved = if s.unreadable {
+                    split_off_unreadable(dir, &path, at, opts.fsync)
+                } else {
+                    move_aside(dir, &path, at, rest)
+                        .and_then(|to| truncate(&path, at, opts.fsync).map(|()| to))
+                };
+                match moved {
+                    Ok(to) => {
+                        warn!(segment = %path.display(), kept_records = s.count, first_damaged_seq = seq,
+                            moved_bytes = rest, to = %to.display(),
+                            "outbox segment damaged in the middle: kept the records before the damage, moved the rest aside");
+                        report.corrupt_paths.push(to);
+                    }
+                    // The disk refuses even that: keep the good records in memory only (sealed,
+                    // never written again); the next open tries again.
+                    Err(e) => warn!(segment = %path.display(), kept_records = s.count,
+                        first_damaged_seq = seq, error = %e,
+                        "outbox segment damaged and cannot be repaired on disk: reading only the records before the damage"),
+                }
                 next_seq = next_seq.max(seq + rest / FRAME_HEADER + 1);
                 report.corrupt_bytes += rest;
-                report.corrupt_paths.push(to);
+                damaged_from.push(seq);
                 sealed = true;
             } else if s.torn > 0 {
                 warn!(segment = %path.display(), kept_records = s.count, cut_bytes = s.torn,
@@ -471,6 +564,17 @@ impl Outbox {
             };
             next_seq = next_seq.max(seg.end_seq());
             segments.push_back(seg);
+        }
+
+        // What the damage lost: up to the next seq known to exist, never what was acknowledged.
+        let mut lost_at_open = 0;
+        for from in damaged_from {
+            let next_known = segments
+                .iter()
+                .map(|s: &Segment| s.first_seq)
+                .find(|&f| f > from)
+                .unwrap_or(saved.map_or(0, |s| s.next_seq));
+            lost_at_open += next_known.saturating_sub(from.max(acked_below));
         }
 
         // Empty segments other than the newest hold nothing.
@@ -510,8 +614,16 @@ impl Outbox {
             dropped_full: 0,
             dropped_age: 0,
             rejected: 0,
-            lost_corrupt: 0,
+            lost_corrupt: lost_at_open,
             write_buf: Vec::new(),
+            open_seq: next_seq,
+            durable_below: next_seq,
+            write_errors: 0,
+            write_failing: false,
+            dirty: sync::Dirty::default(),
+            sync_running: false,
+            sync_failed: None,
+            durable: 0,
         };
         if ob.segments.is_empty() {
             ob.create_segment(next_seq)?;
@@ -554,6 +666,10 @@ impl Outbox {
             - (ob.ack.offset - SEGMENT_HEADER);
         ob.refresh_oldest()?;
         ob.persist_ack()?;
+        if ob.opts.fsync {
+            ob.sync()?;
+            ob.durable = 0;
+        }
         report.recovered_entries = ob.depth;
         report.recovered_bytes = ob.bytes;
         report.next_seq = ob.next_seq;
@@ -568,44 +684,103 @@ impl Outbox {
     /// Appends a batch: every accepted record is written with one `write(2)` (and one
     /// `fdatasync` when `fsync` is on) before this returns. On `Err` nothing was accepted.
     pub fn append(&mut self, records: &[&[u8]], now_ms: i64) -> Result<AppendOutcome, OutboxError> {
+        let o = self.write_batch(records, now_ms)?;
+        if self.opts.fsync && o.count_accepted > 0 {
+            self.sync()?;
+        }
+        Ok(o)
+    }
+
+    /// [`Outbox::append`] without the sync: [`SharedOutbox`] syncs outside its lock.
+    pub(crate) fn write_batch(
+        &mut self,
+        records: &[&[u8]],
+        now_ms: i64,
+    ) -> Result<AppendOutcome, OutboxError> {
         let max = self.opts.max_bytes;
-        let mut accepted = 0usize;
+        let mut refused = Vec::new();
         let mut batch_bytes = 0u64;
-        for r in records {
+        let mut room = true;
+        for (i, r) in records.iter().enumerate() {
             let f = framed_len(r.len());
-            if r.len() as u64 > MAX_RECORD_LEN || f > max {
-                break;
+            // A record that can never fit is refused alone; the rest of the batch goes on.
+            if r.len() as u64 > MAX_RECORD_LEN || f > max || !room {
+                refused.push(i);
+                continue;
             }
             if self.opts.when_full == WhenFull::RejectNew && self.bytes + batch_bytes + f > max {
-                break;
+                room = false;
+                refused.push(i);
+                continue;
             }
-            accepted += 1;
             batch_bytes += f;
         }
-        let rejected = (records.len() - accepted) as u64;
-        self.rejected += rejected;
+        if self.opts.when_full == WhenFull::RejectNew
+            && refused.len() < records.len()
+            && self.short_of_disk(batch_bytes)
+        {
+            // The disk is as good as full for this outbox: refuse like a full buffer.
+            refused = (0..records.len()).collect();
+            batch_bytes = 0;
+        }
+        let accepted = records.len() - refused.len();
         let first_seq = self.next_seq;
         let mut outcome = AppendOutcome {
             first_seq,
             count_accepted: 0,
-            rejected,
+            rejected: refused.len() as u64,
             dropped_oldest: 0,
+            refused,
         };
         if accepted == 0 {
+            self.rejected += outcome.rejected;
             return Ok(outcome);
         }
-        self.prepare_tail(batch_bytes)?;
-
         let mut buf = std::mem::take(&mut self.write_buf);
         buf.clear();
-        for (i, r) in records[..accepted].iter().enumerate() {
-            encode_frame(&mut buf, first_seq + i as u64, now_ms, r);
+        let mut seq = first_seq;
+        for (i, r) in records.iter().enumerate() {
+            if outcome.accepted(i) {
+                encode_frame(&mut buf, seq, now_ms, r);
+                seq += 1;
+            }
         }
-        let written = self.write_tail(&buf);
+        let mut attempt = 0;
+        let written = loop {
+            let r = self
+                .keep_reserve(batch_bytes)
+                .and_then(|n| {
+                    outcome.dropped_oldest += n;
+                    self.prepare_tail(batch_bytes)
+                })
+                .and_then(|()| self.write_tail(&buf));
+            match r {
+                // Under drop_oldest a full disk counts as a full outbox: drop and retry.
+                Err(e)
+                    if space::is_no_space(&e)
+                        && self.opts.when_full == WhenFull::DropOldest
+                        && attempt < 3 =>
+                {
+                    attempt += 1;
+                    match self.drop_head_segment() {
+                        Ok(0) | Err(_) => break Err(e),
+                        Ok(n) => outcome.dropped_oldest += n,
+                    }
+                }
+                r => break r,
+            }
+        };
         if buf.capacity() <= 4 * 1024 * 1024 {
             self.write_buf = buf;
         }
-        written?;
+        self.dropped_full += outcome.dropped_oldest;
+        if let Err(e) = written {
+            self.write_errors += accepted as u64;
+            self.write_failing = true;
+            return Err(e);
+        }
+        self.write_failing = false;
+        self.rejected += outcome.rejected;
 
         let tail = self.segments.back_mut().expect("tail exists");
         tail.count += accepted as u64;
@@ -626,14 +801,15 @@ impl Outbox {
                 self.persist_ack()?;
                 Ok(n)
             });
-            match r {
-                Ok(n) => outcome.dropped_oldest = n,
+            let n = match r {
+                Ok(n) => n,
                 Err(e) => {
                     warn!(dir = %self.dir.display(), error = %e, "outbox could not drop oldest records");
-                    outcome.dropped_oldest = self.ack.seq - before;
+                    self.ack.seq - before
                 }
-            }
-            self.dropped_full += outcome.dropped_oldest;
+            };
+            outcome.dropped_oldest += n;
+            self.dropped_full += n;
         }
         Ok(outcome)
     }
@@ -661,7 +837,7 @@ impl Outbox {
                 };
                 let mut data = vec![0; h.len as usize];
                 let got = match cur.file.read_exact(&mut data) {
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => false,
+                    Err(e) if is_damage(&e) => false,
                     r => {
                         r.map_err(io_at(&path))?;
                         h.check(&raw, &data)
@@ -769,6 +945,10 @@ impl Outbox {
             rejected: self.rejected,
             lost_corrupt: self.lost_corrupt,
             max_bytes: self.opts.max_bytes,
+            accepted: self.next_seq - self.open_seq,
+            durable: self.durable,
+            write_errors: self.write_errors,
+            write_failing: self.write_failing,
         }
     }
 
@@ -809,6 +989,7 @@ impl Outbox {
             t.len = SEGMENT_HEADER;
             t.sealed = false;
             self.tail_file = Some(f);
+            self.dirty.tail = self.opts.fsync;
             // Their buffers may hold the bytes that were just cut off.
             self.read_cur = None;
             self.ack_cur = None;
@@ -843,14 +1024,14 @@ impl Outbox {
             .map_err(io_at(&path))?;
         f.write_all_at(&segment_header(first_seq), 0)
             .map_err(io_at(&path))?;
-        if self.opts.fsync {
-            f.sync_data().map_err(io_at(&path))?;
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_at(&self.dir))?;
-        }
         if let Some(t) = self.segments.back_mut() {
             t.sealed = true;
+        }
+        self.retire_tail();
+        if self.opts.fsync {
+            // The next sync covers the header and the new directory entry.
+            self.dirty.tail = true;
+            self.dirty.dir = true;
         }
         self.segments.push_back(Segment {
             first_seq,
@@ -864,20 +1045,21 @@ impl Outbox {
         Ok(())
     }
 
-    /// One `pwrite` of the batch at the tail's end (and `fdatasync` with `fsync`). On failure
-    /// the partial write is cut off and the segment sealed, so nothing half-written is read.
+    /// One `pwrite` of the batch at the tail's end (the sync comes later, see [`sync`]). On
+    /// failure the partial write is cut off and the segment sealed, so nothing half-written is
+    /// read.
     fn write_tail(&mut self, buf: &[u8]) -> Result<(), OutboxError> {
         let t = self.segments.back_mut().expect("tail");
         let f = self.tail_file.as_ref().expect("prepared");
-        let mut r = f.write_all_at(buf, t.len);
-        if r.is_ok() && self.opts.fsync {
-            r = f.sync_data();
-        }
-        if let Err(e) = r {
+        if let Err(e) = f.write_all_at(buf, t.len) {
             let _ = f.set_len(t.len);
             t.sealed = true;
-            self.tail_file = None;
-            return Err(io_at(&t.path)(e));
+            let path = t.path.clone();
+            self.retire_tail();
+            return Err(io_at(&path)(e));
+        }
+        if self.opts.fsync {
+            self.dirty.tail = true;
         }
         Ok(())
     }
@@ -938,7 +1120,15 @@ impl Outbox {
             }
             let path = s0.path.clone();
             if self.ack_cur.is_none() {
-                self.ack_cur = Some(Cursor::open(s0, self.ack).map_err(io_at(&path))?);
+                match Cursor::open(s0, self.ack) {
+                    Ok(c) => self.ack_cur = Some(c),
+                    Err(e) if is_damage(&e) => {
+                        let at = self.ack;
+                        self.cut_segment(0, at)?;
+                        continue;
+                    }
+                    Err(e) => return Err(io_at(&path)(e)),
+                }
             }
             let cur = self.ack_cur.as_mut().expect("set");
             match cur.header(s0).map_err(io_at(&path))? {
@@ -1038,7 +1228,14 @@ impl Outbox {
                         offset: SEGMENT_HEADER,
                     }
                 };
-                Cursor::open(seg, start).map_err(io_at(&seg.path))?
+                match Cursor::open(seg, start) {
+                    Ok(c) => c,
+                    Err(e) if is_damage(&e) => {
+                        self.cut_segment(idx, start)?;
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(io_at(&seg.path)(e)),
+                }
             }
         };
         while cur.pos.seq < want {
@@ -1066,7 +1263,7 @@ impl Outbox {
         seg.len = at.offset;
         seg.sealed = true;
         if idx + 1 == self.segments.len() {
-            self.tail_file = None;
+            self.retire_tail();
         }
         // `at` is never before `ack`: every record cut off was unacknowledged.
         self.depth -= lost;
@@ -1092,7 +1289,11 @@ impl Outbox {
         };
         self.ack_file
             .write_all_at(&s.encode(), s.slot_offset())
-            .map_err(io_at(&self.dir.join(ACK_FILE)))
+            .map_err(io_at(&self.dir.join(ACK_FILE)))?;
+        if self.opts.fsync && self.dirty.ack_since.is_none() {
+            self.dirty.ack_since = Some(std::time::Instant::now());
+        }
+        Ok(())
     }
 }
 
@@ -1111,10 +1312,13 @@ fn truncate(path: &Path, len: u64, sync: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Copies `len` bytes from `offset` of `path` to `<dir>/corrupt/<name>.<epoch ms>`.
-fn move_aside(dir: &Path, path: &Path, offset: u64, len: u64) -> io::Result<PathBuf> {
+/// A fresh name under `<dir>/corrupt/` for damaged bytes of `path` (the directory is created).
+fn aside_name(dir: &Path, path: &Path) -> io::Result<PathBuf> {
     let cdir = dir.join(CORRUPT_DIR);
-    fs::create_dir_all(&cdir)?;
+    if !cdir.exists() {
+        fs::create_dir_all(&cdir)?;
+        sync_dir(dir)?;
+    }
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -1129,11 +1333,49 @@ fn move_aside(dir: &Path, path: &Path, offset: u64, len: u64) -> io::Result<Path
         to = cdir.join(format!("{name}.{ms}.{k}"));
         k += 1;
     }
+    Ok(to)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Copies `len` bytes from `offset` of `path` to `<dir>/corrupt/<name>.<epoch ms>`.
+fn move_aside(dir: &Path, path: &Path, offset: u64, len: u64) -> io::Result<PathBuf> {
+    let to = aside_name(dir, path)?;
     let mut src = File::open(path)?;
     src.seek(SeekFrom::Start(offset))?;
     let mut dst = File::create(&to)?;
     io::copy(&mut src.take(len), &mut dst)?;
     dst.sync_all()?;
+    sync_dir(to.parent().expect("in corrupt/"))?;
+    Ok(to)
+}
+
+/// Renames all of `path` into `corrupt/` without reading it.
+fn rename_aside(dir: &Path, path: &Path) -> io::Result<PathBuf> {
+    let to = aside_name(dir, path)?;
+    fs::rename(path, &to)?;
+    sync_dir(to.parent().expect("in corrupt/"))?;
+    sync_dir(dir)?;
+    Ok(to)
+}
+
+/// A segment unreadable from `at`: the readable prefix is copied to a new file that takes the
+/// segment's name, and the whole original (with the unreadable part) goes to `corrupt/`.
+fn split_off_unreadable(dir: &Path, path: &Path, at: u64, sync: bool) -> io::Result<PathBuf> {
+    let tmp = path.with_extension("log.part");
+    let mut src = File::open(path)?;
+    let mut dst = File::create(&tmp)?;
+    io::copy(&mut (&mut src).take(at), &mut dst)?;
+    if sync {
+        dst.sync_data()?;
+    }
+    let to = rename_aside(dir, path)?;
+    fs::rename(&tmp, path)?;
+    if sync {
+        sync_dir(dir)?;
+    }
     Ok(to)
 }
 
@@ -1148,6 +1390,7 @@ fn scan_segment(path: &Path, first: u64, acked_below: u64) -> io::Result<Option<
         damage_at: None,
         torn: 0,
         file_len,
+        unreadable: false,
     };
     if file_len < SEGMENT_HEADER {
         s.torn = file_len;
@@ -1185,7 +1428,17 @@ fn scan_segment(path: &Path, first: u64, acked_below: u64) -> io::Result<Option<
             data.resize(h.len as usize, 0);
             r.read_exact(&mut data)?;
             Ok(h.check(&raw, &data).then_some(h.framed_len()))
-        })()?;
+        })();
+        let good = match good {
+            Ok(g) => g,
+            Err(e) if is_damage(&e) => {
+                warn!(segment = %path.display(), offset, error = %e, "outbox segment unreadable from here");
+                s.damage_at = Some((offset, seq));
+                s.unreadable = true;
+                break;
+            }
+            Err(e) => return Err(e),
+        };
         match good {
             Some(n) => {
                 offset += n;

@@ -261,12 +261,14 @@ impl Rule {
             out.push(Routed {
                 destination: dest.clone(),
                 delivery: delivery(topic.clone(), payload.clone()),
+                change: None,
             });
         }
         // The last destination takes the rendered topic and payload without a copy.
         out.push(Routed {
             destination: last.clone(),
             delivery: delivery(topic, payload),
+            change: None,
         });
     }
 
@@ -441,6 +443,9 @@ pub struct Routed {
     pub destination: Arc<str>,
     /// What to send.
     pub delivery: Delivery,
+    /// The `only_changes` state this delivery makes remembered: if an outbox refuses it, pass
+    /// it to [`RuleSet::refuse_change`].
+    pub change: Option<state::ChangeId>,
 }
 
 impl RuleSet {
@@ -523,6 +528,17 @@ impl RuleSet {
                 .sum::<u64>()
     }
 
+    /// A delivery carrying `id` was refused: its state is not remembered once the batch is
+    /// settled.
+    pub fn refuse_change(&mut self, id: state::ChangeId) {
+        self.changes.refuse(id);
+    }
+
+    /// Ends a batch of routed events whose deliveries the outboxes answered.
+    pub fn settle_changes(&mut self) {
+        self.changes.settle();
+    }
+
     /// The `only_changes` state as JSON when it changed since the last call.
     pub fn state_to_save(&mut self) -> Option<String> {
         self.changes.take_dirty().then(|| self.changes.to_json())
@@ -584,7 +600,12 @@ impl RuleSet {
             if rule.drop {
                 return;
             }
-            if !rule.to.is_empty() && admit(rule, &mut self.changes, ev) {
+            let admitted = if rule.to.is_empty() {
+                None
+            } else {
+                admit(rule, &mut self.changes, ev)
+            };
+            if let Some(change) = admitted {
                 let live = match &mut self.limiters[i] {
                     None => true,
                     Some(l) => {
@@ -597,7 +618,11 @@ impl RuleSet {
                     }
                 };
                 if live {
+                    let from = out.len();
                     rule.deliver(ev, now_ms, true, out);
+                    for r in &mut out[from..] {
+                        r.change = change;
+                    }
                     for d in &rule.snapshot_to {
                         if !snapshot_to.contains(d) {
                             snapshot_to.push(d.clone());
@@ -613,20 +638,22 @@ impl RuleSet {
 }
 
 /// `only_changes`: whether a stateful event's data differs from the last for its camera,
-/// topic and source under this rule. Stateless events are occurrences, never repeats.
-fn admit(rule: &Rule, changes: &mut ChangeFilter, ev: &Event) -> bool {
+/// topic and source under this rule (`Some`, with the tentative change when the rule
+/// remembers states). Stateless events are occurrences, never repeats.
+fn admit(rule: &Rule, changes: &mut ChangeFilter, ev: &Event) -> Option<Option<state::ChangeId>> {
     if !rule.only_changes || !ev.stateful {
-        return true;
+        return Some(None);
     }
     let key = state::change_key(&rule.name, &ev.camera, &ev.topic, &ev.source);
     if ev.operation == Some(Operation::Deleted) {
-        changes.forget(&key);
-        return true;
+        return Some(Some(changes.forget_tentative(&key)));
     }
-    changes.admit(
-        &key,
-        &serde_json::to_string(&ev.data).expect("strings serialize"),
-    )
+    changes
+        .admit_tentative(
+            &key,
+            &serde_json::to_string(&ev.data).expect("strings serialize"),
+        )
+        .map(Some)
 }
 
 #[cfg(test)]
@@ -951,6 +978,45 @@ mod tests {
         assert!(again.restore_state(&saved));
         assert!(routed(&mut again, &on, 9).is_empty());
         assert_eq!(routed(&mut again, &off, 10).len(), 1);
+    }
+
+    #[test]
+    fn only_changes_remembers_a_state_only_once_its_delivery_was_accepted() {
+        let mut rs = ruleset("[[rule]]\nname = \"o\"\nto = [\"d\", \"e\"]\nonly_changes = true\n");
+        let on = vi(Some(Operation::Changed));
+        let mut off = on.clone();
+        off.data.insert("active".into(), "0".into());
+        // Accepted: the repeat is dropped.
+        let r = routed(&mut rs, &on, 0);
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(|r| r.change.is_some()));
+        rs.settle_changes();
+        assert!(routed(&mut rs, &on, 1).is_empty());
+        // One of its two deliveries refused: the state is not remembered, the next "off"
+        // goes out again (to both: a duplicate beats a loss).
+        let r = routed(&mut rs, &off, 2);
+        rs.refuse_change(r[1].change.unwrap());
+        rs.settle_changes();
+        assert_eq!(routed(&mut rs, &off, 3).len(), 2);
+        rs.settle_changes();
+        assert!(routed(&mut rs, &off, 4).is_empty());
+        // Within one batch: on (refused), off (accepted), on (refused) leaves "off" remembered.
+        let a = routed(&mut rs, &on, 5);
+        let b = routed(&mut rs, &off, 5);
+        let c = routed(&mut rs, &on, 5);
+        assert_eq!((a.len(), b.len(), c.len()), (2, 2, 2));
+        rs.refuse_change(a[0].change.unwrap());
+        rs.refuse_change(c[0].change.unwrap());
+        rs.settle_changes();
+        assert!(routed(&mut rs, &off, 6).is_empty());
+        assert_eq!(routed(&mut rs, &on, 7).len(), 2);
+        // The saved state follows the settled one.
+        rs.settle_changes();
+        let saved = rs.state_to_save().unwrap();
+        let mut again =
+            ruleset("[[rule]]\nname = \"o\"\nto = [\"d\", \"e\"]\nonly_changes = true\n");
+        assert!(again.restore_state(&saved));
+        assert!(routed(&mut again, &on, 8).is_empty());
     }
 
     #[test]

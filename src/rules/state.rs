@@ -6,7 +6,10 @@
 //! forgets the entry. The map survives restarts: the router saves [`ChangeFilter::to_json`] to
 //! `rules-state.json` in `data_dir` (beside the outbox, written atomically by temp file and
 //! rename, at most every [`SAVE_INTERVAL_MS`]), after the outbox write that accepted the
-//! events, so a crash can repeat a state at worst, never lose one.
+//! events, so a crash can repeat a state at worst, never lose one. A state is remembered only
+//! once its deliveries were accepted: a change is tentative ([`ChangeId`]) until the router
+//! settles the batch; a change whose delivery an outbox refused is rolled back, so the next
+//! event with that state is delivered again instead of being dropped as a repeat.
 //!
 //! **max_rate = "N/period"** allows `B = max(1, floor(N))` deliveries per window of
 //! `B / N` periods (10/s: 10 per second; 0.5/h: one per two hours), per rule, camera and topic.
@@ -48,6 +51,25 @@ pub struct ChangeFilter {
     bytes: usize,
     evictions: u64,
     dirty: bool,
+    /// This batch's changes, in order, until [`ChangeFilter::settle`].
+    pending: Vec<Pending>,
+}
+
+/// A tentative change: the deliveries it let through carry it until the outbox answered.
+pub type ChangeId = u32;
+
+/// Tentative changes kept at most: a caller that never settles (tests, the rules bench) only
+/// loses the roll-back, never memory.
+const MAX_PENDING: usize = 65_536;
+
+#[derive(Debug, Clone)]
+struct Pending {
+    key: String,
+    /// The value before this change.
+    before: Option<String>,
+    /// The value after it (`None`: forgotten).
+    after: Option<String>,
+    refused: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -100,6 +122,73 @@ impl ChangeFilter {
     /// Entries forgotten to stay within the bounds, since start.
     pub fn evictions(&self) -> u64 {
         self.evictions
+    }
+
+    /// [`ChangeFilter::admit`] as a tentative change: `None` for a repeat, else the id that
+    /// [`ChangeFilter::refuse`] takes if its deliveries are refused.
+    pub fn admit_tentative(&mut self, key: &str, data: &str) -> Option<ChangeId> {
+        let before = self.last.get(key).cloned();
+        if !self.admit(key, data) {
+            return None;
+        }
+        Some(self.push_pending(key, before, Some(data.to_string())))
+    }
+
+    /// [`ChangeFilter::forget`] as a tentative change.
+    pub fn forget_tentative(&mut self, key: &str) -> ChangeId {
+        let before = self.last.get(key).cloned();
+        self.forget(key);
+        self.push_pending(key, before, None)
+    }
+
+    fn push_pending(
+        &mut self,
+        key: &str,
+        before: Option<String>,
+        after: Option<String>,
+    ) -> ChangeId {
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.clear();
+        }
+        self.pending.push(Pending {
+            key: key.to_string(),
+            before,
+            after,
+            refused: false,
+        });
+        (self.pending.len() - 1) as ChangeId
+    }
+
+    /// A delivery carrying `id` was refused by its outbox.
+    pub fn refuse(&mut self, id: ChangeId) {
+        if let Some(p) = self.pending.get_mut(id as usize) {
+            p.refused = true;
+        }
+    }
+
+    /// Ends the batch: each key keeps the value of its last accepted change, or the value it
+    /// had before the batch when every change of it was refused.
+    pub fn settle(&mut self) {
+        if !self.pending.iter().any(|p| p.refused) {
+            self.pending.clear();
+            return;
+        }
+        let mut kept: HashMap<String, Option<String>, FxBuild> = HashMap::default();
+        for p in self.pending.drain(..) {
+            let v = kept.entry(p.key).or_insert(p.before);
+            if !p.refused {
+                *v = p.after;
+            }
+        }
+        for (k, v) in kept {
+            match v {
+                Some(v) => {
+                    self.admit(&k, &v);
+                }
+                None => self.forget(&k),
+            }
+        }
+        self.dirty = true;
     }
 
     /// Entries held.

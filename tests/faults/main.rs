@@ -9,5 +9,6 @@ mod availability;
 #[path = "../common/mod.rs"]
 mod common;
 mod delivery;
+mod disk;
 mod sources;
 mod tasks;

@@ -155,6 +155,7 @@ impl Discovery {
             let config = Routed {
                 destination: r.destination.clone(),
                 delivery: config_delivery(ev, &entity, &r.delivery, target),
+                change: None,
             };
             self.announced.insert(key);
             routed.insert(i - 1, config);

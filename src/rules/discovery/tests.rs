@@ -34,6 +34,7 @@ fn routed(dest: &str, ev: &Event, topic: &str) -> Routed {
             created_ms: 5,
             camera: "lobby".into(),
         },
+        change: None,
     }
 }
 
