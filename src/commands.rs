@@ -217,7 +217,7 @@ pub async fn run(
     let base = dest
         .client_id
         .clone()
-        .unwrap_or_else(|| format!("edgerelay-{}", cfg.destination));
+        .unwrap_or_else(|| crate::identity::default_client_id(&cfg.destination));
     let opts = match client_options(
         &dest.url,
         format!("{base}-cmd{index}"),

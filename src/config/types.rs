@@ -56,7 +56,7 @@ pub struct MqttSourceConfig {
     /// Subscription QoS 0, 1 or 2. Default 1.
     #[serde(default = "default_qos")]
     pub qos: u8,
-    /// MQTT client id. Default `edgerelay-source-{name}`.
+    /// MQTT client id. Default `edgerelay-{hostname}-source-{name}`.
     #[serde(default)]
     pub client_id: Option<String>,
 }
@@ -409,7 +409,7 @@ pub struct MqttDestination {
     /// `mqtt://host[:1883]`, `mqtts://host[:8883]`, `ws://host[:80]/path` or
     /// `wss://host[:443]/path`.
     pub url: String,
-    /// MQTT client id. Default `edgerelay-{hostname}`.
+    /// MQTT client id. Default `edgerelay-{hostname}-{destination}` (unique per box).
     #[serde(default)]
     pub client_id: Option<String>,
     /// User name.

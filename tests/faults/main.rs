@@ -5,6 +5,7 @@
 //!
 //! One module per area, so the faults of one part of the relay read together.
 
+mod commands;
 #[path = "../common/mod.rs"]
 mod common;
 mod delivery;

@@ -190,7 +190,7 @@ impl MqttSink {
         let client_id = c
             .client_id
             .clone()
-            .unwrap_or_else(|| format!("edgerelay-{}", self.name));
+            .unwrap_or_else(|| crate::identity::default_client_id(&self.name));
         let mut o = MqttOptions::new(client_id, addr, port);
         o.set_transport(transport);
         o.set_keep_alive(Duration::from_secs(c.keep_alive().as_secs().max(1)));
