@@ -70,7 +70,7 @@ impl Relay {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating data_dir {}", data_dir.display()))?;
         if let Some(listen) = &cfg.relay.broker {
-            let addr = crate::broker::start(listen)?;
+            let addr = crate::broker::start(listen, crate::broker::Login::from_relay(&cfg.relay))?;
             tracing::info!(%addr, "embedded MQTT broker listening");
         }
         let mut rules = RuleSet::compile(&cfg)?;

@@ -906,3 +906,36 @@ fn an_unset_variable_in_a_key_that_shapes_the_config_is_the_error_named() {
         "{errs:#?}"
     );
 }
+
+#[test]
+fn an_embedded_broker_beyond_loopback_needs_a_login() {
+    let base = "[destination.d]\nkind = \"mqtt\"\nurl = \"mqtt://h\"\n[relay]\n";
+    let msg = assert_one_error(
+        &format!("{base}broker = \"0.0.0.0:1883\"\n"),
+        "config.toml:5: relay.broker: \"0.0.0.0:1883\" is reachable from the network",
+    );
+    assert!(
+        msg.contains("set `broker_username` and `broker_password`"),
+        "{msg}"
+    );
+    assert_one_error(
+        &format!("{base}broker = \"[::]:1883\"\n"),
+        "config.toml:5: relay.broker:",
+    );
+    for loopback in ["127.0.0.1:1883", "localhost:1883", "[::1]:1883"] {
+        load_text(&format!("{base}broker = \"{loopback}\"\n")).unwrap();
+    }
+    let c = load_text(&format!(
+        "{base}broker = \"0.0.0.0:1883\"\nbroker_username = \"site\"\nbroker_password = \"s3cret\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.relay.broker_password.as_deref(), Some("s3cret"));
+    assert_one_error(
+        &format!("{base}broker = \"0.0.0.0:1883\"\nbroker_username = \"site\"\n"),
+        "config.toml:6: relay.broker_username: has no password",
+    );
+    assert_one_error(
+        &format!("{base}broker_username = \"site\"\nbroker_password = \"x\"\n"),
+        "config.toml:5: relay.broker_username: no embedded broker",
+    );
+}

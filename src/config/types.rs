@@ -106,6 +106,16 @@ pub struct RelayConfig {
     /// Listen address of the embedded MQTT broker; absent: no embedded broker.
     #[serde(default)]
     pub broker: Option<String>,
+    /// User name clients of the embedded broker must log in with; with a password it turns on
+    /// authentication (required when `broker` listens beyond loopback). Default none.
+    #[serde(default)]
+    pub broker_username: Option<String>,
+    /// Password of `broker_username` (`${VAR}` from the environment). Default none.
+    #[serde(default)]
+    pub broker_password: Option<String>,
+    /// File holding `broker_password`. Default none.
+    #[serde(default)]
+    pub broker_password_file: Option<PathBuf>,
     /// Print every delivery to stdout as it is published (demo and debugging). Default false.
     #[serde(default)]
     pub print: bool,
@@ -127,6 +137,9 @@ impl Default for RelayConfig {
             data_dir: default_data_dir(),
             http: None,
             broker: None,
+            broker_username: None,
+            broker_password: None,
+            broker_password_file: None,
             print: false,
             shutdown_timeout: default_shutdown_timeout(),
             status_topic: default_status_topic(),

@@ -11,8 +11,8 @@ use super::error::Problem;
 use super::locate::KeyPath;
 use super::types::{
     AwsIotCoreDestination, AzureBlobDestination, AzureIotHubDestination, BatchConfig, BufferConfig,
-    CommandAction, Config, DestinationConfig, MessageConfig, MqttDestination, RetainPolicy,
-    RuleConfig, S3Destination,
+    CommandAction, Config, DestinationConfig, MessageConfig, MqttDestination, RelayConfig,
+    RetainPolicy, RuleConfig, S3Destination,
 };
 use super::units;
 use crate::rules::Rule;
@@ -38,6 +38,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             out.push(Problem::new(relay.key(key), e));
         }
     }
+    check_broker_auth(&config.relay, &relay, &mut out);
     if let Err(e) = units::parse_duration(&config.relay.shutdown_timeout) {
         out.push(Problem::new(relay.key("shutdown_timeout"), e));
     }
@@ -782,6 +783,47 @@ fn check_qos(qos: u8, at: KeyPath, out: &mut Vec<Problem>) {
 }
 
 /// `host:port` where host is an IP address, `[v6]` or a host name.
+/// The embedded broker's login: both halves or neither, and required beyond loopback, where
+/// anyone on the network could otherwise publish to every subscriber and read every event.
+fn check_broker_auth(relay: &RelayConfig, at: &KeyPath, out: &mut Vec<Problem>) {
+    let user = relay.broker_username.is_some();
+    let pass = relay.broker_password.is_some();
+    match (&relay.broker, user, pass) {
+        (None, false, false) => {}
+        (None, _, _) => out.push(Problem::new(
+            at.key(if user { "broker_username" } else { "broker_password" }),
+            "no embedded broker to log in to: set `broker` or remove the login",
+        )),
+        (Some(_), true, false) => out.push(Problem::new(
+            at.key("broker_username"),
+            "has no password: set `broker_password` or `broker_password_file`",
+        )),
+        (Some(_), false, true) => out.push(Problem::new(
+            at.key("broker_password"),
+            "has no user name: set `broker_username`",
+        )),
+        (Some(listen), false, false) if check_socket_addr(listen).is_ok() && !is_loopback(listen) => out.push(Problem::new(
+            at.key("broker"),
+            format!(
+                "\"{listen}\" is reachable from the network, and the embedded broker would let anyone \
+                 in: set `broker_username` and `broker_password` (or `broker_password_file`), \
+                 or listen on loopback (\"127.0.0.1:1883\")"
+            ),
+        )),
+        (Some(_), _, _) => {}
+    }
+}
+
+/// Whether `host:port` listens on loopback only (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback(listen: &str) -> bool {
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn check_socket_addr(s: &str) -> Result<(), String> {
     let expected = "expected host:port, e.g. 127.0.0.1:1883 or localhost:8734";
     if s.parse::<SocketAddr>().is_ok() {

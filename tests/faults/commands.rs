@@ -64,3 +64,57 @@ async fn two_relays_with_one_config_both_stay_connected_to_one_broker() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// How the embedded broker answered one connection attempt.
+async fn login_to(port: u16, login: Option<(&str, &str)>) -> Result<(), String> {
+    use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet};
+    let mut opts = MqttOptions::new(
+        format!("probe-{}", rand::random::<u32>()),
+        "127.0.0.1",
+        port,
+    );
+    if let Some((u, p)) = login {
+        opts.set_credentials(u, p);
+    }
+    let (_client, mut el) = AsyncClient::new(opts, 10);
+    tokio::time::timeout(T, async {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(a))) if a.code == ConnectReturnCode::Success => {
+                    return Ok(());
+                }
+                Ok(Event::Incoming(Packet::ConnAck(a))) => return Err(format!("{:?}", a.code)),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .expect("the broker neither admitted nor refused the client")
+}
+
+#[tokio::test]
+async fn the_embedded_broker_refuses_a_client_with_a_wrong_password() {
+    let port = crate::common::free_port();
+    let config = format!(
+        r#"[relay]
+data_dir = "{{data_dir}}"
+broker = "127.0.0.1:{port}"
+broker_username = "site"
+broker_password = "${{BROKER_PASSWORD}}"
+[destination.local]
+kind = "mqtt"
+url = "mqtt://127.0.0.1:{port}"
+username = "site"
+password = "${{BROKER_PASSWORD}}"
+"#
+    );
+    let relay = RelayProcess::start_with_env(&config, &[("BROKER_PASSWORD", "s3cret")]);
+    // The relay's own destination logs in with the right password.
+    relay.wait_for_log("broker connected", T).await;
+    assert_eq!(login_to(port, Some(("site", "s3cret"))).await, Ok(()));
+    assert!(login_to(port, Some(("site", "guess"))).await.is_err());
+    assert!(login_to(port, Some(("root", "s3cret"))).await.is_err());
+    assert!(login_to(port, None).await.is_err());
+    assert!(!relay.log().contains("s3cret"), "{}", relay.log());
+}
