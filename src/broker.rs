@@ -56,7 +56,7 @@ impl Login {
     pub fn from_relay(relay: &crate::config::RelayConfig) -> Option<Login> {
         Some(Login {
             username: relay.broker_username.clone()?,
-            password: relay.broker_password.clone()?,
+            password: relay.broker_password.as_deref()?.to_string(),
         })
     }
 }

@@ -329,7 +329,11 @@ async fn websocket_camera(
         emulators.push(emu);
         (base, Some(c.username), Some(c.password))
     } else {
-        (cam.url.clone(), cam.username.clone(), cam.password.clone())
+        (
+            cam.url.clone(),
+            cam.username.clone(),
+            cam.password.as_deref().map(str::to_string),
+        )
     };
     let base = url::Url::parse(&base).with_context(|| format!("camera {}: url", cam.name))?;
     let tls = crate::tls::TlsSettings {
@@ -365,7 +369,7 @@ fn rtsp_vapix(cam: &CameraConfig) -> anyhow::Result<VapixClient> {
     Ok(VapixClient::new(
         base,
         cam.username.clone(),
-        cam.password.clone(),
+        cam.password.as_deref().map(str::to_string),
         &tls,
     )?)
 }
@@ -390,7 +394,7 @@ fn rtsp_camera(cam: &CameraConfig, rules: &RuleSet) -> anyhow::Result<RtspCamera
             event_topics: rules.camera_filters(&cam.name),
         },
         username: cam.username.clone(),
-        password: cam.password.clone(),
+        password: cam.password.as_deref().map(str::to_string),
         serial: cam.serial.clone(),
         max_backoff: cam.max_backoff(),
         heartbeat: units::parse_duration(&cam.heartbeat)

@@ -137,3 +137,19 @@ fn check_refuses_an_embedded_broker_on_every_address_without_a_login() {
     assert_eq!(code, Some(0), "{err}");
     assert!(!err.contains("s3cret"), "{err}");
 }
+
+#[test]
+fn check_never_echoes_a_password_from_a_url() {
+    let (code, err, file) = check_text(
+        "[destination.cloud]\nkind = \"mqtt\"\nurl = \"mqtts://relay:hunter2@broker.example\"\n",
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{file}:3: destination.cloud.url: URL \"mqtts://relay:***@broker.example\" holds credentials"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}

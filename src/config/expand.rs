@@ -210,7 +210,7 @@ pub fn read_secret_files(config: &mut Config, base_dir: Option<&Path>) -> Vec<Pr
 }
 
 fn fill_secret(
-    secret: &mut Option<String>,
+    secret: &mut Option<super::Secret>,
     file: Option<&Path>,
     base_dir: Option<&Path>,
     table: &KeyPath,
@@ -234,7 +234,7 @@ fn fill_secret(
         Ok(text) => {
             let text = text.strip_suffix('\n').unwrap_or(&text);
             let text = text.strip_suffix('\r').unwrap_or(text);
-            *secret = Some(text.to_string());
+            *secret = Some(text.into());
         }
         Err(e) => problems.push(Problem::new(
             at,

@@ -939,3 +939,70 @@ fn an_embedded_broker_beyond_loopback_needs_a_login() {
         "config.toml:5: relay.broker_username: no embedded broker",
     );
 }
+
+#[test]
+fn no_secret_of_the_config_shows_in_its_debug_output() {
+    let text = r#"[relay]
+broker = "127.0.0.1:1883"
+broker_username = "site"
+broker_password = "secret-broker"
+[[camera]]
+name = "lobby"
+url = "http://192.0.2.10"
+username = "u"
+password = "secret-camera"
+[destination.m]
+kind = "mqtt"
+url = "mqtt://h"
+username = "u"
+password = "secret-mqtt"
+[destination.hub]
+kind = "azure-iot-hub"
+connection_string = "HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey=c2VjcmV0LWh1Yg=="
+[destination.s3]
+kind = "s3"
+bucket = "b"
+access_key_id = "AKIA"
+secret_access_key = "secret-s3"
+session_token = "secret-token"
+[destination.blob]
+kind = "azure-blob"
+sas_url = "https://a.blob.core.windows.net/c?sv=1&sig=secret-sas"
+[[mqtt_source]]
+name = "sensors"
+url = "mqtt://127.0.0.1:1883"
+topics = ["s/#"]
+username = "u"
+password = "secret-source"
+"#;
+    let c = load_text(text).unwrap();
+    let shown = format!("{c:?}");
+    for secret in [
+        "secret-broker",
+        "secret-camera",
+        "secret-mqtt",
+        "c2VjcmV0LWh1Yg",
+        "secret-s3",
+        "secret-token",
+        "secret-sas",
+        "secret-source",
+    ] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("<redacted>"));
+    assert_eq!(c.camera[0].password.as_deref(), Some("secret-camera"));
+}
+
+#[test]
+fn a_password_in_a_url_is_never_echoed_by_check() {
+    let msg = assert_one_error(
+        "[destination.m]\nkind = \"mqtt\"\nurl = \"mqtt://u:hunter2@h\"\n",
+        "config.toml:3: destination.m.url: URL \"mqtt://u:***@h\" holds credentials",
+    );
+    assert!(!msg.contains("hunter2"), "{msg}");
+    let msg = assert_one_error(
+        "[[camera]]\nname = \"c\"\nurl = \"gopher://u:hunter2@x\"\n",
+        "config.toml:3: camera[0].url: unsupported scheme \"gopher\" in \"gopher://u:***@x\"",
+    );
+    assert!(!msg.contains("hunter2"), "{msg}");
+}

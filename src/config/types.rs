@@ -1,5 +1,6 @@
 //! Typed config (DESIGN.md §5). Names here are a contract with users: extend, never rename.
 
+use super::secret::Secret;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -49,7 +50,7 @@ pub struct MqttSourceConfig {
     pub username: Option<String>,
     /// Password (`${VAR}` from the environment).
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// File holding the password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
@@ -112,7 +113,7 @@ pub struct RelayConfig {
     pub broker_username: Option<String>,
     /// Password of `broker_username` (`${VAR}` from the environment). Default none.
     #[serde(default)]
-    pub broker_password: Option<String>,
+    pub broker_password: Option<Secret>,
     /// File holding `broker_password`. Default none.
     #[serde(default)]
     pub broker_password_file: Option<PathBuf>,
@@ -183,7 +184,7 @@ pub struct CameraConfig {
     pub username: Option<String>,
     /// Password (`${VAR}` from the environment).
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// File holding the password (alternative to `password`).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
@@ -289,13 +290,13 @@ pub struct S3Destination {
     pub access_key_id: Option<String>,
     /// Secret access key. Default: `AWS_SECRET_ACCESS_KEY` from the environment.
     #[serde(default)]
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: Option<Secret>,
     /// File holding the secret access key.
     #[serde(default)]
     pub secret_access_key_file: Option<PathBuf>,
     /// Session token of temporary credentials. Default: `AWS_SESSION_TOKEN` if set.
     #[serde(default)]
-    pub session_token: Option<String>,
+    pub session_token: Option<Secret>,
     /// File holding the session token.
     #[serde(default)]
     pub session_token_file: Option<PathBuf>,
@@ -332,7 +333,7 @@ pub struct AzureBlobDestination {
     /// Container SAS URL `https://ACCOUNT.blob.core.windows.net/CONTAINER?sv=...&sig=...`
     /// (needs create and write permission).
     #[serde(default)]
-    pub sas_url: Option<String>,
+    pub sas_url: Option<Secret>,
     /// File holding the SAS URL.
     #[serde(default)]
     pub sas_url_file: Option<PathBuf>,
@@ -340,7 +341,7 @@ pub struct AzureBlobDestination {
     /// `AccountName=...;AccountKey=...[;BlobEndpoint=...|;EndpointSuffix=...]`; the relay
     /// signs a short-lived container SAS from the key for every upload. Needs `container`.
     #[serde(default)]
-    pub connection_string: Option<String>,
+    pub connection_string: Option<Secret>,
     /// File holding the connection string.
     #[serde(default)]
     pub connection_string_file: Option<PathBuf>,
@@ -430,7 +431,7 @@ pub struct MqttDestination {
     pub username: Option<String>,
     /// Password (`${VAR}` from the environment).
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// File holding the password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
@@ -530,7 +531,7 @@ pub struct AzureIotHubDestination {
     /// Device connection string `HostName=...;DeviceId=...;SharedAccessKey=...` (SAS), or
     /// `HostName=...;DeviceId=...;x509=true` with `cert_file`/`key_file`.
     #[serde(default)]
-    pub connection_string: Option<String>,
+    pub connection_string: Option<Secret>,
     /// File holding the connection string (alternative to `connection_string`).
     #[serde(default)]
     pub connection_string_file: Option<PathBuf>,

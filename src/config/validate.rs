@@ -109,7 +109,10 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             Err(e) => out.push(Problem::new(p.key("url"), e)),
             Ok(()) if !m.url.starts_with("mqtt://") => out.push(Problem::new(
                 p.key("url"),
-                format!("\"{}\": an mqtt_source supports mqtt:// only", m.url),
+                format!(
+                    "\"{}\": an mqtt_source supports mqtt:// only",
+                    super::redact_url(&m.url)
+                ),
             )),
             Ok(()) => {}
         }
@@ -134,7 +137,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                     p.key("destination"),
                     format!(
                         "commands support mqtt:// destinations only, not \"{}\"",
-                        m.url
+                        super::redact_url(&m.url)
                     ),
                 ))
             }
@@ -425,7 +428,7 @@ fn check_mqtt(m: &MqttDestination, p: &KeyPath, out: &mut Vec<Problem>) {
                 p.key(key),
                 format!(
                     "{key} is a TLS setting, but url \"{}\" is not mqtts:// or wss://",
-                    m.url
+                    super::redact_url(&m.url)
                 ),
             ));
         }
@@ -851,44 +854,48 @@ fn check_socket_addr(s: &str) -> Result<(), String> {
 }
 
 fn check_camera_url(s: &str) -> Result<(), String> {
+    let shown = super::redact_url(s);
     let expected = "expected http://HOST, https://HOST or emulator:";
     if s.starts_with("emulator:") {
         return Ok(());
     }
-    let url = url::Url::parse(s).map_err(|e| format!("invalid URL \"{s}\" ({e}): {expected}"))?;
+    let url =
+        url::Url::parse(s).map_err(|e| format!("invalid URL \"{shown}\" ({e}): {expected}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
-            "unsupported scheme \"{}\" in \"{s}\": {expected}",
+            "unsupported scheme \"{}\" in \"{shown}\": {expected}",
             url.scheme()
         ));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("URL \"{s}\" has no host: {expected}"));
+        return Err(format!("URL \"{shown}\" has no host: {expected}"));
     }
     Ok(())
 }
 
 fn check_mqtt_url(s: &str) -> Result<(), String> {
+    let shown = super::redact_url(s);
     let expected = "expected mqtt://HOST[:PORT] (or mqtts://, ws://, wss://)";
-    let url = url::Url::parse(s).map_err(|e| format!("invalid URL \"{s}\" ({e}): {expected}"))?;
+    let url =
+        url::Url::parse(s).map_err(|e| format!("invalid URL \"{shown}\" ({e}): {expected}"))?;
     let scheme = url.scheme();
     if !matches!(scheme, "mqtt" | "mqtts" | "ws" | "wss") {
         return Err(format!(
-            "unsupported scheme \"{scheme}\" in \"{s}\": {expected}"
+            "unsupported scheme \"{scheme}\" in \"{shown}\": {expected}"
         ));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("URL \"{s}\" has no host: {expected}"));
+        return Err(format!("URL \"{shown}\" has no host: {expected}"));
     }
     if matches!(scheme, "mqtt" | "mqtts") && !matches!(url.path(), "" | "/") {
         return Err(format!(
-            "URL \"{s}\" has a path \"{}\", which {scheme}:// does not use: {expected}",
+            "URL \"{shown}\" has a path \"{}\", which {scheme}:// does not use: {expected}",
             url.path()
         ));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(
-            "URL \"{s}\" holds credentials: use `username` and `password` (or `password_file`)"
+            "URL \"{shown}\" holds credentials: use `username` and `password` (or `password_file`)"
         ));
     }
     Ok(())

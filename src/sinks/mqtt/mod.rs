@@ -199,7 +199,7 @@ impl MqttSink {
         // Incoming: commands and acknowledgements, never large.
         o.set_max_packet_size(1 << 20, self.max_packet);
         if let Some(user) = &c.username {
-            o.set_credentials(user, c.password.clone().unwrap_or_default());
+            o.set_credentials(user, c.password.as_deref().unwrap_or_default());
         }
         if let Some(w) = &c.last_will {
             o.set_last_will(LastWill::new(
