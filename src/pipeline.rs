@@ -88,6 +88,7 @@ impl Relay {
         let mut source_tasks = Vec::new();
         let mut destinations = Vec::new();
         let mut outboxes: HashMap<Arc<str>, Arc<SharedOutbox>> = HashMap::new();
+        let (mut command_links, command_workers) = crate::commands::link(&cfg.command);
         for (name, dest) in &cfg.destination {
             let name: Arc<str> = name.as_str().into();
             let (outbox, dead) = open_outbox(data_dir, &name, dest)?;
@@ -96,10 +97,11 @@ impl Relay {
                 DestinationConfig::Mqtt(_)
                 | DestinationConfig::AzureIotHub(_)
                 | DestinationConfig::AwsIotCore(_) => {
-                    let sink =
+                    let mut sink =
                         MqttSink::from_config(name.clone(), dest, cfg.relay.print, clock.clone())
                             .map_err(anyhow::Error::msg)
                             .with_context(|| format!("destination.{name}"))?;
+                    sink.commands = command_links.remove(&*name);
                     let run = sink.run(outbox.clone(), dead, stats.clone());
                     tasks.push(supervisor.spawn(format!("sink:{name}"), run));
                 }
@@ -208,12 +210,13 @@ impl Relay {
             sources.push(status);
         }
         drop(tx);
-        for (i, c) in cfg.command.iter().enumerate() {
-            let (Some(DestinationConfig::Mqtt(dest)), Some(vapix)) = (
-                cfg.destination.get(&c.destination),
-                vapix_clients.get(&c.camera),
-            ) else {
-                anyhow::bail!("command[{i}]: unknown destination or camera");
+        if let Some(dest) = command_links.keys().next() {
+            anyhow::bail!("commands name destination \"{dest}\", which carries no MQTT connection");
+        }
+        for worker in command_workers {
+            let (i, c) = (worker.index, worker.cfg.clone());
+            let Some(vapix) = vapix_clients.get(&c.camera) else {
+                anyhow::bail!("command[{i}]: unknown camera \"{}\"", c.camera);
             };
             let stores = crate::commands::SnapshotStores {
                 camera: c.camera.clone(),
@@ -227,7 +230,7 @@ impl Relay {
                     .collect(),
                 clock: clock.clone(),
             };
-            let run = crate::commands::run(i, c.clone(), dest.clone(), vapix.clone(), stores);
+            let run = crate::commands::serve(worker, vapix.clone(), stores);
             tasks.push(supervisor.spawn(format!("command:{i}"), run));
         }
         Ok(Relay {

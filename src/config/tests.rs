@@ -1006,3 +1006,62 @@ fn a_password_in_a_url_is_never_echoed_by_check() {
     );
     assert!(!msg.contains("hunter2"), "{msg}");
 }
+
+#[test]
+fn commands_name_how_they_arrive_for_each_destination_kind() {
+    let base = r#"[[camera]]
+name = "lobby"
+url = "http://192.0.2.10"
+[destination.tls]
+kind = "mqtt"
+url = "wss://broker.example/mqtt"
+[destination.hub]
+kind = "azure-iot-hub"
+connection_string = "HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey=c2VjcmV0"
+[destination.aws]
+kind = "aws-iot-core"
+endpoint = "x.iot.eu-west-1.amazonaws.com"
+thing_name = "t"
+cert_file = "c.pem"
+key_file = "k.pem"
+ca_file = "ca.pem"
+[destination.archive]
+kind = "s3"
+bucket = "b"
+[[command]]
+camera = "lobby"
+action = "virtual_input"
+"#;
+    load_text(&format!(
+        "{base}destination = \"tls\"\ntopic = \"site/cmd\"\n"
+    ))
+    .unwrap();
+    load_text(&format!(
+        "{base}destination = \"hub\"\nmethod = \"lobby_vi\"\n"
+    ))
+    .unwrap();
+    load_text(&format!(
+        "{base}destination = \"aws\"\ntopic = \"a/b\"\nreply_topic = \"a/r\"\n"
+    ))
+    .unwrap();
+    assert_one_error(
+        &format!("{base}destination = \"hub\"\n"),
+        "config.toml:20: command[0].method: required for an azure-iot-hub destination",
+    );
+    assert_one_error(
+        &format!("{base}destination = \"hub\"\nmethod = \"m\"\ntopic = \"t\"\n"),
+        "config.toml:25: command[0].topic: an azure-iot-hub destination takes direct methods",
+    );
+    assert_one_error(
+        &format!("{base}destination = \"tls\"\n"),
+        "config.toml:20: command[0].topic: required",
+    );
+    assert_one_error(
+        &format!("{base}destination = \"aws\"\ntopic = \"1/2/3/4/5/6/7/8/9\"\n"),
+        "config.toml:24: command[0].topic: ",
+    );
+    assert_one_error(
+        &format!("{base}destination = \"archive\"\ntopic = \"t\"\n"),
+        "config.toml:23: command[0].destination: \"archive\" is an s3 object store: commands arrive over an MQTT connection",
+    );
+}

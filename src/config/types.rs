@@ -72,15 +72,21 @@ pub enum CommandAction {
     Snapshot,
 }
 
-/// `[[command]]`: messages on `topic` at an MQTT destination's broker act on a camera; the
-/// outcome (`{"ok":true}` or `{"ok":false,"error":"..."}`) is published on `reply_topic`.
+/// `[[command]]`: messages arriving over an MQTT-family destination's own connection act on
+/// a camera; the outcome (`{"ok":true}` or `{"ok":false,"error":"..."}`) is the reply.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandConfig {
-    /// Name of an `mqtt` destination whose broker carries the commands.
+    /// Name of the `mqtt`, `aws-iot-core` or `azure-iot-hub` destination whose connection
+    /// carries the commands.
     pub destination: String,
-    /// Topic filter to subscribe to.
-    pub topic: String,
+    /// `mqtt` and `aws-iot-core`: topic filter where commands arrive (required there).
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// `azure-iot-hub`: the direct method name (and C2D property `method`) that runs this
+    /// command (required there).
+    #[serde(default)]
+    pub method: Option<String>,
     /// Name of the camera to act on.
     pub camera: String,
     /// What to do: `virtual_input` or `snapshot`.
@@ -89,7 +95,8 @@ pub struct CommandConfig {
     /// Required for `snapshot`, not allowed otherwise.
     #[serde(default)]
     pub to: Vec<String>,
-    /// Where to publish the outcome. Default: no reply.
+    /// `mqtt` and `aws-iot-core`: where to publish the outcome. Default: no reply. (Azure
+    /// direct methods are answered on `$iothub/methods/res/{status}/?$rid={rid}`.)
     #[serde(default)]
     pub reply_topic: Option<String>,
 }

@@ -131,25 +131,16 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     }
     for (i, c) in config.command.iter().enumerate() {
         let p = root.key("command").index(i);
-        match config.destination.get(&c.destination) {
-            Some(DestinationConfig::Mqtt(m)) if !m.url.starts_with("mqtt://") => {
-                out.push(Problem::new(
-                    p.key("destination"),
-                    format!(
-                        "commands support mqtt:// destinations only, not \"{}\"",
-                        super::redact_url(&m.url)
-                    ),
-                ))
-            }
-            Some(_) => {}
-            None => out.push(Problem::new(
+        check_command_transport(c, config.destination.get(&c.destination), &p, &mut out);
+        if !config.destination.contains_key(&c.destination) {
+            out.push(Problem::new(
                 p.key("destination"),
                 format!(
                     "unknown destination \"{}\" (known: {})",
                     c.destination,
                     known(config.destination.keys().map(String::as_str))
                 ),
-            )),
+            ));
         }
         if !config.camera.iter().any(|cam| cam.name == c.camera) {
             out.push(Problem::new(
@@ -160,9 +151,6 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                     known(config.camera.iter().map(|c| c.name.as_str()))
                 ),
             ));
-        }
-        if let Err(e) = check_topic_filter(&c.topic) {
-            out.push(Problem::new(p.key("topic"), e));
         }
         match c.action {
             CommandAction::Snapshot if c.to.is_empty() => out.push(Problem::new(
@@ -825,6 +813,81 @@ fn is_loopback(listen: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// How commands reach `c` over its destination's connection: a topic (and reply topic) on
+/// brokers and AWS IoT Core, a direct method name on Azure IoT Hub; object stores carry none.
+fn check_command_transport(
+    c: &super::types::CommandConfig,
+    dest: Option<&DestinationConfig>,
+    p: &KeyPath,
+    out: &mut Vec<Problem>,
+) {
+    let kind = match dest {
+        None => return,
+        Some(DestinationConfig::S3(_)) => "an s3 object store",
+        Some(DestinationConfig::AzureBlob(_)) => "an azure-blob object store",
+        Some(DestinationConfig::AzureIotHub(_)) => {
+            match &c.method {
+                None => out.push(Problem::new(
+                    p.key("method"),
+                    "required for an azure-iot-hub destination: the direct method name that runs this command",
+                )),
+                Some(m) if m.is_empty() || m.contains(['/', '#', '+', '?', '&', '=']) => out.push(
+                    Problem::new(p.key("method"), format!("\"{m}\" is not a method name: letters, digits, `_`, `-` and `.`")),
+                ),
+                Some(_) => {}
+            }
+            for (key, set) in [
+                ("topic", c.topic.is_some()),
+                ("reply_topic", c.reply_topic.is_some()),
+            ] {
+                if set {
+                    out.push(Problem::new(
+                        p.key(key),
+                        "an azure-iot-hub destination takes direct methods and C2D messages, not topics: remove it and set `method` (the reply goes back on the method's own response)",
+                    ));
+                }
+            }
+            return;
+        }
+        Some(DestinationConfig::Mqtt(_) | DestinationConfig::AwsIotCore(_)) => {
+            if c.method.is_some() {
+                out.push(Problem::new(
+                    p.key("method"),
+                    "only azure-iot-hub destinations take `method`: use `topic` here",
+                ));
+            }
+            match &c.topic {
+                None => out.push(Problem::new(
+                    p.key("topic"),
+                    "required: the topic filter where commands arrive",
+                )),
+                Some(t) => {
+                    if let Err(e) = check_topic_filter(t) {
+                        out.push(Problem::new(p.key("topic"), e));
+                    }
+                }
+            }
+            if let Some(DestinationConfig::AwsIotCore(_)) = dest {
+                for (key, topic) in [("topic", &c.topic), ("reply_topic", &c.reply_topic)] {
+                    if let Some(t) = topic
+                        && let Err(e) = aws::check_topic(t)
+                    {
+                        out.push(Problem::new(p.key(key), e));
+                    }
+                }
+            }
+            return;
+        }
+    };
+    out.push(Problem::new(
+        p.key("destination"),
+        format!(
+            "\"{}\" is {kind}: commands arrive over an MQTT connection; name an mqtt, aws-iot-core or azure-iot-hub destination",
+            c.destination
+        ),
+    ));
 }
 
 fn check_socket_addr(s: &str) -> Result<(), String> {
