@@ -1,5 +1,13 @@
-//! Downlink (`[[command]]`): messages on a topic at an MQTT destination's broker act on a
-//! camera, and the outcome is published on `reply_topic`.
+//! Downlink (`[[command]]`): messages that arrive over an MQTT-family destination's own
+//! connection (its TLS, credentials and client id; no second connection) act on a camera, and
+//! the outcome is the reply.
+//!
+//! Transport per destination kind (routing in [`crate::sinks::mqtt::downlink`]): on `mqtt`
+//! and `aws-iot-core` a message on `topic` runs the command and the reply goes to
+//! `reply_topic`; on `azure-iot-hub` a direct method named `method` runs it and is answered on
+//! `$iothub/methods/res/{status}/?$rid={rid}` (200, 400 bad request, 504 camera did not
+//! answer, 503 queue full, 404 no such method), and a C2D message whose property `method`
+//! names it runs it with the outcome logged.
 //!
 //! `action = "virtual_input"`: the payload `{"port":7,"active":true}` (port a number or a
 //! numeric string; active a boolean, `0`/`1` or `"true"`/`"false"`/`"1"`/`"0"`; optional
@@ -10,26 +18,23 @@
 //! `snapshot = true` do) and queues it in the outbox of each object store of `to`, under the
 //! topic [`SNAPSHOT_TOPIC`] at the time of the command. The reply
 //! `{"ok":true,"timestamp":MS,"bytes":N}` means queued (durable), not yet uploaded. Commands
-//! run one at a time in arrival order, so a quick on/off keeps its order. Each `[[command]]`
-//! has its own MQTT connection (client id `{client_id}-cmd{index}`), apart from the sink's.
+//! of one `[[command]]` run one at a time in arrival order, so a quick on/off keeps its order.
 
 use std::sync::Arc;
-use std::time::Duration;
+
+use std::collections::HashMap;
 
 use reqwest::Method;
-use rumqttc::{AsyncClient, Event as MqttEvent, Packet, QoS};
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex, mpsc};
 
 use crate::clock::SharedClock;
-use crate::config::{CommandAction, CommandConfig, MqttDestination};
+use crate::config::{CommandAction, CommandConfig};
 use crate::delivery::Snapshot;
 use crate::outbox::SharedOutbox;
-use crate::sources::backoff::Backoff;
-use crate::sources::mqtt::client_options;
 use crate::sources::vapix::VapixClient;
 
-/// Commands waiting for the camera; more are refused with an error reply.
-const QUEUE: usize = 64;
+/// Commands waiting for the camera, per `[[command]]`; more are refused with an error reply.
+pub const QUEUE: usize = 64;
 /// Event topic of a snapshot taken on command (its key and metadata show it).
 pub const SNAPSHOT_TOPIC: &str = "edgerelay:Command/Snapshot";
 
@@ -59,6 +64,160 @@ pub enum Outcome {
         /// JPEG size.
         bytes: usize,
     },
+}
+
+/// Why a command did not run, with the status an Azure direct method answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// 400 bad request, 503 busy, 504 camera did not answer.
+    pub status: u16,
+    /// What went wrong, for the reply.
+    pub message: String,
+}
+
+impl Failure {
+    fn new(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// The payload was refused before anything ran.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, message)
+    }
+
+    /// Too many commands waiting.
+    pub fn busy() -> Self {
+        Self::new(503, "too many commands waiting")
+    }
+}
+
+/// Where the outcome of one request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyTo {
+    /// Published on this topic (mqtt, aws-iot-core), or nowhere.
+    Topic(Option<String>),
+    /// An Azure direct method response with this request id.
+    AzureMethod {
+        /// `$rid` of the call.
+        rid: String,
+    },
+    /// Logged only (Azure cloud-to-device messages have no response).
+    Logged,
+}
+
+/// A message that runs a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The command's payload.
+    pub payload: Vec<u8>,
+    /// Where the outcome goes.
+    pub reply: ReplyTo,
+}
+
+/// A reply for the sink to publish over its connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Topic.
+    pub topic: String,
+    /// JSON outcome.
+    pub payload: Vec<u8>,
+    /// QoS (0 for Azure method responses, as the device SDKs send them).
+    pub qos: u8,
+}
+
+impl Reply {
+    /// The reply to `to` for `outcome`, if `to` takes one.
+    pub fn to(to: &ReplyTo, outcome: &Result<Outcome, Failure>) -> Option<Reply> {
+        let payload = reply(&outcome.clone().map_err(|f| f.message)).into_bytes();
+        match to {
+            ReplyTo::Topic(Some(topic)) => Some(Reply {
+                topic: topic.clone(),
+                payload,
+                qos: 1,
+            }),
+            ReplyTo::AzureMethod { rid } => {
+                let status = outcome.as_ref().map_or_else(|f| f.status, |_| 200);
+                Some(Reply {
+                    topic: format!("$iothub/methods/res/{status}/?$rid={rid}"),
+                    payload,
+                    qos: 0,
+                })
+            }
+            ReplyTo::Topic(None) | ReplyTo::Logged => None,
+        }
+    }
+}
+
+/// The commands one destination's connection carries: their queues, and the replies coming
+/// back to be published. Clones share the reply queue (one connection reads it at a time).
+#[derive(Clone)]
+pub struct CommandLink {
+    /// Each command's config and queue, in config order.
+    pub routes: Vec<(CommandConfig, mpsc::Sender<Request>)>,
+    /// Replies waiting for the connection.
+    pub replies: std::sync::Arc<Mutex<mpsc::Receiver<Reply>>>,
+}
+
+impl CommandLink {
+    /// A link carrying no command.
+    pub fn none() -> Self {
+        let (_, rx) = mpsc::channel(1);
+        Self {
+            routes: Vec::new(),
+            replies: std::sync::Arc::new(Mutex::new(rx)),
+        }
+    }
+}
+
+impl std::fmt::Debug for CommandLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandLink")
+            .field("commands", &self.routes.len())
+            .finish()
+    }
+}
+
+/// One command's end of the link: run by [`serve`].
+#[derive(Debug)]
+pub struct Worker {
+    /// Index in `[[command]]`.
+    pub index: usize,
+    /// Its config.
+    pub cfg: CommandConfig,
+    /// Its requests.
+    pub requests: mpsc::Receiver<Request>,
+    /// Where its replies go.
+    pub replies: mpsc::Sender<Reply>,
+}
+
+/// Links every command to its destination: the sink of destination `NAME` gets
+/// `links[NAME]`, and each worker is served by [`serve`].
+pub fn link(commands: &[CommandConfig]) -> (HashMap<String, CommandLink>, Vec<Worker>) {
+    let mut links: HashMap<String, (CommandLink, mpsc::Sender<Reply>)> = HashMap::new();
+    let mut workers = Vec::new();
+    for (index, cfg) in commands.iter().enumerate() {
+        let (link, reply_tx) = links.entry(cfg.destination.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let link = CommandLink {
+                routes: Vec::new(),
+                replies: std::sync::Arc::new(Mutex::new(rx)),
+            };
+            (link, tx)
+        });
+        let (tx, rx) = mpsc::channel(QUEUE);
+        link.routes.push((cfg.clone(), tx));
+        workers.push(Worker {
+            index,
+            cfg: cfg.clone(),
+            requests: rx,
+            replies: reply_tx.clone(),
+        });
+    }
+    let links = links.into_iter().map(|(k, (l, _))| (k, l)).collect();
+    (links, workers)
 }
 
 /// A parsed virtual-input command.
@@ -165,19 +324,22 @@ async fn execute(
     vapix: &VapixClient,
     payload: &[u8],
     stores: &SnapshotStores,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, Failure> {
     match action {
         CommandAction::VirtualInput => {
-            let cmd = VirtualInput::parse(payload)?;
+            let cmd = VirtualInput::parse(payload).map_err(Failure::bad_request)?;
             let body = vapix
                 .call(Method::GET, &cmd.path(), "text/plain", &[], Vec::new())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Failure::new(504, format!("camera: {e}")))?;
             parse_reply(&String::from_utf8_lossy(&body))
                 .map(|changed| Outcome::VirtualInput { changed })
+                .map_err(Failure::bad_request)
         }
         CommandAction::Snapshot => {
-            let jpeg = crate::snapshots::fetch(vapix, "/axis-cgi/jpg/image.cgi").await?;
+            let jpeg = crate::snapshots::fetch(vapix, "/axis-cgi/jpg/image.cgi")
+                .await
+                .map_err(|e| Failure::new(504, e))?;
             let now = stores.clock.now_ms();
             let bytes = jpeg.len();
             let record = Snapshot {
@@ -192,10 +354,12 @@ async fn execute(
             for (dest, outbox) in &stores.outboxes {
                 match outbox.append_async(vec![record.clone()], now).await {
                     Ok(o) if o.count_accepted == 0 => {
-                        return Err(format!("outbox of {dest} is full"));
+                        return Err(Failure::new(503, format!("outbox of {dest} is full")));
                     }
                     Ok(_) => {}
-                    Err(e) => return Err(format!("cannot queue in {dest}: {e}")),
+                    Err(e) => {
+                        return Err(Failure::new(503, format!("cannot queue in {dest}: {e}")));
+                    }
                 }
             }
             Ok(Outcome::Snapshot {
@@ -206,88 +370,29 @@ async fn execute(
     }
 }
 
-/// Runs one `[[command]]` until the task is aborted.
-pub async fn run(
-    index: usize,
-    cfg: CommandConfig,
-    dest: MqttDestination,
-    vapix: VapixClient,
-    stores: SnapshotStores,
-) {
-    let base = dest
-        .client_id
-        .clone()
-        .unwrap_or_else(|| format!("edgerelay-{}", cfg.destination));
-    let opts = match client_options(
-        &dest.url,
-        format!("{base}-cmd{index}"),
-        dest.username.as_deref(),
-        dest.password.as_deref(),
-    ) {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::error!(command = index, error = %e, "command listener cannot start");
+/// Runs one command's requests in arrival order until its destination's sink is gone.
+pub async fn serve(worker: Worker, vapix: VapixClient, stores: SnapshotStores) {
+    let Worker {
+        index,
+        cfg,
+        mut requests,
+        replies,
+    } = worker;
+    while let Some(req) = requests.recv().await {
+        let outcome = execute(cfg.action, &vapix, &req.payload, &stores).await;
+        match &outcome {
+            Err(e) => {
+                tracing::warn!(command = index, camera = %cfg.camera, status = e.status, error = %e.message, "command failed")
+            }
+            Ok(o) => {
+                tracing::debug!(command = index, camera = %cfg.camera, outcome = ?o, "command ran")
+            }
+        }
+        if let Some(r) = Reply::to(&req.reply, &outcome)
+            && replies.send(r).await.is_err()
+        {
             return;
         }
-    };
-    let (client, mut eventloop) = AsyncClient::new(opts, QUEUE);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
-    let worker_client = client.clone();
-    let worker_cfg = cfg.clone();
-    // One worker: commands reach the camera in arrival order.
-    let worker = tokio::spawn(async move {
-        while let Some(payload) = rx.recv().await {
-            let outcome = execute(worker_cfg.action, &vapix, &payload, &stores).await;
-            if let Err(e) = &outcome {
-                tracing::warn!(camera = %worker_cfg.camera, error = %e, "command failed");
-            }
-            if let Some(t) = &worker_cfg.reply_topic {
-                let _ = worker_client
-                    .publish(t.as_str(), QoS::AtLeastOnce, false, reply(&outcome))
-                    .await;
-            }
-        }
-    });
-    let _abort_worker = AbortOnDrop(worker);
-    let mut backoff = Backoff::new(Duration::from_secs(30));
-    loop {
-        match eventloop.poll().await {
-            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                backoff.reset();
-                let _ = client.try_subscribe(cfg.topic.as_str(), QoS::AtLeastOnce);
-            }
-            Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
-                tracing::info!(topic = %cfg.topic, camera = %cfg.camera, "listening for commands");
-            }
-            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                if Some(p.topic.as_str()) == cfg.reply_topic.as_deref() {
-                    continue;
-                }
-                if tx.try_send(p.payload.to_vec()).is_err()
-                    && let Some(t) = &cfg.reply_topic
-                {
-                    let _ = client.try_publish(
-                        t.as_str(),
-                        QoS::AtLeastOnce,
-                        false,
-                        reply(&Err("too many commands waiting".into())),
-                    );
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(command = index, error = %e, "command connection lost");
-                tokio::time::sleep(backoff.next_delay(rand::random::<f64>())).await;
-            }
-        }
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -28,6 +28,7 @@
 //! - [`commands`]: downlink, MQTT messages that act on cameras (virtual inputs, snapshots).
 //! - [`pipeline`]: wires the above together for `edgerelay run` (and again on each reload).
 //! - [`broker`]: the embedded MQTT broker (feature `embedded-broker`).
+//! - [`identity`]: the host name, and the default MQTT client ids `edgerelay-{hostname}-{name}`.
 //! - [`tls`]: rustls client configs for MQTT destinations and https cameras.
 //! - [`observe`] and [`http`]: `/metrics`, `/status`, `/healthz`, `/readyz`; the relay's own
 //!   status events and camera availability messages.
@@ -43,6 +44,7 @@ pub mod config;
 pub mod delivery;
 pub mod event;
 pub mod http;
+pub mod identity;
 pub mod observe;
 pub mod outbox;
 pub mod pipeline;

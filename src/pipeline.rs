@@ -81,7 +81,7 @@ impl Relay {
         let data_dir_lock = lock_data_dir(data_dir)?;
         remove_stale_state_temps(data_dir);
         if let Some(listen) = &cfg.relay.broker {
-            let addr = crate::broker::start(listen)?;
+            let addr = crate::broker::start(listen, crate::broker::Login::from_relay(&cfg.relay))?;
             tracing::info!(%addr, "embedded MQTT broker listening");
         }
         let mut rules = RuleSet::compile(&cfg)?;
@@ -99,6 +99,7 @@ impl Relay {
         let mut source_tasks = Vec::new();
         let mut destinations = Vec::new();
         let mut outboxes: HashMap<Arc<str>, Arc<SharedOutbox>> = HashMap::new();
+        let (mut command_links, command_workers) = crate::commands::link(&cfg.command);
         for (name, dest) in &cfg.destination {
             let name: Arc<str> = name.as_str().into();
             let (outbox, dead) = open_outbox(data_dir, &name, dest)?;
@@ -107,10 +108,11 @@ impl Relay {
                 DestinationConfig::Mqtt(_)
                 | DestinationConfig::AzureIotHub(_)
                 | DestinationConfig::AwsIotCore(_) => {
-                    let sink =
+                    let mut sink =
                         MqttSink::from_config(name.clone(), dest, cfg.relay.print, clock.clone())
                             .map_err(anyhow::Error::msg)
                             .with_context(|| format!("destination.{name}"))?;
+                    sink.commands = command_links.remove(&*name);
                     let run = sink.run(outbox.clone(), dead, stats.clone());
                     tasks.push(supervisor.spawn(format!("sink:{name}"), run));
                 }
@@ -247,12 +249,13 @@ impl Relay {
             "availability".into(),
             availability::run(availability.clone(), clock.clone()),
         ));
-        for (i, c) in cfg.command.iter().enumerate() {
-            let (Some(DestinationConfig::Mqtt(dest)), Some(vapix)) = (
-                cfg.destination.get(&c.destination),
-                vapix_clients.get(&c.camera),
-            ) else {
-                anyhow::bail!("command[{i}]: unknown destination or camera");
+        if let Some(dest) = command_links.keys().next() {
+            anyhow::bail!("commands name destination \"{dest}\", which carries no MQTT connection");
+        }
+        for worker in command_workers {
+            let (i, c) = (worker.index, worker.cfg.clone());
+            let Some(vapix) = vapix_clients.get(&c.camera) else {
+                anyhow::bail!("command[{i}]: unknown camera \"{}\"", c.camera);
             };
             let stores = crate::commands::SnapshotStores {
                 camera: c.camera.clone(),
@@ -266,7 +269,7 @@ impl Relay {
                     .collect(),
                 clock: clock.clone(),
             };
-            let run = crate::commands::run(i, c.clone(), dest.clone(), vapix.clone(), stores);
+            let run = crate::commands::serve(worker, vapix.clone(), stores);
             tasks.push(supervisor.spawn(format!("command:{i}"), run));
         }
         Ok(Relay {
@@ -474,7 +477,11 @@ async fn websocket_camera(
         emulators.push(emu);
         (base, Some(c.username), Some(c.password))
     } else {
-        (cam.url.clone(), cam.username.clone(), cam.password.clone())
+        (
+            cam.url.clone(),
+            cam.username.clone(),
+            cam.password.as_deref().map(str::to_string),
+        )
     };
     let base = url::Url::parse(&base).with_context(|| format!("camera {}: url", cam.name))?;
     let tls = crate::tls::TlsSettings {
@@ -510,7 +517,7 @@ fn rtsp_vapix(cam: &CameraConfig) -> anyhow::Result<VapixClient> {
     Ok(VapixClient::new(
         base,
         cam.username.clone(),
-        cam.password.clone(),
+        cam.password.as_deref().map(str::to_string),
         &tls,
     )?)
 }
@@ -535,7 +542,7 @@ fn rtsp_camera(cam: &CameraConfig, rules: &RuleSet) -> anyhow::Result<RtspCamera
             event_topics: rules.camera_filters(&cam.name),
         },
         username: cam.username.clone(),
-        password: cam.password.clone(),
+        password: cam.password.as_deref().map(str::to_string),
         serial: cam.serial.clone(),
         max_backoff: cam.max_backoff(),
         heartbeat: units::parse_duration(&cam.heartbeat)

@@ -112,3 +112,44 @@ fn variables_reach_keys_that_no_list_names() {
     let (code, err, _) = check_text(text, &[("SITE", "site1")]);
     assert_eq!(code, Some(0), "{err}");
 }
+
+#[test]
+fn check_refuses_an_embedded_broker_on_every_address_without_a_login() {
+    let cloud = "[destination.cloud]\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"\n";
+    let open = format!("[relay]\nbroker = \"0.0.0.0:1883\"\n{cloud}");
+    let (code, err, file) = check_text(&open, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{file}:2: relay.broker: \"0.0.0.0:1883\" is reachable from the network, and the embedded broker would let anyone in: set `broker_username` and `broker_password` (or `broker_password_file`), or listen on loopback (\"127.0.0.1:1883\")"
+        )),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("broker.pass");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let with_login = format!(
+        "[relay]\nbroker = \"0.0.0.0:1883\"\nbroker_username = \"site\"\nbroker_password_file = \"{}\"\n{cloud}",
+        secret.display()
+    );
+    let (code, err, _) = check_text(&with_login, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+}
+
+#[test]
+fn check_never_echoes_a_password_from_a_url() {
+    let (code, err, file) = check_text(
+        "[destination.cloud]\nkind = \"mqtt\"\nurl = \"mqtts://relay:hunter2@broker.example\"\n",
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{file}:3: destination.cloud.url: URL \"mqtts://relay:***@broker.example\" holds credentials"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}

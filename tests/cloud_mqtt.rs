@@ -612,6 +612,7 @@ async fn azure_sink_connects_as_the_device_with_fresh_sas_tokens_and_loses_nothi
         }),
         clock: clock.clone(),
         max_packet: 1 << 20,
+        commands: None,
     };
     let stats = Arc::new(SinkStats::default());
     let task = tokio::spawn(sink.run(outbox.clone(), dead, stats.clone()));

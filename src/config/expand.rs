@@ -110,11 +110,21 @@ fn expand_value(
 }
 
 /// Reads every secret `X_file` into `X` (`password_file` of cameras and mqtt destinations,
+/// `broker_password_file` of the embedded broker,
 /// `connection_string_file` of Azure IoT Hub); relative paths are joined to `base_dir`.
 /// Returns every problem. (`ca_file`, `cert_file`, `key_file` name files the TLS layer reads.)
 pub fn read_secret_files(config: &mut Config, base_dir: Option<&Path>) -> Vec<Problem> {
     let mut problems = Vec::new();
     let root = KeyPath::root();
+    let relay = &mut config.relay;
+    fill_secret(
+        &mut relay.broker_password,
+        relay.broker_password_file.as_deref(),
+        base_dir,
+        &root.key("relay"),
+        "broker_password",
+        &mut problems,
+    );
     for (i, c) in config.camera.iter_mut().enumerate() {
         let p = root.key("camera").index(i);
         fill_secret(
@@ -200,7 +210,7 @@ pub fn read_secret_files(config: &mut Config, base_dir: Option<&Path>) -> Vec<Pr
 }
 
 fn fill_secret(
-    secret: &mut Option<String>,
+    secret: &mut Option<super::Secret>,
     file: Option<&Path>,
     base_dir: Option<&Path>,
     table: &KeyPath,
@@ -224,7 +234,7 @@ fn fill_secret(
         Ok(text) => {
             let text = text.strip_suffix('\n').unwrap_or(&text);
             let text = text.strip_suffix('\r').unwrap_or(text);
-            *secret = Some(text.to_string());
+            *secret = Some(text.into());
         }
         Err(e) => problems.push(Problem::new(
             at,

@@ -936,3 +936,162 @@ fn an_unset_variable_in_a_key_that_shapes_the_config_is_the_error_named() {
         "{errs:#?}"
     );
 }
+
+#[test]
+fn an_embedded_broker_beyond_loopback_needs_a_login() {
+    let base = "[destination.d]\nkind = \"mqtt\"\nurl = \"mqtt://h\"\n[relay]\n";
+    let msg = assert_one_error(
+        &format!("{base}broker = \"0.0.0.0:1883\"\n"),
+        "config.toml:5: relay.broker: \"0.0.0.0:1883\" is reachable from the network",
+    );
+    assert!(
+        msg.contains("set `broker_username` and `broker_password`"),
+        "{msg}"
+    );
+    assert_one_error(
+        &format!("{base}broker = \"[::]:1883\"\n"),
+        "config.toml:5: relay.broker:",
+    );
+    for loopback in ["127.0.0.1:1883", "localhost:1883", "[::1]:1883"] {
+        load_text(&format!("{base}broker = \"{loopback}\"\n")).unwrap();
+    }
+    let c = load_text(&format!(
+        "{base}broker = \"0.0.0.0:1883\"\nbroker_username = \"site\"\nbroker_password = \"s3cret\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.relay.broker_password.as_deref(), Some("s3cret"));
+    assert_one_error(
+        &format!("{base}broker = \"0.0.0.0:1883\"\nbroker_username = \"site\"\n"),
+        "config.toml:6: relay.broker_username: has no password",
+    );
+    assert_one_error(
+        &format!("{base}broker_username = \"site\"\nbroker_password = \"x\"\n"),
+        "config.toml:5: relay.broker_username: no embedded broker",
+    );
+}
+
+#[test]
+fn no_secret_of_the_config_shows_in_its_debug_output() {
+    let text = r#"[relay]
+broker = "127.0.0.1:1883"
+broker_username = "site"
+broker_password = "secret-broker"
+[[camera]]
+name = "lobby"
+url = "http://192.0.2.10"
+username = "u"
+password = "secret-camera"
+[destination.m]
+kind = "mqtt"
+url = "mqtt://h"
+username = "u"
+password = "secret-mqtt"
+[destination.hub]
+kind = "azure-iot-hub"
+connection_string = "HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey=c2VjcmV0LWh1Yg=="
+[destination.s3]
+kind = "s3"
+bucket = "b"
+access_key_id = "AKIA"
+secret_access_key = "secret-s3"
+session_token = "secret-token"
+[destination.blob]
+kind = "azure-blob"
+sas_url = "https://a.blob.core.windows.net/c?sv=1&sig=secret-sas"
+[[mqtt_source]]
+name = "sensors"
+url = "mqtt://127.0.0.1:1883"
+topics = ["s/#"]
+username = "u"
+password = "secret-source"
+"#;
+    let c = load_text(text).unwrap();
+    let shown = format!("{c:?}");
+    for secret in [
+        "secret-broker",
+        "secret-camera",
+        "secret-mqtt",
+        "c2VjcmV0LWh1Yg",
+        "secret-s3",
+        "secret-token",
+        "secret-sas",
+        "secret-source",
+    ] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("<redacted>"));
+    assert_eq!(c.camera[0].password.as_deref(), Some("secret-camera"));
+}
+
+#[test]
+fn a_password_in_a_url_is_never_echoed_by_check() {
+    let msg = assert_one_error(
+        "[destination.m]\nkind = \"mqtt\"\nurl = \"mqtt://u:hunter2@h\"\n",
+        "config.toml:3: destination.m.url: URL \"mqtt://u:***@h\" holds credentials",
+    );
+    assert!(!msg.contains("hunter2"), "{msg}");
+    let msg = assert_one_error(
+        "[[camera]]\nname = \"c\"\nurl = \"gopher://u:hunter2@x\"\n",
+        "config.toml:3: camera[0].url: unsupported scheme \"gopher\" in \"gopher://u:***@x\"",
+    );
+    assert!(!msg.contains("hunter2"), "{msg}");
+}
+
+#[test]
+fn commands_name_how_they_arrive_for_each_destination_kind() {
+    let base = r#"[[camera]]
+name = "lobby"
+url = "http://192.0.2.10"
+[destination.tls]
+kind = "mqtt"
+url = "wss://broker.example/mqtt"
+[destination.hub]
+kind = "azure-iot-hub"
+connection_string = "HostName=h.azure-devices.net;DeviceId=d;SharedAccessKey=c2VjcmV0"
+[destination.aws]
+kind = "aws-iot-core"
+endpoint = "x.iot.eu-west-1.amazonaws.com"
+thing_name = "t"
+cert_file = "c.pem"
+key_file = "k.pem"
+ca_file = "ca.pem"
+[destination.archive]
+kind = "s3"
+bucket = "b"
+[[command]]
+camera = "lobby"
+action = "virtual_input"
+"#;
+    load_text(&format!(
+        "{base}destination = \"tls\"\ntopic = \"site/cmd\"\n"
+    ))
+    .unwrap();
+    load_text(&format!(
+        "{base}destination = \"hub\"\nmethod = \"lobby_vi\"\n"
+    ))
+    .unwrap();
+    load_text(&format!(
+        "{base}destination = \"aws\"\ntopic = \"a/b\"\nreply_topic = \"a/r\"\n"
+    ))
+    .unwrap();
+    assert_one_error(
+        &format!("{base}destination = \"hub\"\n"),
+        "config.toml:20: command[0].method: required for an azure-iot-hub destination",
+    );
+    assert_one_error(
+        &format!("{base}destination = \"hub\"\nmethod = \"m\"\ntopic = \"t\"\n"),
+        "config.toml:25: command[0].topic: an azure-iot-hub destination takes direct methods",
+    );
+    assert_one_error(
+        &format!("{base}destination = \"tls\"\n"),
+        "config.toml:20: command[0].topic: required",
+    );
+    assert_one_error(
+        &format!("{base}destination = \"aws\"\ntopic = \"1/2/3/4/5/6/7/8/9\"\n"),
+        "config.toml:24: command[0].topic: ",
+    );
+    assert_one_error(
+        &format!("{base}destination = \"archive\"\ntopic = \"t\"\n"),
+        "config.toml:23: command[0].destination: \"archive\" is an s3 object store: commands arrive over an MQTT connection",
+    );
+}

@@ -1,5 +1,6 @@
 //! Typed config (DESIGN.md §5). Names here are a contract with users: extend, never rename.
 
+use super::secret::Secret;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -49,14 +50,14 @@ pub struct MqttSourceConfig {
     pub username: Option<String>,
     /// Password (`${VAR}` from the environment).
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// File holding the password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// Subscription QoS 0, 1 or 2. Default 1.
     #[serde(default = "default_qos")]
     pub qos: u8,
-    /// MQTT client id. Default `edgerelay-source-{name}`.
+    /// MQTT client id. Default `edgerelay-{hostname}-source-{name}`.
     #[serde(default)]
     pub client_id: Option<String>,
 }
@@ -71,15 +72,21 @@ pub enum CommandAction {
     Snapshot,
 }
 
-/// `[[command]]`: messages on `topic` at an MQTT destination's broker act on a camera; the
-/// outcome (`{"ok":true}` or `{"ok":false,"error":"..."}`) is published on `reply_topic`.
+/// `[[command]]`: messages arriving over an MQTT-family destination's own connection act on
+/// a camera; the outcome (`{"ok":true}` or `{"ok":false,"error":"..."}`) is the reply.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandConfig {
-    /// Name of an `mqtt` destination whose broker carries the commands.
+    /// Name of the `mqtt`, `aws-iot-core` or `azure-iot-hub` destination whose connection
+    /// carries the commands.
     pub destination: String,
-    /// Topic filter to subscribe to.
-    pub topic: String,
+    /// `mqtt` and `aws-iot-core`: topic filter where commands arrive (required there).
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// `azure-iot-hub`: the direct method name (and C2D property `method`) that runs this
+    /// command (required there).
+    #[serde(default)]
+    pub method: Option<String>,
     /// Name of the camera to act on.
     pub camera: String,
     /// What to do: `virtual_input` or `snapshot`.
@@ -88,7 +95,8 @@ pub struct CommandConfig {
     /// Required for `snapshot`, not allowed otherwise.
     #[serde(default)]
     pub to: Vec<String>,
-    /// Where to publish the outcome. Default: no reply.
+    /// `mqtt` and `aws-iot-core`: where to publish the outcome. Default: no reply. (Azure
+    /// direct methods are answered on `$iothub/methods/res/{status}/?$rid={rid}`.)
     #[serde(default)]
     pub reply_topic: Option<String>,
 }
@@ -106,6 +114,16 @@ pub struct RelayConfig {
     /// Listen address of the embedded MQTT broker; absent: no embedded broker.
     #[serde(default)]
     pub broker: Option<String>,
+    /// User name clients of the embedded broker must log in with; with a password it turns on
+    /// authentication (required when `broker` listens beyond loopback). Default none.
+    #[serde(default)]
+    pub broker_username: Option<String>,
+    /// Password of `broker_username` (`${VAR}` from the environment). Default none.
+    #[serde(default)]
+    pub broker_password: Option<Secret>,
+    /// File holding `broker_password`. Default none.
+    #[serde(default)]
+    pub broker_password_file: Option<PathBuf>,
     /// Print every delivery to stdout as it is published (demo and debugging). Default false.
     #[serde(default)]
     pub print: bool,
@@ -127,6 +145,9 @@ impl Default for RelayConfig {
             data_dir: default_data_dir(),
             http: None,
             broker: None,
+            broker_username: None,
+            broker_password: None,
+            broker_password_file: None,
             print: false,
             shutdown_timeout: default_shutdown_timeout(),
             status_topic: default_status_topic(),
@@ -170,7 +191,7 @@ pub struct CameraConfig {
     pub username: Option<String>,
     /// Password (`${VAR}` from the environment).
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// File holding the password (alternative to `password`).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
@@ -276,13 +297,13 @@ pub struct S3Destination {
     pub access_key_id: Option<String>,
     /// Secret access key. Default: `AWS_SECRET_ACCESS_KEY` from the environment.
     #[serde(default)]
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: Option<Secret>,
     /// File holding the secret access key.
     #[serde(default)]
     pub secret_access_key_file: Option<PathBuf>,
     /// Session token of temporary credentials. Default: `AWS_SESSION_TOKEN` if set.
     #[serde(default)]
-    pub session_token: Option<String>,
+    pub session_token: Option<Secret>,
     /// File holding the session token.
     #[serde(default)]
     pub session_token_file: Option<PathBuf>,
@@ -319,7 +340,7 @@ pub struct AzureBlobDestination {
     /// Container SAS URL `https://ACCOUNT.blob.core.windows.net/CONTAINER?sv=...&sig=...`
     /// (needs create and write permission).
     #[serde(default)]
-    pub sas_url: Option<String>,
+    pub sas_url: Option<Secret>,
     /// File holding the SAS URL.
     #[serde(default)]
     pub sas_url_file: Option<PathBuf>,
@@ -327,7 +348,7 @@ pub struct AzureBlobDestination {
     /// `AccountName=...;AccountKey=...[;BlobEndpoint=...|;EndpointSuffix=...]`; the relay
     /// signs a short-lived container SAS from the key for every upload. Needs `container`.
     #[serde(default)]
-    pub connection_string: Option<String>,
+    pub connection_string: Option<Secret>,
     /// File holding the connection string.
     #[serde(default)]
     pub connection_string_file: Option<PathBuf>,
@@ -409,7 +430,7 @@ pub struct MqttDestination {
     /// `mqtt://host[:1883]`, `mqtts://host[:8883]`, `ws://host[:80]/path` or
     /// `wss://host[:443]/path`.
     pub url: String,
-    /// MQTT client id. Default `edgerelay-{hostname}`.
+    /// MQTT client id. Default `edgerelay-{hostname}-{destination}` (unique per box).
     #[serde(default)]
     pub client_id: Option<String>,
     /// User name.
@@ -417,7 +438,7 @@ pub struct MqttDestination {
     pub username: Option<String>,
     /// Password (`${VAR}` from the environment).
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// File holding the password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
@@ -517,7 +538,7 @@ pub struct AzureIotHubDestination {
     /// Device connection string `HostName=...;DeviceId=...;SharedAccessKey=...` (SAS), or
     /// `HostName=...;DeviceId=...;x509=true` with `cert_file`/`key_file`.
     #[serde(default)]
-    pub connection_string: Option<String>,
+    pub connection_string: Option<Secret>,
     /// File holding the connection string (alternative to `connection_string`).
     #[serde(default)]
     pub connection_string_file: Option<PathBuf>,

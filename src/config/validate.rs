@@ -11,8 +11,8 @@ use super::error::Problem;
 use super::locate::KeyPath;
 use super::types::{
     AwsIotCoreDestination, AzureBlobDestination, AzureIotHubDestination, BatchConfig, BufferConfig,
-    CommandAction, Config, DestinationConfig, MessageConfig, MqttDestination, RetainPolicy,
-    RuleConfig, S3Destination,
+    CommandAction, Config, DestinationConfig, MessageConfig, MqttDestination, RelayConfig,
+    RetainPolicy, RuleConfig, S3Destination,
 };
 use super::units;
 use crate::rules::Rule;
@@ -38,6 +38,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             out.push(Problem::new(relay.key(key), e));
         }
     }
+    check_broker_auth(&config.relay, &relay, &mut out);
     if let Err(e) = units::parse_duration(&config.relay.shutdown_timeout) {
         out.push(Problem::new(relay.key("shutdown_timeout"), e));
     }
@@ -108,7 +109,10 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             Err(e) => out.push(Problem::new(p.key("url"), e)),
             Ok(()) if !m.url.starts_with("mqtt://") => out.push(Problem::new(
                 p.key("url"),
-                format!("\"{}\": an mqtt_source supports mqtt:// only", m.url),
+                format!(
+                    "\"{}\": an mqtt_source supports mqtt:// only",
+                    super::redact_url(&m.url)
+                ),
             )),
             Ok(()) => {}
         }
@@ -127,25 +131,16 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     }
     for (i, c) in config.command.iter().enumerate() {
         let p = root.key("command").index(i);
-        match config.destination.get(&c.destination) {
-            Some(DestinationConfig::Mqtt(m)) if !m.url.starts_with("mqtt://") => {
-                out.push(Problem::new(
-                    p.key("destination"),
-                    format!(
-                        "commands support mqtt:// destinations only, not \"{}\"",
-                        m.url
-                    ),
-                ))
-            }
-            Some(_) => {}
-            None => out.push(Problem::new(
+        check_command_transport(c, config.destination.get(&c.destination), &p, &mut out);
+        if !config.destination.contains_key(&c.destination) {
+            out.push(Problem::new(
                 p.key("destination"),
                 format!(
                     "unknown destination \"{}\" (known: {})",
                     c.destination,
                     known(config.destination.keys().map(String::as_str))
                 ),
-            )),
+            ));
         }
         if !config.camera.iter().any(|cam| cam.name == c.camera) {
             out.push(Problem::new(
@@ -156,9 +151,6 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                     known(config.camera.iter().map(|c| c.name.as_str()))
                 ),
             ));
-        }
-        if let Err(e) = check_topic_filter(&c.topic) {
-            out.push(Problem::new(p.key("topic"), e));
         }
         match c.action {
             CommandAction::Snapshot if c.to.is_empty() => out.push(Problem::new(
@@ -431,7 +423,7 @@ fn check_mqtt(m: &MqttDestination, p: &KeyPath, out: &mut Vec<Problem>) {
                 p.key(key),
                 format!(
                     "{key} is a TLS setting, but url \"{}\" is not mqtts:// or wss://",
-                    m.url
+                    super::redact_url(&m.url)
                 ),
             ));
         }
@@ -816,6 +808,122 @@ fn check_qos(qos: u8, at: KeyPath, out: &mut Vec<Problem>) {
 }
 
 /// `host:port` where host is an IP address, `[v6]` or a host name.
+/// The embedded broker's login: both halves or neither, and required beyond loopback, where
+/// anyone on the network could otherwise publish to every subscriber and read every event.
+fn check_broker_auth(relay: &RelayConfig, at: &KeyPath, out: &mut Vec<Problem>) {
+    let user = relay.broker_username.is_some();
+    let pass = relay.broker_password.is_some();
+    match (&relay.broker, user, pass) {
+        (None, false, false) => {}
+        (None, _, _) => out.push(Problem::new(
+            at.key(if user { "broker_username" } else { "broker_password" }),
+            "no embedded broker to log in to: set `broker` or remove the login",
+        )),
+        (Some(_), true, false) => out.push(Problem::new(
+            at.key("broker_username"),
+            "has no password: set `broker_password` or `broker_password_file`",
+        )),
+        (Some(_), false, true) => out.push(Problem::new(
+            at.key("broker_password"),
+            "has no user name: set `broker_username`",
+        )),
+        (Some(listen), false, false) if check_socket_addr(listen).is_ok() && !is_loopback(listen) => out.push(Problem::new(
+            at.key("broker"),
+            format!(
+                "\"{listen}\" is reachable from the network, and the embedded broker would let anyone \
+                 in: set `broker_username` and `broker_password` (or `broker_password_file`), \
+                 or listen on loopback (\"127.0.0.1:1883\")"
+            ),
+        )),
+        (Some(_), _, _) => {}
+    }
+}
+
+/// Whether `host:port` listens on loopback only (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback(listen: &str) -> bool {
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// How commands reach `c` over its destination's connection: a topic (and reply topic) on
+/// brokers and AWS IoT Core, a direct method name on Azure IoT Hub; object stores carry none.
+fn check_command_transport(
+    c: &super::types::CommandConfig,
+    dest: Option<&DestinationConfig>,
+    p: &KeyPath,
+    out: &mut Vec<Problem>,
+) {
+    let kind = match dest {
+        None => return,
+        Some(DestinationConfig::S3(_)) => "an s3 object store",
+        Some(DestinationConfig::AzureBlob(_)) => "an azure-blob object store",
+        Some(DestinationConfig::AzureIotHub(_)) => {
+            match &c.method {
+                None => out.push(Problem::new(
+                    p.key("method"),
+                    "required for an azure-iot-hub destination: the direct method name that runs this command",
+                )),
+                Some(m) if m.is_empty() || m.contains(['/', '#', '+', '?', '&', '=']) => out.push(
+                    Problem::new(p.key("method"), format!("\"{m}\" is not a method name: letters, digits, `_`, `-` and `.`")),
+                ),
+                Some(_) => {}
+            }
+            for (key, set) in [
+                ("topic", c.topic.is_some()),
+                ("reply_topic", c.reply_topic.is_some()),
+            ] {
+                if set {
+                    out.push(Problem::new(
+                        p.key(key),
+                        "an azure-iot-hub destination takes direct methods and C2D messages, not topics: remove it and set `method` (the reply goes back on the method's own response)",
+                    ));
+                }
+            }
+            return;
+        }
+        Some(DestinationConfig::Mqtt(_) | DestinationConfig::AwsIotCore(_)) => {
+            if c.method.is_some() {
+                out.push(Problem::new(
+                    p.key("method"),
+                    "only azure-iot-hub destinations take `method`: use `topic` here",
+                ));
+            }
+            match &c.topic {
+                None => out.push(Problem::new(
+                    p.key("topic"),
+                    "required: the topic filter where commands arrive",
+                )),
+                Some(t) => {
+                    if let Err(e) = check_topic_filter(t) {
+                        out.push(Problem::new(p.key("topic"), e));
+                    }
+                }
+            }
+            if let Some(DestinationConfig::AwsIotCore(_)) = dest {
+                for (key, topic) in [("topic", &c.topic), ("reply_topic", &c.reply_topic)] {
+                    if let Some(t) = topic
+                        && let Err(e) = aws::check_topic(t)
+                    {
+                        out.push(Problem::new(p.key(key), e));
+                    }
+                }
+            }
+            return;
+        }
+    };
+    out.push(Problem::new(
+        p.key("destination"),
+        format!(
+            "\"{}\" is {kind}: commands arrive over an MQTT connection; name an mqtt, aws-iot-core or azure-iot-hub destination",
+            c.destination
+        ),
+    ));
+}
+
 fn check_socket_addr(s: &str) -> Result<(), String> {
     let expected = "expected host:port, e.g. 127.0.0.1:1883 or localhost:8734";
     if s.parse::<SocketAddr>().is_ok() {
@@ -843,44 +951,48 @@ fn check_socket_addr(s: &str) -> Result<(), String> {
 }
 
 fn check_camera_url(s: &str) -> Result<(), String> {
+    let shown = super::redact_url(s);
     let expected = "expected http://HOST, https://HOST or emulator:";
     if s.starts_with("emulator:") {
         return Ok(());
     }
-    let url = url::Url::parse(s).map_err(|e| format!("invalid URL \"{s}\" ({e}): {expected}"))?;
+    let url =
+        url::Url::parse(s).map_err(|e| format!("invalid URL \"{shown}\" ({e}): {expected}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
-            "unsupported scheme \"{}\" in \"{s}\": {expected}",
+            "unsupported scheme \"{}\" in \"{shown}\": {expected}",
             url.scheme()
         ));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("URL \"{s}\" has no host: {expected}"));
+        return Err(format!("URL \"{shown}\" has no host: {expected}"));
     }
     Ok(())
 }
 
 fn check_mqtt_url(s: &str) -> Result<(), String> {
+    let shown = super::redact_url(s);
     let expected = "expected mqtt://HOST[:PORT] (or mqtts://, ws://, wss://)";
-    let url = url::Url::parse(s).map_err(|e| format!("invalid URL \"{s}\" ({e}): {expected}"))?;
+    let url =
+        url::Url::parse(s).map_err(|e| format!("invalid URL \"{shown}\" ({e}): {expected}"))?;
     let scheme = url.scheme();
     if !matches!(scheme, "mqtt" | "mqtts" | "ws" | "wss") {
         return Err(format!(
-            "unsupported scheme \"{scheme}\" in \"{s}\": {expected}"
+            "unsupported scheme \"{scheme}\" in \"{shown}\": {expected}"
         ));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("URL \"{s}\" has no host: {expected}"));
+        return Err(format!("URL \"{shown}\" has no host: {expected}"));
     }
     if matches!(scheme, "mqtt" | "mqtts") && !matches!(url.path(), "" | "/") {
         return Err(format!(
-            "URL \"{s}\" has a path \"{}\", which {scheme}:// does not use: {expected}",
+            "URL \"{shown}\" has a path \"{}\", which {scheme}:// does not use: {expected}",
             url.path()
         ));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(
-            "URL \"{s}\" holds credentials: use `username` and `password` (or `password_file`)"
+            "URL \"{shown}\" holds credentials: use `username` and `password` (or `password_file`)"
         ));
     }
     Ok(())

@@ -121,7 +121,7 @@ pub async fn run(
     let client_id = cfg
         .client_id
         .clone()
-        .unwrap_or_else(|| format!("edgerelay-source-{}", cfg.name));
+        .unwrap_or_else(|| crate::identity::default_client_id(&format!("source-{}", cfg.name)));
     let opts = match client_options(
         &cfg.url,
         client_id,

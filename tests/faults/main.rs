@@ -6,6 +6,7 @@
 //! One module per area, so the faults of one part of the relay read together.
 
 mod availability;
+mod commands;
 #[path = "../common/mod.rs"]
 mod common;
 mod delivery;

@@ -22,6 +22,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::config::Secret;
 use crate::config::{AzureIotHubDestination, AzureTransport, BufferConfig, MqttDestination, units};
 
 /// The MQTT API version IoT Hub is asked for.
@@ -39,7 +40,7 @@ pub struct ConnectionString {
     /// `DeviceId`.
     pub device_id: String,
     /// `SharedAccessKey` (base64); `None` for X.509 devices.
-    pub shared_access_key: Option<String>,
+    pub shared_access_key: Option<Secret>,
 }
 
 impl ConnectionString {
@@ -79,7 +80,7 @@ impl ConnectionString {
         Ok(Self {
             host_name: host.unwrap_or_default(),
             device_id: device.unwrap_or_default(),
-            shared_access_key: key,
+            shared_access_key: key.map(Secret::new),
         })
     }
 
@@ -139,7 +140,7 @@ pub struct SasKey {
     /// `{HostName}/devices/{DeviceId}`.
     pub resource: String,
     /// Base64 device key.
-    pub key: String,
+    pub key: Secret,
     /// Token lifetime in seconds (at least 1).
     pub ttl_s: i64,
 }
@@ -148,7 +149,7 @@ pub struct SasKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedToken {
     /// The MQTT password.
-    pub token: String,
+    pub token: Secret,
     /// Its `se`, epoch seconds.
     pub expiry_s: i64,
     /// When to reconnect with a new token: 80% of the lifetime after issue, epoch ms.
@@ -161,7 +162,7 @@ impl SasKey {
         let ttl_s = self.ttl_s.max(1);
         let expiry_s = now_ms.div_euclid(1000) + ttl_s;
         Ok(IssuedToken {
-            token: sas_token(&self.resource, &self.key, expiry_s)?,
+            token: sas_token(&self.resource, &self.key, expiry_s)?.into(),
             expiry_s,
             renew_at_ms: now_ms + ttl_s * 1000 * RENEW_AT_PERCENT / 100,
         })

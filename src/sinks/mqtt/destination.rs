@@ -44,6 +44,7 @@ impl MqttSink {
             sas,
             clock,
             max_packet,
+            commands: None,
         })
     }
 }

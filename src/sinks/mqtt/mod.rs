@@ -7,11 +7,14 @@
 //!
 //! One sink serves every MQTT-speaking kind: [`destination`] turns `mqtt`, `azure-iot-hub` and
 //! `aws-iot-core` configs into connection settings plus a [`Flavor`] that shapes (or rejects)
-//! each delivery before it is published; [`tls`] builds the TLS side.
+//! each delivery before it is published; [`tls`] builds the TLS side. The same connection
+//! carries the destination's `[[command]]`s ([`downlink`]): subscribed on every connect,
+//! replies published through the ack window like the connect message.
 
 pub mod aws;
 pub mod azure;
 pub mod destination;
+pub mod downlink;
 pub mod flavor;
 pub mod limits;
 pub mod refusal;
@@ -107,6 +110,8 @@ pub struct MqttSink {
     pub clock: SharedClock,
     /// Largest PUBLISH packet this destination takes (topic, payload, headers), in bytes.
     pub max_packet: usize,
+    /// The `[[command]]`s arriving over this connection.
+    pub commands: Option<crate::commands::CommandLink>,
 }
 
 fn qos(q: u8) -> QoS {
@@ -190,7 +195,7 @@ impl MqttSink {
         let client_id = c
             .client_id
             .clone()
-            .unwrap_or_else(|| format!("edgerelay-{}", self.name));
+            .unwrap_or_else(|| crate::identity::default_client_id(&self.name));
         let mut o = MqttOptions::new(client_id, addr, port);
         o.set_transport(transport);
         o.set_keep_alive(Duration::from_secs(c.keep_alive().as_secs().max(1)));
@@ -199,7 +204,7 @@ impl MqttSink {
         // Incoming: commands and acknowledgements, never large.
         o.set_max_packet_size(1 << 20, self.max_packet);
         if let Some(user) = &c.username {
-            o.set_credentials(user, c.password.clone().unwrap_or_default());
+            o.set_credentials(user, c.password.as_deref().unwrap_or_default());
         }
         if let Some(w) = &c.last_will {
             o.set_last_will(LastWill::new(
@@ -316,6 +321,10 @@ impl MqttSink {
         let mut window = AckWindow::new(refusals.window(0, inflight));
         let mut next_read = 0u64;
         let mut connected = false;
+        let no_commands = crate::commands::CommandLink::none();
+        let link = self.commands.as_ref().unwrap_or(&no_commands);
+        let mut replies = link.replies.lock().await;
+        let subscriptions = downlink::subscriptions(&self.flavor, link.routes.iter().map(|r| &r.0));
         loop {
             tokio::select! {
                 ev = eventloop.poll() => match ev {
@@ -339,6 +348,30 @@ impl MqttSink {
                         if let Some(m) = &self.config.connect_message {
                             publish_own(client, &mut window, m);
                         }
+                        for filter in &subscriptions {
+                            if let Err(e) = client.try_subscribe(filter.as_str(), QoS::AtLeastOnce) {
+                                return Ended::Error(format!("client queue: {e}"));
+                            }
+                        }
+                    }
+                    Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+                        tracing::info!(destination = %self.name, commands = link.routes.len(), "listening for commands");
+                    }
+                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                        match downlink::route(&self.flavor, link.routes.iter().map(|r| &r.0), &p.topic, &p.payload) {
+                            downlink::Routed::Run(i, request) => {
+                                let reply_to = request.reply.clone();
+                                if link.routes[i].1.try_send(request).is_err()
+                                    && let Some(r) = crate::commands::Reply::to(&reply_to, &Err(crate::commands::Failure::busy()))
+                                {
+                                    publish_reply(client, &mut window, r);
+                                }
+                            }
+                            downlink::Routed::Answer(r) => publish_reply(client, &mut window, r),
+                            downlink::Routed::Ignore => {
+                                tracing::debug!(destination = %self.name, topic = %p.topic, "incoming message is for no command");
+                            }
+                        }
                     }
                     Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => {
                         window.on_outgoing(pkid, self.clock.now_ms())
@@ -348,6 +381,7 @@ impl MqttSink {
                     Ok(_) => {}
                 },
                 _ = &mut renew, if renew_in.is_some() => return Ended::Renew,
+                Some(r) = replies.recv(), if connected => publish_reply(client, &mut window, r),
                 _ = outbox.wait_for_data(next_read), if connected && window.room() > 0 => {
                     let entries = match outbox.read(next_read, window.room()) {
                         Ok(e) => e,
@@ -447,6 +481,16 @@ fn publish_own(client: &AsyncClient, window: &mut AckWindow, m: &MessageConfig) 
         .is_ok()
     {
         window.push(None, m.qos);
+    }
+}
+
+/// Publishes a command's reply through the window (it takes a packet id like any publish).
+fn publish_reply(client: &AsyncClient, window: &mut AckWindow, r: crate::commands::Reply) {
+    if client
+        .try_publish(r.topic, qos(r.qos), false, r.payload)
+        .is_ok()
+    {
+        window.push(None, r.qos);
     }
 }
 

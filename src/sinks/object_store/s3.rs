@@ -68,8 +68,8 @@ impl S3Store {
         let creds = match (&c.access_key_id, &c.secret_access_key) {
             (Some(id), Some(secret)) => Credentials::new(
                 id,
-                secret,
-                c.session_token.clone(),
+                secret.expose(),
+                c.session_token.as_deref().map(str::to_string),
                 None,
                 "edgerelay-config",
             ),
@@ -77,7 +77,10 @@ impl S3Store {
                 (Some(id), Some(secret)) => Credentials::new(
                     id,
                     secret,
-                    c.session_token.clone().or_else(|| env("AWS_SESSION_TOKEN")),
+                    c.session_token
+                        .as_deref()
+                        .map(str::to_string)
+                        .or_else(|| env("AWS_SESSION_TOKEN")),
                     None,
                     "edgerelay-environment",
                 ),
