@@ -152,6 +152,7 @@ password = "fixture-pass"
 kind = "mqtt"
 url = "{url}"
 client_id = "power-cut"
+availability_topic = ""
 buffer = {{ max_bytes = "4MiB", fsync = {fsync} }}
 [[rule]]
 name = "load"
