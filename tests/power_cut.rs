@@ -5,8 +5,11 @@
 //! so that acknowledgements, segment reclamation and rotation happen too); at a random moment
 //! the test reads `edgerelay_outbox_durable_total`, kills the relay (SIGKILL) and at once
 //! drops every write that was not synced. At the end a relay with the destination up must
-//! deliver every record the counters promised, in order, with no wrong data. With
-//! `fsync = false` the same run reports how much was lost.
+//! deliver every record the counters promised, in order, with no wrong data. A second
+//! destination `dl` on the same broker takes every event too, with a `max_packet_size` that
+//! every twentieth (padded) event exceeds: when it is up, cuts also fall while deliveries are
+//! dead-lettered, and every padded event it counted durable must end in its dead-letter file.
+//! With `fsync = false` the same run reports how much was lost.
 //!
 //! LazyFS is built by `scripts/lazyfs.sh` into `target/lazyfs` from `../shared/lazyfs`; where
 //! it or `/dev/fuse` is missing, the tests say so and pass without running.
@@ -134,7 +137,22 @@ impl Drop for LazyFs {
     }
 }
 
-/// The relay's config: camera `lobby` → destination `dest` at `url`, payload the event's `n`.
+/// Every twentieth event carries 1,100 bytes of padding: more than `dl`'s `max_packet_size`.
+const PAD_EVERY: u64 = 20;
+/// Bytes of padding: with the rest of the delivery, over 1 KiB.
+const PAD: usize = 1100;
+
+/// Event `n` as the load emits it: padded when `n` is a multiple of [`PAD_EVERY`].
+fn event(n: u64) -> edgerelay::sources::emulator::Notification {
+    let mut e = numbered(n);
+    if n.is_multiple_of(PAD_EVERY) {
+        e.data.push(("pad".into(), "x".repeat(PAD)));
+    }
+    e
+}
+
+/// The relay's config: camera `lobby` → destination `dest` at `url`, payload the event's `n`,
+/// and → `dl` at `url` too, payload `n` and the padding (dead-lettered when padded).
 /// `max_bytes` of 4 MiB makes 1 MiB segments: runs rotate and reclaim segments, and the
 /// backlog of two runs with the destination down still fits (nothing is dropped).
 fn config(emu: &Emulator, data: &Path, url: &str, fsync: bool) -> String {
@@ -154,11 +172,23 @@ url = "{url}"
 client_id = "power-cut"
 availability_topic = ""
 buffer = {{ max_bytes = "4MiB", fsync = {fsync} }}
+[destination.dl]
+kind = "mqtt"
+url = "{url}"
+client_id = "power-cut-dl"
+availability_topic = ""
+max_packet_size = "1KiB"
+buffer = {{ max_bytes = "4MiB", fsync = {fsync} }}
 [[rule]]
 name = "load"
 to = ["dest"]
 mqtt_topic = "cut/{{camera}}"
 payload = "{{data.n}}"
+[[rule]]
+name = "dead-letter"
+to = ["dl"]
+mqtt_topic = "dl/{{camera}}"
+payload = "{{data.n}} {{data.pad}}"
 "#,
         data.display(),
         emu.base_url(),
@@ -200,6 +230,8 @@ struct Cut {
     emitted: u64,
     /// Records the counter said were safe when the power went: durable (fsync) or accepted.
     promised: u64,
+    /// The same for destination `dl` (fsync only; else 0).
+    promised_dl: u64,
 }
 
 /// Runs `cuts` power cuts under load and then delivers everything; returns the cuts and the
@@ -235,7 +267,7 @@ async fn power_cuts(fs: &LazyFs, cuts: usize, fsync: bool) -> (Vec<Cut>, HashSet
             async move {
                 loop {
                     for _ in 0..40 {
-                        emu.emit(&numbered(base + sent.load(Ordering::Relaxed)));
+                        emu.emit(&event(base + sent.load(Ordering::Relaxed)));
                         sent.fetch_add(1, Ordering::Relaxed);
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -260,13 +292,26 @@ async fn power_cuts(fs: &LazyFs, cuts: usize, fsync: bool) -> (Vec<Cut>, HashSet
             .await
         }
         .unwrap_or_else(|| panic!("no counter:\n{}", relay.log()));
-        let dropped = metric(
-            &relay,
-            "edgerelay_outbox_dropped_full_total",
-            r#"destination="dest""#,
-        )
-        .await;
-        assert_eq!(dropped, Some(0), "the test must not fill the buffer");
+        let promised_dl = if fsync {
+            metric(
+                &relay,
+                "edgerelay_outbox_durable_total",
+                r#"destination="dl""#,
+            )
+            .await
+            .unwrap_or_else(|| panic!("no counter:\n{}", relay.log()))
+        } else {
+            0
+        };
+        for d in ["dest", "dl"] {
+            let dropped = metric(
+                &relay,
+                "edgerelay_outbox_dropped_full_total",
+                &format!(r#"destination="{d}""#),
+            )
+            .await;
+            assert_eq!(dropped, Some(0), "the test must not fill {d}'s buffer");
+        }
         // The cut: kill the relay and at once drop everything not synced (LazyFS stalls on a
         // clear while a stopped process has requests in it, so the kill comes first; what the
         // relay wrote but never synced is dropped all the same).
@@ -282,6 +327,7 @@ async fn power_cuts(fs: &LazyFs, cuts: usize, fsync: bool) -> (Vec<Cut>, HashSet
             base,
             emitted: n,
             promised,
+            promised_dl,
         });
         base += 1_000_000;
     }
@@ -292,10 +338,11 @@ async fn power_cuts(fs: &LazyFs, cuts: usize, fsync: bool) -> (Vec<Cut>, HashSet
     let end = Instant::now() + T;
     loop {
         let depth = metric(&relay, "edgerelay_outbox_depth", r#"destination="dest""#).await;
+        let depth_dl = metric(&relay, "edgerelay_outbox_depth", r#"destination="dl""#).await;
         while let Some(m) = sub.try_next(Duration::from_millis(20)).await {
             got.push(m.payload.parse::<u64>().unwrap());
         }
-        if depth == Some(0) {
+        if depth == Some(0) && depth_dl == Some(0) {
             // The last acknowledged deliveries are in the subscriber's queue by now.
             while let Some(m) = sub.try_next(Duration::from_millis(300)).await {
                 got.push(m.payload.parse::<u64>().unwrap());
@@ -322,7 +369,66 @@ async fn power_cuts(fs: &LazyFs, cuts: usize, fsync: bool) -> (Vec<Cut>, HashSet
     let log = relay.log();
     assert!(!log.contains("panicked"), "{log}");
     let duplicates = got.len() - seen.len();
+    if fsync {
+        check_dead_letters(&data.join("dead-letter/dl.ndjson"), &done);
+    }
     (done, seen, duplicates)
+}
+
+/// Every line of `dl`'s dead-letter file is whole and names an emitted padded event, and
+/// every padded event `dl` counted durable before a cut is there.
+fn check_dead_letters(path: &Path, cuts: &[Cut]) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut lettered = HashSet::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("torn or wrong dead letter {line:?}: {e}"));
+        assert!(
+            v["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("max_packet_size"),
+            "{v}"
+        );
+        let record = common::dead_letter_record(&v);
+        let text = String::from_utf8_lossy(&record);
+        let pad = "x".repeat(PAD);
+        let at = text
+            .find(&pad)
+            .unwrap_or_else(|| panic!("no padding in {text:?}"));
+        let digits: String = text[..at - 1]
+            .chars()
+            .rev()
+            .take_while(char::is_ascii_digit)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let n: u64 = digits.parse().unwrap();
+        let c = &cuts[(n / 1_000_000) as usize];
+        assert!(
+            n % PAD_EVERY == 0 && n - c.base < c.emitted,
+            "event {n} was never emitted padded"
+        );
+        lettered.insert(n);
+    }
+    let mut promised = 0;
+    for (k, c) in cuts.iter().enumerate() {
+        for i in (0..c.promised_dl).filter(|i| (c.base + i) % PAD_EVERY == 0) {
+            assert!(
+                lettered.contains(&(c.base + i)),
+                "cut {k}: padded event {i} of {} counted durable on dl was never dead-lettered",
+                c.promised_dl
+            );
+            promised += 1;
+        }
+    }
+    eprintln!(
+        "dead letters: {} padded events counted durable on dl before the cuts, all in the dead-letter file ({} lines)",
+        promised,
+        text.lines().count()
+    );
+    assert!(promised > 0, "no cut fell while padded events were queued");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -499,6 +499,12 @@ impl Outbox {
                     damaged_from.push(first);
                     continue;
                 }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // Listed but gone when opened (a file system that lost the file's data
+                    // but kept its name, or a file removed meanwhile): nothing to read.
+                    warn!(segment = %path.display(), "outbox segment listed but missing: skipped");
+                    continue;
+                }
                 Err(e) => return Err(io_at(&path)(e)),
             };
             let Some(s) = scanned else {

@@ -152,6 +152,24 @@ fn a_damaged_ack_file_resends_rather_than_loses() {
 }
 
 #[test]
+fn a_segment_listed_but_missing_is_skipped_and_the_outbox_opens() {
+    // After a power cut a file system can keep a segment's name and lose its file; a dangling
+    // link stands for it here. Refusing to open would be a crash loop.
+    let d = tempfile::tempdir().unwrap();
+    {
+        let (mut ob, _) = Outbox::open(d.path(), opts()).unwrap();
+        ob.append(&[b"a", b"b"], 100).unwrap();
+    }
+    let ghost = d.path().join(format::segment_name(1_000));
+    std::os::unix::fs::symlink(d.path().join("gone"), &ghost).unwrap();
+    let (mut ob, _) = Outbox::open(d.path(), opts()).unwrap();
+    assert_eq!(seqs(&read_all(&mut ob)), vec![0, 1]);
+    // The lost segment's numbers are not reused.
+    ob.append(&[b"c"], 100).unwrap();
+    assert_eq!(seqs(&read_all(&mut ob)), vec![0, 1, 1_000]);
+}
+
+#[test]
 fn a_second_open_of_the_same_directory_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let (_ob, _) = Outbox::open(d.path(), opts()).unwrap();
