@@ -407,14 +407,14 @@ fn check_dead_letters(path: &Path, cuts: &[Cut]) {
         let n: u64 = digits.parse().unwrap();
         let c = &cuts[(n / 1_000_000) as usize];
         assert!(
-            n % PAD_EVERY == 0 && n - c.base < c.emitted,
+            n.is_multiple_of(PAD_EVERY) && n - c.base < c.emitted,
             "event {n} was never emitted padded"
         );
         lettered.insert(n);
     }
     let mut promised = 0;
     for (k, c) in cuts.iter().enumerate() {
-        for i in (0..c.promised_dl).filter(|i| (c.base + i) % PAD_EVERY == 0) {
+        for i in (0..c.promised_dl).filter(|i| (c.base + i).is_multiple_of(PAD_EVERY)) {
             assert!(
                 lettered.contains(&(c.base + i)),
                 "cut {k}: padded event {i} of {} counted durable on dl was never dead-lettered",
