@@ -8,6 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SRC=${LAZYFS_SRC:-../shared/lazyfs}
+# A worktree finds ../shared beside the main checkout, as test.sh finds the advisory bundle.
+if [ -z "${LAZYFS_SRC:-}" ] && [ ! -d "$SRC/lazyfs" ]; then
+  main_checkout=$(dirname "$(git rev-parse --path-format=absolute --git-common-dir 2>/dev/null || echo "$PWD/.git")")
+  SRC=$main_checkout/../shared/lazyfs
+fi
 OUT=target/lazyfs
 if [ ! -d "$SRC/lazyfs" ]; then
   echo "lazyfs: $SRC not found; power-cut tests will skip"
