@@ -97,7 +97,7 @@ impl Drop for TlsBroker {
 
 fn camera(name: &str, emu: &Emulator) -> String {
     format!(
-        "[[camera]]\nname = \"{name}\"\nurl = \"{}\"\nusername = \"bridge\"\npassword = \"fixture-pass\"\nmax_backoff_s = 2\n",
+        "[[camera]]\nname = \"{name}\"\nurl = \"{}\"\nusername = \"bridge\"\npassword = \"fixture-pass\"\nmax_backoff = \"2s\"\n",
         emu.base_url()
     )
 }

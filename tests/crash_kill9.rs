@@ -40,7 +40,7 @@ async fn killed_relay_resends_unacknowledged_deliveries_first() {
     // A short back-off cap so each restart reconnects to the camera quickly.
     let cfg = load_config(&emu, &broker, "").replace(
         "password = \"fixture-pass\"",
-        "password = \"fixture-pass\"\nmax_backoff_s = 1",
+        "password = \"fixture-pass\"\nmax_backoff = \"1s\"",
     );
     let mut relay = RelayProcess::start(&cfg);
     assert!(emu.wait_for_clients(1, T).await);

@@ -294,7 +294,7 @@ name = "lobby"
 url = "{}"
 username = "bridge"
 password = "fixture-pass"
-max_backoff_s = 1
+max_backoff = "1s"
 {dest}
 [[rule]]
 name = "archive"
@@ -1092,7 +1092,7 @@ name = "lobby"
 url = "{}"
 username = "bridge"
 password = "fixture-pass"
-max_backoff_s = 1
+max_backoff = "1s"
 {dest}
 [destination.broker]
 kind = "mqtt"

@@ -32,7 +32,7 @@ analytics = true
 ptz = true
 username = "bridge"
 password = "fixture-pass"
-max_backoff_s = 2
+max_backoff = "2s"
 [destination.broker]
 kind = "mqtt"
 availability_topic = ""

@@ -14,7 +14,7 @@ const VI: &str = "tns1:Device/tnsaxis:IO/VirtualInput";
 
 fn camera(emu: &Emulator) -> String {
     format!(
-        "[[camera]]\nname = \"lobby\"\nurl = \"{}\"\nusername = \"bridge\"\npassword = \"fixture-pass\"\nmax_backoff_s = 1\n",
+        "[[camera]]\nname = \"lobby\"\nurl = \"{}\"\nusername = \"bridge\"\npassword = \"fixture-pass\"\nmax_backoff = \"1s\"\n",
         emu.base_url()
     )
 }

@@ -20,7 +20,7 @@ fn expected() -> Vec<Value> {
 
 fn camera(name: &str, emu: &Emulator) -> String {
     format!(
-        "[[camera]]\nname = \"{name}\"\nurl = \"{}\"\nusername = \"bridge\"\npassword = \"fixture-pass\"\nmax_backoff_s = 2\n",
+        "[[camera]]\nname = \"{name}\"\nurl = \"{}\"\nusername = \"bridge\"\npassword = \"fixture-pass\"\nmax_backoff = \"2s\"\n",
         emu.base_url()
     )
 }

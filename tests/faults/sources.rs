@@ -22,7 +22,7 @@ name = "lobby"
 url = "{}"
 username = "bridge"
 password = "fixture-pass"
-max_backoff_s = 2
+max_backoff = "2s"
 [destination.broker]
 kind = "mqtt"
 url = "{}"
