@@ -76,7 +76,7 @@ impl Relay {
     /// Starts everything the config describes.
     pub async fn start(cfg: Config, clock: SharedClock) -> anyhow::Result<Relay> {
         let data_dir = &cfg.relay.data_dir;
-        std::fs::create_dir_all(data_dir)
+        crate::outbox::private::create_dir_all(data_dir)
             .with_context(|| format!("creating data_dir {}", data_dir.display()))?;
         let data_dir_lock = lock_data_dir(data_dir)?;
         remove_stale_state_temps(data_dir);
@@ -395,7 +395,7 @@ pub const DATA_DIR_LOCK: &str = "edgerelay.lock";
 /// is refused.
 fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     let path = data_dir.join(DATA_DIR_LOCK);
-    let f = std::fs::OpenOptions::new()
+    let f = crate::outbox::private::options()
         .create(true)
         .truncate(false)
         .write(true)
@@ -749,7 +749,7 @@ fn write_state(path: &Path, json: String) {
     use std::io::Write as _;
     let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
     let r = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = crate::outbox::private::create(&tmp)?;
         f.write_all(json.as_bytes())?;
         f.sync_data()?;
         std::fs::rename(&tmp, path)?;
@@ -848,5 +848,32 @@ fn append_batch(
             }
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn data_dir_lock_and_rule_state_are_private() {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("var/edgerelay");
+        crate::outbox::private::create_dir_all(&data).unwrap();
+        let _lock = lock_data_dir(&data).unwrap();
+        let state = data.join(crate::rules::state::STATE_FILE);
+        write_state(&state, "{}".into());
+        assert_eq!(std::fs::read_to_string(&state).unwrap(), "{}");
+        assert_eq!(mode(&d.path().join("var")), 0o700);
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&state), 0o600);
+        assert_eq!(mode(&data.join(DATA_DIR_LOCK)), 0o600);
+        // The temp file was renamed: nothing else is left.
+        assert_eq!(std::fs::read_dir(&data).unwrap().count(), 2);
     }
 }
