@@ -162,9 +162,10 @@ reply_topic = "things/lobby/reply"
 #[tokio::test]
 async fn azure_direct_methods_and_c2d_messages_run_commands_across_sas_renewals() {
     use edgerelay::clock::SystemClock;
-    use edgerelay::commands::{SnapshotStores, link, serve};
+    use edgerelay::commands::{Camera, link, serve};
     use edgerelay::outbox::{DeadLetters, Outbox, OutboxOptions, SharedOutbox};
     use edgerelay::sinks::mqtt::{MqttSink, SinkStats};
+    use edgerelay::sources::status::SourceStatus;
     use edgerelay::sources::vapix::VapixClient;
 
     let pki = Pki::new();
@@ -192,8 +193,8 @@ method = "lobby_virtual_input"
     let mut sink =
         MqttSink::from_config("hub".into(), &cfg.destination["hub"], false, clock.clone()).unwrap();
     sink.config.url = format!("mqtts://localhost:{tls}");
-    let (mut links, workers) = link(&cfg.command);
-    sink.commands = links.remove("hub");
+    let mut linked = link(&cfg.command).unwrap();
+    sink.commands = linked.links.remove("hub");
     let dir = tempfile::tempdir().unwrap();
     let (outbox, _) = Outbox::open(&dir.path().join("outbox"), OutboxOptions::default()).unwrap();
     let dead = DeadLetters::open(dir.path(), "hub").unwrap();
@@ -206,14 +207,15 @@ method = "lobby_virtual_input"
         &Default::default(),
     )
     .unwrap();
-    let stores = SnapshotStores {
-        camera: "lobby".into(),
-        outboxes: vec![],
+    let camera = Camera {
+        vapix,
+        status: Arc::new(SourceStatus::new("lobby")),
         clock: clock.clone(),
     };
-    let worker_tasks: Vec<_> = workers
+    let worker_tasks: Vec<_> = linked
+        .workers
         .into_iter()
-        .map(|w| tokio::spawn(serve(w, vapix.clone(), stores.clone())))
+        .map(|w| tokio::spawn(serve(w, camera.clone())))
         .collect();
 
     let mut responses = Subscriber::connect(broker.port, "$iothub/methods/res/#").await;
