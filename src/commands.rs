@@ -979,6 +979,29 @@ mod tests {
     }
 
     #[test]
+    fn azure_method_responses_carry_each_refusals_status() {
+        let to = ReplyTo::AzureMethod { rid: "9".into() };
+        let status = |f: Failure| Reply::to(&to, &Err(f)).unwrap().topic;
+        assert_eq!(
+            status(Failure::retained()),
+            "$iothub/methods/res/400/?$rid=9"
+        );
+        assert_eq!(
+            status(Failure::rate_limited("5/min")),
+            "$iothub/methods/res/429/?$rid=9"
+        );
+        assert_eq!(status(Failure::busy()), "$iothub/methods/res/503/?$rid=9");
+        assert_eq!(
+            status(Failure::camera(VapixError::Timeout("x".into()))),
+            "$iothub/methods/res/504/?$rid=9"
+        );
+        assert_eq!(
+            status(Failure::camera(VapixError::Auth(401))),
+            "$iothub/methods/res/502/?$rid=9"
+        );
+    }
+
+    #[test]
     fn replies_report_success_and_camera_errors() {
         let ok = include_str!("../tests/fixtures/virtualinput-activate.xml");
         assert_eq!(parse_reply(ok), Ok(true));

@@ -409,3 +409,48 @@ async fn commands_to_one_camera_run_one_at_a_time_in_arrival_order() {
     wait_command_counts(&relay, 0, &[("ok", 10)]).await;
     wait_command_counts(&relay, 1, &[("ok", 10)]).await;
 }
+
+#[tokio::test]
+async fn a_qos1_command_is_acknowledged_only_after_its_reply() {
+    let broker = Mosquitto::start_with("log_type all\n").await;
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let mut replies = Subscriber::connect(broker.port, "cmd/door/reply").await;
+    let relay = RelayProcess::start(&command_config(&emu, &broker, &command("door", "")));
+    relay.wait_for_log("listening for commands", T).await;
+    publish_all(
+        broker.port,
+        &[("cmd/door", r#"{"port":3,"active":true}"#)],
+        false,
+    )
+    .await;
+    assert_eq!(replies.next(T).await.payload, OK_CHANGED);
+    // The broker's own record: the command went out to the relay as message id N; the relay's
+    // PUBACK for N comes after its reply (the reply is published first, then the ack). An
+    // acknowledgement on arrival would come before the reply.
+    let end = tokio::time::Instant::now() + T;
+    loop {
+        let log = broker.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let sent = lines
+            .iter()
+            .position(|l| l.contains("Sending PUBLISH to site-relay") && l.contains("'cmd/door'"));
+        let mid = sent.and_then(|i| {
+            let m = lines[i].split(", m").nth(1)?;
+            m.split(',').next()?.parse::<u32>().ok()
+        });
+        let reply = lines.iter().position(|l| {
+            l.contains("Received PUBLISH from site-relay") && l.contains("'cmd/door/reply'")
+        });
+        let ack = mid.and_then(|m| {
+            lines.iter().position(|l| {
+                l.contains("Received PUBACK from site-relay") && l.contains(&format!("(Mid: {m},"))
+            })
+        });
+        if let (Some(sent), Some(reply), Some(ack)) = (sent, reply, ack) {
+            assert!(sent < reply && reply < ack, "{log}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "{log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
