@@ -5,9 +5,10 @@
 //! Transport per destination kind (routing in [`crate::sinks::mqtt::downlink`]): on `mqtt`
 //! and `aws-iot-core` a message on `topic` runs the command and the reply goes to
 //! `reply_topic`; on `azure-iot-hub` a direct method named `method` runs it and is answered on
-//! `$iothub/methods/res/{status}/?$rid={rid}` (200, 400 bad request, 504 camera did not
-//! answer, 503 queue full, 404 no such method), and a C2D message whose property `method`
-//! names it runs it with the outcome logged.
+//! `$iothub/methods/res/{status}/?$rid={rid}` (200; 400 bad request or retained, 404 no such
+//! method, 429 over `max_rate`, 502 camera error, 503 queue full or snapshot not stored, 504
+//! camera did not answer), and a C2D message whose property `method` names it runs it with the
+//! outcome logged.
 //!
 //! `action = "virtual_input"`: the payload `{"port":7,"active":true}` (port a whole number
 //! from 1 to the camera's virtual input count, active a JSON boolean, optional `"duration"`

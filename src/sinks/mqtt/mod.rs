@@ -9,7 +9,9 @@
 //! `aws-iot-core` configs into connection settings plus a [`Flavor`] that shapes (or rejects)
 //! each delivery before it is published; [`tls`] builds the TLS side. The same connection
 //! carries the destination's `[[command]]`s ([`downlink`]): subscribed on every connect,
-//! replies published through the ack window like the connect message.
+//! replies published through the ack window like the connect message. With commands, incoming
+//! publishes are acknowledged by hand (rumqttc manual acks): a command's PUBACK goes out once
+//! its camera's worker answered it, on the connection it came on; anything else at once.
 
 pub mod aws;
 pub mod azure;
