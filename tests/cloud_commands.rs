@@ -183,6 +183,12 @@ destination = "hub"
 camera = "lobby"
 action = "virtual_input"
 method = "lobby_virtual_input"
+[[command]]
+destination = "hub"
+camera = "lobby"
+action = "virtual_input"
+method = "lobby_once_an_hour"
+max_rate = "1/h"
 "#,
         cam = camera(&emu),
         ca = pki.path("ca.pem"),
@@ -207,9 +213,11 @@ method = "lobby_virtual_input"
         &Default::default(),
     )
     .unwrap();
+    // No source reads the catalog here: the worker reads it itself for the port count.
+    let status = Arc::new(SourceStatus::new("lobby"));
     let camera = Camera {
         vapix,
-        status: Arc::new(SourceStatus::new("lobby")),
+        status: status.clone(),
         clock: clock.clone(),
     };
     let worker_tasks: Vec<_> = linked
@@ -252,6 +260,51 @@ method = "lobby_virtual_input"
             r#"{"ok":false,"error":"\"active\" must be true or false"}"#.into()
         )
     );
+    // The emulator takes ports up to 32; its catalog lists 8, which the worker read.
+    assert_eq!(
+        call(
+            &broker,
+            &mut responses,
+            &method(142),
+            r#"{"port":9,"active":true}"#
+        )
+        .await,
+        (
+            "$iothub/methods/res/400/?$rid=142".into(),
+            r#"{"ok":false,"error":"\"port\" must be from 1 to 8 (the camera's virtual inputs), not 9"}"#
+                .into()
+        )
+    );
+    assert_eq!(status.virtual_inputs(), Some(8));
+    // Over max_rate: 429.
+    let once = |rid: u32| format!("$iothub/methods/POST/lobby_once_an_hour/?$rid={rid}");
+    assert_eq!(
+        call(
+            &broker,
+            &mut responses,
+            &once(50),
+            r#"{"port":5,"active":true}"#
+        )
+        .await,
+        (
+            "$iothub/methods/res/200/?$rid=50".into(),
+            r#"{"ok":true,"changed":true}"#.into()
+        )
+    );
+    assert_eq!(
+        call(
+            &broker,
+            &mut responses,
+            &once(51),
+            r#"{"port":5,"active":false}"#
+        )
+        .await,
+        (
+            "$iothub/methods/res/429/?$rid=51".into(),
+            r#"{"ok":false,"error":"rate limited: this command takes at most 1/h"}"#.into()
+        )
+    );
+    assert_eq!(emu.counters().virtual_input_calls, 2);
     assert_eq!(
         call(
             &broker,
