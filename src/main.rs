@@ -175,6 +175,7 @@ async fn run(cfg: edgerelay::config::Config, path: &std::path::Path) -> anyhow::
         topics: r.topics.clone(),
         supervisor: r.supervisor.clone(),
         rule_state_evictions: r.rule_state_evictions.clone(),
+        commands: r.commands.clone(),
     };
     let mut running = cfg.clone();
     let mut relay = Relay::start(cfg, clock.clone()).await?;

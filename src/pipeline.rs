@@ -62,6 +62,8 @@ pub struct Relay {
     pub supervisor: Arc<Supervisor>,
     /// Rule state entries forgotten to stay bounded, as the router last counted them.
     pub rule_state_evictions: Arc<std::sync::atomic::AtomicU64>,
+    /// Outcomes of `[[command]]`s (`edgerelay_commands_total`).
+    pub commands: Arc<crate::commands::CommandStats>,
     /// Camera availability messages; told about a clean stop.
     availability: Arc<Availability>,
     availability_task: Option<tokio::task::JoinHandle<()>>,
@@ -76,7 +78,7 @@ impl Relay {
     /// Starts everything the config describes.
     pub async fn start(cfg: Config, clock: SharedClock) -> anyhow::Result<Relay> {
         let data_dir = &cfg.relay.data_dir;
-        std::fs::create_dir_all(data_dir)
+        crate::outbox::private::create_dir_all(data_dir)
             .with_context(|| format!("creating data_dir {}", data_dir.display()))?;
         let data_dir_lock = lock_data_dir(data_dir)?;
         remove_stale_state_temps(data_dir);
@@ -99,7 +101,11 @@ impl Relay {
         let mut source_tasks = Vec::new();
         let mut destinations = Vec::new();
         let mut outboxes: HashMap<Arc<str>, Arc<SharedOutbox>> = HashMap::new();
-        let (mut command_links, command_workers) = crate::commands::link(&cfg.command);
+        let crate::commands::Linked {
+            links: mut command_links,
+            workers: command_workers,
+            stats: command_stats,
+        } = crate::commands::link(&cfg.command).map_err(anyhow::Error::msg)?;
         for (name, dest) in &cfg.destination {
             let name: Arc<str> = name.as_str().into();
             let (outbox, dead) = open_outbox(data_dir, &name, dest)?;
@@ -162,7 +168,7 @@ impl Relay {
 
         let mut sources = Vec::new();
         let mut emulators = Vec::new();
-        let mut vapix_clients: HashMap<String, VapixClient> = HashMap::new();
+        let mut vapix_clients: HashMap<String, (VapixClient, Arc<SourceStatus>)> = HashMap::new();
         let mut snapshot_cameras = HashMap::new();
         let mut watched_cameras = Vec::new();
         for cam in &cfg.camera {
@@ -192,7 +198,7 @@ impl Relay {
                     (supervisor.spawn(format!("source:{}", cam.name), run), vapix)
                 }
             };
-            vapix_clients.insert(cam.name.clone(), vapix.clone());
+            vapix_clients.insert(cam.name.clone(), (vapix.clone(), status.clone()));
             snapshot_cameras.insert(
                 Arc::from(cam.name.as_str()),
                 SnapshotCamera {
@@ -252,25 +258,28 @@ impl Relay {
         if let Some(dest) = command_links.keys().next() {
             anyhow::bail!("commands name destination \"{dest}\", which carries no MQTT connection");
         }
-        for worker in command_workers {
-            let (i, c) = (worker.index, worker.cfg.clone());
-            let Some(vapix) = vapix_clients.get(&c.camera) else {
-                anyhow::bail!("command[{i}]: unknown camera \"{}\"", c.camera);
+        for mut worker in command_workers {
+            let Some((vapix, status)) = vapix_clients.get(&worker.camera) else {
+                anyhow::bail!("command: unknown camera \"{}\"", worker.camera);
             };
-            let stores = crate::commands::SnapshotStores {
-                camera: c.camera.clone(),
-                outboxes: c
+            for c in &mut worker.commands {
+                c.stores = c
+                    .cfg
                     .to
                     .iter()
                     .filter_map(|d| {
                         let (name, outbox, _) = destinations.iter().find(|(n, _, _)| **n == **d)?;
                         Some((name.clone(), outbox.clone()))
                     })
-                    .collect(),
+                    .collect();
+            }
+            let camera = crate::commands::Camera {
+                vapix: vapix.clone(),
+                status: status.clone(),
                 clock: clock.clone(),
             };
-            let run = crate::commands::serve(worker, vapix.clone(), stores);
-            tasks.push(supervisor.spawn(format!("command:{i}"), run));
+            let name = format!("commands:{}", worker.camera);
+            tasks.push(supervisor.spawn(name, crate::commands::serve(worker, camera)));
         }
         Ok(Relay {
             source_tasks,
@@ -281,6 +290,7 @@ impl Relay {
             topics,
             supervisor,
             rule_state_evictions,
+            commands: command_stats,
             availability,
             availability_task,
             clock,
@@ -395,7 +405,7 @@ pub const DATA_DIR_LOCK: &str = "edgerelay.lock";
 /// is refused.
 fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     let path = data_dir.join(DATA_DIR_LOCK);
-    let f = std::fs::OpenOptions::new()
+    let f = crate::outbox::private::options()
         .create(true)
         .truncate(false)
         .write(true)
@@ -749,7 +759,7 @@ fn write_state(path: &Path, json: String) {
     use std::io::Write as _;
     let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
     let r = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = crate::outbox::private::create(&tmp)?;
         f.write_all(json.as_bytes())?;
         f.sync_data()?;
         std::fs::rename(&tmp, path)?;
@@ -848,5 +858,32 @@ fn append_batch(
             }
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn data_dir_lock_and_rule_state_are_private() {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("var/edgerelay");
+        crate::outbox::private::create_dir_all(&data).unwrap();
+        let _lock = lock_data_dir(&data).unwrap();
+        let state = data.join(crate::rules::state::STATE_FILE);
+        write_state(&state, "{}".into());
+        assert_eq!(std::fs::read_to_string(&state).unwrap(), "{}");
+        assert_eq!(mode(&d.path().join("var")), 0o700);
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&state), 0o600);
+        assert_eq!(mode(&data.join(DATA_DIR_LOCK)), 0o600);
+        // The temp file was renamed: nothing else is left.
+        assert_eq!(std::fs::read_dir(&data).unwrap().count(), 2);
     }
 }

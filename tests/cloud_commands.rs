@@ -162,9 +162,10 @@ reply_topic = "things/lobby/reply"
 #[tokio::test]
 async fn azure_direct_methods_and_c2d_messages_run_commands_across_sas_renewals() {
     use edgerelay::clock::SystemClock;
-    use edgerelay::commands::{SnapshotStores, link, serve};
+    use edgerelay::commands::{Camera, link, serve};
     use edgerelay::outbox::{DeadLetters, Outbox, OutboxOptions, SharedOutbox};
     use edgerelay::sinks::mqtt::{MqttSink, SinkStats};
+    use edgerelay::sources::status::SourceStatus;
     use edgerelay::sources::vapix::VapixClient;
 
     let pki = Pki::new();
@@ -182,6 +183,12 @@ destination = "hub"
 camera = "lobby"
 action = "virtual_input"
 method = "lobby_virtual_input"
+[[command]]
+destination = "hub"
+camera = "lobby"
+action = "virtual_input"
+method = "lobby_once_an_hour"
+max_rate = "1/h"
 "#,
         cam = camera(&emu),
         ca = pki.path("ca.pem"),
@@ -192,8 +199,8 @@ method = "lobby_virtual_input"
     let mut sink =
         MqttSink::from_config("hub".into(), &cfg.destination["hub"], false, clock.clone()).unwrap();
     sink.config.url = format!("mqtts://localhost:{tls}");
-    let (mut links, workers) = link(&cfg.command);
-    sink.commands = links.remove("hub");
+    let mut linked = link(&cfg.command).unwrap();
+    sink.commands = linked.links.remove("hub");
     let dir = tempfile::tempdir().unwrap();
     let (outbox, _) = Outbox::open(&dir.path().join("outbox"), OutboxOptions::default()).unwrap();
     let dead = DeadLetters::open(dir.path(), "hub").unwrap();
@@ -206,14 +213,17 @@ method = "lobby_virtual_input"
         &Default::default(),
     )
     .unwrap();
-    let stores = SnapshotStores {
-        camera: "lobby".into(),
-        outboxes: vec![],
+    // No source reads the catalog here: the worker reads it itself for the port count.
+    let status = Arc::new(SourceStatus::new("lobby"));
+    let camera = Camera {
+        vapix,
+        status: status.clone(),
         clock: clock.clone(),
     };
-    let worker_tasks: Vec<_> = workers
+    let worker_tasks: Vec<_> = linked
+        .workers
         .into_iter()
-        .map(|w| tokio::spawn(serve(w, vapix.clone(), stores.clone())))
+        .map(|w| tokio::spawn(serve(w, camera.clone())))
         .collect();
 
     let mut responses = Subscriber::connect(broker.port, "$iothub/methods/res/#").await;
@@ -250,6 +260,51 @@ method = "lobby_virtual_input"
             r#"{"ok":false,"error":"\"active\" must be true or false"}"#.into()
         )
     );
+    // The emulator takes ports up to 32; its catalog lists 8, which the worker read.
+    assert_eq!(
+        call(
+            &broker,
+            &mut responses,
+            &method(142),
+            r#"{"port":9,"active":true}"#
+        )
+        .await,
+        (
+            "$iothub/methods/res/400/?$rid=142".into(),
+            r#"{"ok":false,"error":"\"port\" must be from 1 to 8 (the camera's virtual inputs), not 9"}"#
+                .into()
+        )
+    );
+    assert_eq!(status.virtual_inputs(), Some(8));
+    // Over max_rate: 429.
+    let once = |rid: u32| format!("$iothub/methods/POST/lobby_once_an_hour/?$rid={rid}");
+    assert_eq!(
+        call(
+            &broker,
+            &mut responses,
+            &once(50),
+            r#"{"port":5,"active":true}"#
+        )
+        .await,
+        (
+            "$iothub/methods/res/200/?$rid=50".into(),
+            r#"{"ok":true,"changed":true}"#.into()
+        )
+    );
+    assert_eq!(
+        call(
+            &broker,
+            &mut responses,
+            &once(51),
+            r#"{"port":5,"active":false}"#
+        )
+        .await,
+        (
+            "$iothub/methods/res/429/?$rid=51".into(),
+            r#"{"ok":false,"error":"rate limited: this command takes at most 1/h"}"#.into()
+        )
+    );
+    assert_eq!(emu.counters().virtual_input_calls, 2);
     assert_eq!(
         call(
             &broker,

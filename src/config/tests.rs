@@ -643,6 +643,24 @@ fn mqtt_sources_and_commands_are_checked() {
 }
 
 #[test]
+fn command_max_rate_defaults_to_10_per_second_and_is_checked() {
+    let cmd = "[[command]]\ndestination = \"cloud\"\ntopic = \"cmd/lobby\"\ncamera = \"lobby\"\naction = \"virtual_input\"\n";
+    let ok = load_text(&with_base(cmd)).unwrap();
+    assert_eq!(ok.command[0].max_rate, "10/s");
+    let ok = load_text(&with_base(&format!("{cmd}max_rate = \"5/min\"\n"))).unwrap();
+    assert_eq!(ok.command[0].max_rate, "5/min");
+    let e = assert_one_error(
+        &with_base(&format!("{cmd}max_rate = \"5\"\n")),
+        "config.toml:14: command[0].max_rate: \"5\": missing \"/\"",
+    );
+    assert!(e.contains("10/s"), "{e}");
+    assert_one_error(
+        &with_base(&format!("{cmd}max_rate = \"0/s\"\n")),
+        "config.toml:14: command[0].max_rate: \"0/s\": the count must be positive",
+    );
+}
+
+#[test]
 fn camera_heartbeat_must_be_a_duration_of_at_least_100ms() {
     let e = assert_one_error(
         "[[camera]]\nname = \"lobby\"\nurl = \"http://192.0.2.10\"\nheartbeat = \"15\"\n",

@@ -99,6 +99,14 @@ pub struct CommandConfig {
     /// direct methods are answered on `$iothub/methods/res/{status}/?$rid={rid}`.)
     #[serde(default)]
     pub reply_topic: Option<String>,
+    /// Most messages this command takes, e.g. `"10/s"` (default) or `"5/min"`: the excess is
+    /// refused with an error reply (Azure: 429), so a flood cannot toggle a door strike.
+    #[serde(default = "default_command_max_rate")]
+    pub max_rate: String,
+}
+
+fn default_command_max_rate() -> String {
+    "10/s".into()
 }
 
 /// `[relay]`.

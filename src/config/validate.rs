@@ -132,6 +132,12 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     for (i, c) in config.command.iter().enumerate() {
         let p = root.key("command").index(i);
         check_command_transport(c, config.destination.get(&c.destination), &p, &mut out);
+        if let Err(e) = units::parse_rate(&c.max_rate) {
+            out.push(Problem::new(
+                p.key("max_rate"),
+                format!("\"{}\": {e}", c.max_rate),
+            ));
+        }
         if !config.destination.contains_key(&c.destination) {
             out.push(Problem::new(
                 p.key("destination"),

@@ -48,6 +48,9 @@ pub const DESTINATION_CONNECTS: &str = "edgerelay_destination_connects";
 pub const DELIVERY_LATENCY: &str = "edgerelay_delivery_latency_seconds";
 /// No labels.
 pub const RULE_STATE_EVICTIONS: &str = "edgerelay_rule_state_evictions";
+/// Per command and result (labels `command`: its index in `[[command]]`, `result`: a
+/// [`crate::commands::Verdict`] label).
+pub const COMMANDS: &str = "edgerelay_commands";
 
 #[derive(Debug)]
 struct RelayCollector(Arc<Observed>);
@@ -97,6 +100,7 @@ impl Collector for RelayCollector {
             destinations,
             topics,
             rule_state_evictions,
+            commands,
         } = self.0.snapshot();
         {
             let m = enc.encode_descriptor(
@@ -106,6 +110,18 @@ impl Collector for RelayCollector {
                 MetricType::Counter,
             )?;
             counter(rule_state_evictions).encode(m)?;
+        }
+        if !commands.is_empty() {
+            let mut m = enc.encode_descriptor(
+                COMMANDS,
+                "Command messages per command (its index in [[command]]) and result: ok, bad_request, retained, rate_limited, busy, camera_error, timeout, not_stored.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (command, result, n) in &commands {
+                let labels = [("command", command.as_str()), ("result", *result)];
+                counter(*n).encode(m.encode_family(&labels)?)?;
+            }
         }
         if !topics.is_empty() {
             let mut m = enc.encode_descriptor(

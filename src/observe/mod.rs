@@ -30,6 +30,8 @@ pub struct Parts {
     pub supervisor: Arc<crate::supervise::Supervisor>,
     /// Rule state entries forgotten to stay bounded.
     pub rule_state_evictions: Arc<std::sync::atomic::AtomicU64>,
+    /// Outcomes of commands.
+    pub commands: Arc<crate::commands::CommandStats>,
 }
 
 /// What the HTTP endpoint reads; ready once [`Observed::set_ready`] gave it the relay's parts
@@ -108,6 +110,7 @@ impl Observed {
                 destinations: Vec::new(),
                 topics: Vec::new(),
                 rule_state_evictions: 0,
+                commands: Vec::new(),
             };
         };
         let cameras = parts
@@ -147,6 +150,7 @@ impl Observed {
             destinations,
             topics: parts.topics.rows(),
             rule_state_evictions: parts.rule_state_evictions.load(Ordering::Relaxed),
+            commands: parts.commands.rows(),
         }
     }
 }
@@ -164,6 +168,8 @@ pub struct Snapshot {
     pub topics: Vec<(String, String, u64)>,
     /// Rule state entries forgotten to stay bounded.
     pub rule_state_evictions: u64,
+    /// (command index, result, count) for every command and result.
+    pub commands: Vec<(String, &'static str, u64)>,
 }
 
 /// One camera.

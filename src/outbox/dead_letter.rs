@@ -7,7 +7,7 @@
 //! cannot keep the acknowledgement and lose the line. Dead letters are rare: the sync is
 //! affordable where it runs.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -27,12 +27,12 @@ impl DeadLetters {
     pub fn open(dir: &Path, name: &str) -> io::Result<Self> {
         let ddir = dir.join("dead-letter");
         if !ddir.exists() {
-            fs::create_dir_all(&ddir)?;
+            super::private::create_dir_all(&ddir)?;
             File::open(dir)?.sync_all()?;
         }
         let path = ddir.join(format!("{name}.ndjson"));
         let created = !path.exists();
-        let mut file = OpenOptions::new()
+        let mut file = super::private::options()
             .read(true)
             .append(true)
             .create(true)

@@ -73,6 +73,7 @@
 mod bench;
 mod dead_letter;
 mod format;
+pub mod private;
 mod shared;
 mod space;
 mod sync;
@@ -426,9 +427,9 @@ struct Scanned {
 impl Outbox {
     /// Opens (creating if needed) the outbox in `dir`, checking every segment.
     pub fn open(dir: &Path, opts: OutboxOptions) -> Result<(Outbox, OpenReport), OutboxError> {
-        fs::create_dir_all(dir).map_err(io_at(dir))?;
+        private::create_dir_all(dir).map_err(io_at(dir))?;
         let ack_path = dir.join(ACK_FILE);
-        let ack_file = OpenOptions::new()
+        let ack_file = private::options()
             .read(true)
             .write(true)
             .create(true)
@@ -1021,7 +1022,7 @@ impl Outbox {
 
     fn create_segment(&mut self, first_seq: u64) -> Result<(), OutboxError> {
         let path = self.dir.join(segment_name(first_seq));
-        let f = OpenOptions::new()
+        let f = private::options()
             .read(true)
             .write(true)
             .create(true)
@@ -1322,7 +1323,7 @@ fn truncate(path: &Path, len: u64, sync: bool) -> io::Result<()> {
 fn aside_name(dir: &Path, path: &Path) -> io::Result<PathBuf> {
     let cdir = dir.join(CORRUPT_DIR);
     if !cdir.exists() {
-        fs::create_dir_all(&cdir)?;
+        private::create_dir_all(&cdir)?;
         sync_dir(dir)?;
     }
     let ms = std::time::SystemTime::now()
@@ -1351,7 +1352,7 @@ fn move_aside(dir: &Path, path: &Path, offset: u64, len: u64) -> io::Result<Path
     let to = aside_name(dir, path)?;
     let mut src = File::open(path)?;
     src.seek(SeekFrom::Start(offset))?;
-    let mut dst = File::create(&to)?;
+    let mut dst = private::create(&to)?;
     io::copy(&mut src.take(len), &mut dst)?;
     dst.sync_all()?;
     sync_dir(to.parent().expect("in corrupt/"))?;
@@ -1372,7 +1373,7 @@ fn rename_aside(dir: &Path, path: &Path) -> io::Result<PathBuf> {
 fn split_off_unreadable(dir: &Path, path: &Path, at: u64, sync: bool) -> io::Result<PathBuf> {
     let tmp = path.with_extension("log.part");
     let mut src = File::open(path)?;
-    let mut dst = File::create(&tmp)?;
+    let mut dst = private::create(&tmp)?;
     io::copy(&mut (&mut src).take(at), &mut dst)?;
     if sync {
         dst.sync_data()?;

@@ -889,3 +889,86 @@ fn without_fsync_nothing_is_counted_durable() {
     ob.append(&[b"a", b"b"], 0).unwrap();
     assert_eq!((ob.stats().accepted, ob.stats().durable), (2, 0));
 }
+
+/// Every file and directory under `root` (not `root` itself), with its permission bits.
+fn modes_under(root: &Path) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::metadata(&p).unwrap();
+            if m.is_dir() {
+                todo.push(p.clone());
+            }
+            out.push((p, m.permissions().mode() & 0o777));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn data_files_are_0600_in_directories_0700() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let dir = data.join("outbox").join("cloud");
+    let o = small_segments(1 << 20, WhenFull::DropOldest);
+    {
+        let (mut ob, _) = Outbox::open(&dir, o.clone()).unwrap();
+        for i in 0..100 {
+            ob.append(&[&rec(i, 100)], 0).unwrap();
+        }
+        ob.ack_through(3).unwrap();
+    }
+    // A damaged record: the rest of its segment goes to corrupt/ on the next open.
+    let segs = segment_files(&dir);
+    let mut b = fs::read(&segs[1]).unwrap();
+    b[16 + 5 * 124 + 30] ^= 0x40;
+    fs::write(&segs[1], &b).unwrap();
+    let (_ob, rep) = Outbox::open(&dir, o).unwrap();
+    assert_eq!(rep.corrupt_paths.len(), 1);
+    let mut dead = DeadLetters::open(&data, "cloud").unwrap();
+    dead.put(1, 0, b"x", "too big").unwrap();
+
+    let modes = modes_under(d.path());
+    let names = |want: u32| -> Vec<String> {
+        modes
+            .iter()
+            .filter(|(_, m)| *m == want)
+            .map(|(p, _)| p.strip_prefix(d.path()).unwrap().display().to_string())
+            .collect()
+    };
+    for (p, m) in &modes {
+        let want = if p.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(*m, want, "{} is {m:o}; all: {modes:?}", p.display());
+    }
+    let dirs = names(0o700);
+    for want in [
+        "data",
+        "data/outbox",
+        "data/outbox/cloud",
+        "data/outbox/cloud/corrupt",
+        "data/dead-letter",
+    ] {
+        assert!(
+            dirs.contains(&want.to_string()),
+            "{want} not among {dirs:?}"
+        );
+    }
+    let files = names(0o600);
+    assert!(
+        files.contains(&"data/outbox/cloud/ack".to_string()),
+        "{files:?}"
+    );
+    assert!(
+        files.contains(&"data/dead-letter/cloud.ndjson".to_string()),
+        "{files:?}"
+    );
+    assert!(files.iter().any(|f| f.contains("/corrupt/")), "{files:?}");
+    assert!(
+        files.iter().filter(|f| f.ends_with(".log")).count() >= 3,
+        "{files:?}"
+    );
+}

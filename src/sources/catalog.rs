@@ -39,7 +39,11 @@ pub struct TopicInfo {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalog {
     topics: HashMap<String, TopicInfo>,
+    virtual_inputs: Option<u32>,
 }
+
+/// The virtual input topic, as the catalog spells it.
+pub const VIRTUAL_INPUT_TOPIC: &str = "tns1:Device/tnsaxis:IO/VirtualInput";
 
 /// Why a catalog reply could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +73,17 @@ impl Catalog {
         for child in set.children().filter(|n| n.is_element()) {
             walk(child, &mut path, &mut topics);
         }
-        Ok(Self { topics })
+        let virtual_inputs = virtual_input_ports(set);
+        Ok(Self {
+            topics,
+            virtual_inputs,
+        })
+    }
+
+    /// How many virtual inputs the camera has: the highest `port` its catalog lists for the
+    /// virtual input topic (Axis lists every port, 1 to N); `None` when it lists none.
+    pub fn virtual_inputs(&self) -> Option<u32> {
+        self.virtual_inputs
     }
 
     /// What the catalog says about a topic; `None` when it does not list it.
@@ -91,6 +105,26 @@ impl Catalog {
     pub fn is_empty(&self) -> bool {
         self.topics.is_empty()
     }
+}
+
+/// The highest `aev:Value` of the `port` source item under the `VirtualInput` topic of the
+/// `tnsaxis:IO` element.
+fn virtual_input_ports(set: roxmltree::Node) -> Option<u32> {
+    let topic = set.descendants().find(|n| {
+        n.tag_name().name() == "VirtualInput"
+            && n.attribute((WSTOP, "topic")) == Some("true")
+            && n.parent_element()
+                .is_some_and(|p| p.tag_name().name() == "IO")
+    })?;
+    topic
+        .descendants()
+        .filter(|n| n.has_tag_name((AEV, "SourceInstance")))
+        .flat_map(|s| s.children())
+        .filter(|n| n.attribute("Name") == Some("port"))
+        .flat_map(|item| item.children())
+        .filter(|v| v.has_tag_name((AEV, "Value")))
+        .filter_map(|v| v.text()?.trim().parse::<u32>().ok())
+        .max()
 }
 
 fn walk(node: roxmltree::Node, path: &mut Vec<String>, out: &mut HashMap<String, TopicInfo>) {
@@ -192,6 +226,8 @@ mod tests {
             .unwrap();
         assert_eq!(motion.item_types.source["VideoSource"], ValueType::Other);
         assert!(vi.item_types.key.is_empty());
+        assert_eq!(c.virtual_inputs(), Some(8));
+        assert_eq!(Catalog::default().virtual_inputs(), None);
     }
 
     #[test]

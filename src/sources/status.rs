@@ -1,7 +1,7 @@
 //! Per-source state and counters, read by logs now and by /metrics and /status later.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 /// Where a source's connection stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +45,9 @@ pub struct SourceStatus {
     pub snapshots_failed: AtomicU64,
     /// Snapshots not fetched because enough were already in flight for this camera.
     pub snapshots_skipped: AtomicU64,
+    /// Virtual inputs the camera has (from its event catalog), 0 while unknown: commands
+    /// refuse a port above it.
+    virtual_inputs: AtomicU32,
 }
 
 impl SourceStatus {
@@ -63,6 +66,7 @@ impl SourceStatus {
             snapshots_taken: AtomicU64::new(0),
             snapshots_failed: AtomicU64::new(0),
             snapshots_skipped: AtomicU64::new(0),
+            virtual_inputs: AtomicU32::new(0),
         }
     }
 
@@ -92,6 +96,18 @@ impl SourceStatus {
     /// Records the serial (from config at start, or as the camera reports it).
     pub fn set_serial(&self, serial: std::sync::Arc<str>) {
         *self.serial.lock().unwrap_or_else(|e| e.into_inner()) = Some(serial);
+    }
+
+    /// Virtual inputs the camera has, once its event catalog was read.
+    pub fn virtual_inputs(&self) -> Option<u32> {
+        Some(self.virtual_inputs.load(Ordering::Relaxed)).filter(|&n| n > 0)
+    }
+
+    /// Records the virtual inputs the camera's catalog lists (`None` keeps what was known).
+    pub fn set_virtual_inputs(&self, n: Option<u32>) {
+        if let Some(n) = n {
+            self.virtual_inputs.store(n, Ordering::Relaxed);
+        }
     }
 
     /// Counts a malformed frame; true for the first one of a burst (log it, then stay quiet).

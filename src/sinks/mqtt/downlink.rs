@@ -79,10 +79,7 @@ pub fn route<'a>(
                 {
                     Some(i) => run(i, reply),
                     None => {
-                        let failure = Failure {
-                            status: 404,
-                            message: format!("no command for method \"{method}\""),
-                        };
+                        let failure = Failure::no_such_method(method);
                         Reply::to(&reply, &Err(failure)).map_or(Routed::Ignore, Routed::Answer)
                     }
                 };
@@ -145,6 +142,7 @@ mod tests {
             action: crate::config::CommandAction::VirtualInput,
             to: vec![],
             reply_topic: reply.map(str::to_string),
+            max_rate: "10/s".into(),
         }
     }
 

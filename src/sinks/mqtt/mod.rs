@@ -9,7 +9,9 @@
 //! `aws-iot-core` configs into connection settings plus a [`Flavor`] that shapes (or rejects)
 //! each delivery before it is published; [`tls`] builds the TLS side. The same connection
 //! carries the destination's `[[command]]`s ([`downlink`]): subscribed on every connect,
-//! replies published through the ack window like the connect message.
+//! replies published through the ack window like the connect message. With commands, incoming
+//! publishes are acknowledged by hand (rumqttc manual acks): a command's PUBACK goes out once
+//! its camera's worker answered it, on the connection it came on; anything else at once.
 
 pub mod aws;
 pub mod azure;
@@ -31,6 +33,7 @@ use rumqttc::{
 };
 
 use crate::clock::SharedClock;
+use crate::commands::{AckToken, Done, Job};
 use crate::config::{MessageConfig, MqttDestination};
 use crate::delivery::Delivery;
 use crate::outbox::Entry;
@@ -242,14 +245,22 @@ impl MqttSink {
         let mut backoff = Backoff::new(Duration::from_secs(30));
         let mut refusals = RefusalGuard::default();
         let mut last_error = String::new();
+        // Numbers connections: a command's acknowledgement belongs to the one it came on.
+        let mut connection = 0u64;
+        let commands = self.commands.as_ref().is_some_and(|l| !l.routes.is_empty());
         loop {
-            let (opts, renew_at_ms) = match self.connect_options() {
+            connection += 1;
+            let (mut opts, renew_at_ms) = match self.connect_options() {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::error!(destination = %self.name, error = %e, "destination disabled");
                     return;
                 }
             };
+            if commands {
+                // A QoS 1 command is acknowledged once it ran or was refused, not on arrival.
+                opts.set_manual_acks(true);
+            }
             let renew_in = renew_at_ms.map(|at| {
                 Duration::from_millis(at.saturating_sub(self.clock.now_ms()).max(0) as u64)
             });
@@ -269,6 +280,7 @@ impl MqttSink {
                     &mut backoff,
                     &mut refusals,
                     renew_in,
+                    connection,
                 )
                 .await;
             stats.connected.store(false, Ordering::Relaxed);
@@ -314,6 +326,7 @@ impl MqttSink {
         backoff: &mut Backoff,
         refusals: &mut RefusalGuard,
         renew_in: Option<Duration>,
+        connection: u64,
     ) -> Ended {
         let renew = tokio::time::sleep(renew_in.unwrap_or(Duration::from_secs(365 * 86_400)));
         tokio::pin!(renew);
@@ -323,8 +336,9 @@ impl MqttSink {
         let mut connected = false;
         let no_commands = crate::commands::CommandLink::none();
         let link = self.commands.as_ref().unwrap_or(&no_commands);
-        let mut replies = link.replies.lock().await;
-        let subscriptions = downlink::subscriptions(&self.flavor, link.routes.iter().map(|r| &r.0));
+        let mut done = link.done.lock().await;
+        let subscriptions =
+            downlink::subscriptions(&self.flavor, link.routes.iter().map(|r| &r.cfg));
         loop {
             tokio::select! {
                 ev = eventloop.poll() => match ev {
@@ -358,19 +372,23 @@ impl MqttSink {
                         tracing::info!(destination = %self.name, commands = link.routes.len(), "listening for commands");
                     }
                     Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                        match downlink::route(&self.flavor, link.routes.iter().map(|r| &r.0), &p.topic, &p.payload) {
-                            downlink::Routed::Run(i, request) => {
-                                let reply_to = request.reply.clone();
-                                if link.routes[i].1.try_send(request).is_err()
-                                    && let Some(r) = crate::commands::Reply::to(&reply_to, &Err(crate::commands::Failure::busy()))
-                                {
-                                    publish_reply(client, &mut window, r);
-                                }
-                            }
-                            downlink::Routed::Answer(r) => publish_reply(client, &mut window, r),
+                        let ack = (p.qos != QoS::AtMostOnce).then(|| AckToken { connection, publish: p.clone() });
+                        let finished = match downlink::route(&self.flavor, link.routes.iter().map(|r| &r.cfg), &p.topic, &p.payload) {
+                            downlink::Routed::Run(i, request) => link.submit(i, Job {
+                                command: link.routes[i].index,
+                                request,
+                                retained: p.retain,
+                                arrived_ms: self.clock.now_ms(),
+                                ack,
+                            }),
+                            downlink::Routed::Answer(r) => Some(Done { reply: Some(r), ack }),
                             downlink::Routed::Ignore => {
                                 tracing::debug!(destination = %self.name, topic = %p.topic, "incoming message is for no command");
+                                Some(Done { reply: None, ack })
                             }
+                        };
+                        if let Some(d) = finished {
+                            self.finish_command(client, &mut window, connection, d);
                         }
                     }
                     Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => {
@@ -381,7 +399,7 @@ impl MqttSink {
                     Ok(_) => {}
                 },
                 _ = &mut renew, if renew_in.is_some() => return Ended::Renew,
-                Some(r) = replies.recv(), if connected => publish_reply(client, &mut window, r),
+                Some(d) = done.recv(), if connected => self.finish_command(client, &mut window, connection, d),
                 _ = outbox.wait_for_data(next_read), if connected && window.room() > 0 => {
                     let entries = match outbox.read(next_read, window.room()) {
                         Ok(e) => e,
@@ -440,6 +458,27 @@ impl MqttSink {
                 refusals.released_through(seq);
             }
             window.set_capacity(refusals.window(next_read, inflight));
+        }
+    }
+
+    /// Answers a finished command and acknowledges its publish, if it came on this connection
+    /// (a packet id means nothing on another; the broker resends an unacknowledged command
+    /// only to a persistent session, where it runs again).
+    fn finish_command(
+        &self,
+        client: &AsyncClient,
+        window: &mut AckWindow,
+        connection: u64,
+        done: Done,
+    ) {
+        if let Some(r) = done.reply {
+            publish_reply(client, window, r);
+        }
+        if let Some(a) = done.ack
+            && a.connection == connection
+            && let Err(e) = client.try_ack(&a.publish)
+        {
+            tracing::debug!(destination = %self.name, error = %e, "command acknowledgement not queued");
         }
     }
 

@@ -295,6 +295,7 @@ async fn virtual_input(
             _ => return xml(script::virtual_input_error(50, "Invalid duration")),
         },
     };
+    super::bump(&sh.counters.virtual_input_calls);
     let changed = sh.set_virtual_input(port, active);
     if let Some(d) = duration {
         let shared = sh.clone();

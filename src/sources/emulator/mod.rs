@@ -116,6 +116,9 @@ pub struct Counters {
     pub catalog_reads: u64,
     /// Stream upgrade requests held unanswered by [`Fault::HoldUpgrade`].
     pub upgrades_held: u64,
+    /// Virtual input activations and deactivations carried out (`activate.cgi` /
+    /// `deactivate.cgi` calls with a valid port), changed or not.
+    pub virtual_input_calls: u64,
 }
 
 #[derive(Default)]
@@ -129,6 +132,7 @@ struct AtomicCounters {
     frames_sent: AtomicU64,
     catalog_reads: AtomicU64,
     upgrades_held: AtomicU64,
+    virtual_input_calls: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -148,6 +152,7 @@ impl AtomicCounters {
             frames_sent: g(&self.frames_sent),
             catalog_reads: g(&self.catalog_reads),
             upgrades_held: g(&self.upgrades_held),
+            virtual_input_calls: g(&self.virtual_input_calls),
         }
     }
 }

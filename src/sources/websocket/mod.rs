@@ -200,7 +200,10 @@ async fn session(
         .map_err(SourceError::from)
         .and_then(|xml| Catalog::parse(&xml).map_err(|e| SourceError::Unavailable(e.to_string())))
     {
-        Ok(c) => *catalog = c,
+        Ok(c) => {
+            status.set_virtual_inputs(c.virtual_inputs());
+            *catalog = c;
+        }
         Err(SourceError::Auth(e)) => return Err(SourceError::Auth(e)),
         Err(e) => tracing::warn!(camera = %cam.name, error = %e,
             "no event catalog; every topic counts as stateless until it can be read"),
@@ -242,6 +245,7 @@ async fn session(
                 match read {
                     Ok(c) => {
                         tracing::info!(camera = %cam.name, topics = c.len(), "event catalog re-read");
+                        status.set_virtual_inputs(c.virtual_inputs());
                         *catalog = c;
                     }
                     Err(e) => tracing::warn!(camera = %cam.name, error = %e, "event catalog re-read failed; keeping the last one"),
