@@ -96,7 +96,8 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
     }
     let per = match per.trim() {
         "s" => Duration::from_secs(1),
-        "min" => Duration::from_secs(60),
+        // "m" as durations spell minutes ("5m"), so both read the same.
+        "m" | "min" => Duration::from_secs(60),
         "h" => Duration::from_secs(3600),
         other => return Err(format!("unknown period \"{other}\": {EXPECTED}")),
     };
@@ -169,6 +170,7 @@ mod tests {
         let r = parse_rate("10/s").unwrap();
         assert_eq!((r.count, r.per), (10.0, Duration::from_secs(1)));
         assert_eq!(parse_rate("30/min").unwrap().per, Duration::from_secs(60));
+        assert_eq!(parse_rate("5/m").unwrap().per, Duration::from_secs(60));
         let r = parse_rate("0.5/h").unwrap();
         assert_eq!((r.count, r.per), (0.5, Duration::from_secs(3600)));
         assert!((parse_rate("30/min").unwrap().per_second() - 0.5).abs() < 1e-9);
