@@ -163,11 +163,12 @@ pub async fn run(
                     }
                     continue;
                 }
-                status.events.fetch_add(1, Ordering::Relaxed);
                 status.last_event_ms.store(now, Ordering::Relaxed);
                 if tx.send(ev).await.is_err() {
                     return;
                 }
+                // Counted once queued: a stop that aborts the send must not count it as received.
+                status.events.fetch_add(1, Ordering::Relaxed);
             }
             Ok(_) => {}
             Err(e) => {

@@ -414,12 +414,13 @@ async fn connection(
                     count = status.malformed.load(Ordering::Relaxed), "skipping malformed metadata document");
             }
             for ev in events.drain(..) {
-                status.events.fetch_add(1, Ordering::Relaxed);
                 status.last_event_ms.store(ctx.now_ms, Ordering::Relaxed);
                 if tx.send(ev).await.is_err() {
                     let _ = c.send("TEARDOWN", &media.aggregate_url, &[]).await;
                     return Ok(());
                 }
+                // Counted once queued: a stop that aborts the send must not count it as received.
+                status.events.fetch_add(1, Ordering::Relaxed);
             }
         }
         report_losses(cam, &c.reader.stats, &mut seen);

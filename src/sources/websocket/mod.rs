@@ -289,11 +289,12 @@ async fn session(
                         let _ = tx.send(parsed).await;
                     });
                 }
-                status.events.fetch_add(1, Ordering::Relaxed);
                 status.last_event_ms.store(now, Ordering::Relaxed);
                 if tx.send(ev).await.is_err() {
                     return Ok(());
                 }
+                // Counted once queued: a stop that aborts the send must not count it as received.
+                status.events.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Incoming::ConfigureAck) => {
                 configured = true;
