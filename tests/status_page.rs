@@ -295,3 +295,316 @@ async fn status_page_rendered_in_chromium_shows_what_metrics_say() {
         started.elapsed()
     );
 }
+
+/// The page's user name and password in the test below, given through `${STATUS_HTTP_PASSWORD}`.
+const HTTP_USER: &str = "site";
+const HTTP_PASSWORD: &str = "page-Pa55-7d1e";
+/// What the `refused` destination logs in with: the broker knows no such password.
+const WRONG: &str = "wrong-Pa55-0b9a";
+
+/// GET `path` on the relay, with the page's login when `login`; status and body.
+async fn get(relay: &RelayProcess, path: &str, login: bool) -> (u16, String) {
+    let mut req = reqwest::Client::new().get(format!("{}{path}", relay.http));
+    if login {
+        req = req.basic_auth(HTTP_USER, Some(HTTP_PASSWORD));
+    }
+    let resp = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+/// `/status.json` with the login, parsed.
+async fn status_json(relay: &RelayProcess) -> serde_json::Value {
+    let (code, body) = get(relay, "/status.json", true).await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status.json: {e}\n{body}"))
+}
+
+/// The entry named `name` in `/status.json`'s list `list`.
+fn named<'a>(json: &'a serde_json::Value, list: &str, name: &str) -> &'a serde_json::Value {
+    json[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {list} in {json}"))
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap_or_else(|| panic!("no {list} {name} in {json}"))
+}
+
+/// Polls `/status.json` until `done` holds for it; returns it.
+async fn wait_json(
+    relay: &RelayProcess,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = status_json(relay).await;
+        if done(&j) {
+            return j;
+        }
+        assert!(
+            Instant::now() < end,
+            "/status.json: never {what}; last:\n{j:#}\nlog:\n{}",
+            relay.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Each figure of `/status.json` equals its `/metrics` sample (read before and after it).
+fn json_agrees_with_metrics(json: &serde_json::Value, before: &str, after: &str) -> usize {
+    let mut checked = 0;
+    let cams = [
+        ("events", "edgerelay_source_events_received_total"),
+        ("malformed", "edgerelay_source_malformed_frames_total"),
+        ("reconnects", "edgerelay_source_reconnects_total"),
+        ("state_code", "edgerelay_source_state"),
+    ];
+    let dests = [
+        ("depth", "edgerelay_outbox_depth"),
+        ("bytes", "edgerelay_outbox_bytes"),
+        ("sent", "edgerelay_deliveries_sent_total"),
+        ("acked", "edgerelay_deliveries_acked_total"),
+        ("dead_lettered", "edgerelay_deliveries_dead_lettered_total"),
+        ("dropped_full", "edgerelay_outbox_dropped_full_total"),
+        ("dropped_age", "edgerelay_outbox_dropped_age_total"),
+        ("rejected", "edgerelay_outbox_rejected_total"),
+        ("write_errors", "edgerelay_outbox_write_errors_total"),
+        ("durable", "edgerelay_outbox_durable_total"),
+        ("connects", "edgerelay_destination_connects_total"),
+    ];
+    for (list, label, fields) in [
+        ("cameras", "camera", &cams[..]),
+        ("destinations", "destination", &dests[..]),
+    ] {
+        for entry in json[list].as_array().unwrap() {
+            let name = entry["name"].as_str().unwrap();
+            let label = format!("{label}=\"{name}\"");
+            for (field, metric_name) in fields {
+                let b = metric(before, metric_name, &label)
+                    .unwrap_or_else(|| panic!("no {metric_name}{{{label}}}"));
+                let a = metric(after, metric_name, &label).unwrap();
+                assert_eq!(b, a, "{metric_name}{{{label}}} moved while reading");
+                let j = entry[field]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{list} {name}: no number {field}: {entry}"));
+                assert_eq!(j, b, "{list} {name}.{field} vs {metric_name}{{{label}}}");
+                checked += 1;
+            }
+        }
+        if list == "destinations" {
+            for entry in json[list].as_array().unwrap() {
+                let name = entry["name"].as_str().unwrap();
+                let label = format!("destination=\"{name}\"");
+                let connected = metric(before, "edgerelay_destination_connected", &label).unwrap();
+                assert_eq!(
+                    entry["connected"].as_bool(),
+                    Some(connected == 1.0),
+                    "{name}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    checked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_explains_a_refused_login_and_a_dead_letter_behind_a_password() {
+    let broker = Mosquitto::start_with_users(&[("relay", SECRET), ("watcher", "w")]).await;
+    let mut sub = Subscriber::connect_as(broker.port, "load/#", Some(("watcher", "w"))).await;
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let cfg = format!(
+        r#"[relay]
+data_dir = "{{data_dir}}"
+http = "{{http}}"
+http_username = "{HTTP_USER}"
+http_password = "${{STATUS_HTTP_PASSWORD}}"
+[[camera]]
+name = "lobby"
+url = "{}"
+username = "bridge"
+password = "fixture-pass"
+[destination.broker]
+kind = "mqtt"
+availability_topic = ""
+url = "{}"
+client_id = "relay-status-ok"
+max_packet_size = "1KiB"
+username = "relay"
+password = "${{STATUS_MQTT_PASSWORD}}"
+[destination.refused]
+kind = "mqtt"
+availability_topic = ""
+url = "{}"
+client_id = "relay-status-refused"
+username = "relay"
+password = "{WRONG}"
+[[rule]]
+name = "load"
+to = ["broker", "refused"]
+mqtt_topic = "load/{{data.tag}}"
+payload = "{{data.n}}"
+"#,
+        emu.base_url(),
+        broker.url(),
+        broker.url()
+    );
+    let relay = RelayProcess::start_with_env(
+        &cfg,
+        &[
+            ("STATUS_MQTT_PASSWORD", SECRET),
+            ("STATUS_HTTP_PASSWORD", HTTP_PASSWORD),
+        ],
+    );
+    assert!(emu.wait_for_clients(1, T).await, "relay never subscribed");
+
+    // The password guards the status pages, never the probes nor the scrape.
+    assert_eq!(get(&relay, "/status", false).await.0, 401);
+    assert_eq!(get(&relay, "/status.json", false).await.0, 401);
+    assert_eq!(get(&relay, "/", false).await.0, 401);
+    let wrong = reqwest::Client::new()
+        .get(format!("{}/status", relay.http))
+        .basic_auth(HTTP_USER, Some("not-it"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    assert_eq!(get(&relay, "/healthz", false).await.0, 200);
+    assert_eq!(get(&relay, "/metrics", false).await.0, 200);
+    assert_eq!(get(&relay, "/status", true).await.0, 200);
+
+    // One event delivered; one over the broker's max_packet_size, with markup in its topic
+    // and payload: the broker destination sets it aside.
+    let mut good = numbered(1);
+    good.data = vec![("tag".into(), "one".into()), ("n".into(), "1".into())];
+    emu.emit(&good);
+    assert_eq!(sub.next_event(T).await.payload, "1");
+    let big = format!("<script>alert(1)</script>{}", "x".repeat(1500));
+    let mut bad = numbered(2);
+    bad.data = vec![("tag".into(), "<b>big".into()), ("n".into(), big.clone())];
+    emu.emit(&bad);
+    let json = wait_json(
+        &relay,
+        "a dead letter and a refused login counted twice",
+        |j| {
+            let b = named(j, "destinations", "broker");
+            let r = named(j, "destinations", "refused");
+            b["dead_lettered"] == 1
+                && b["recent_dead_letters"]
+                    .as_array()
+                    .is_some_and(|l| l.len() == 1)
+                && r["health"]["errors_since_success"].as_u64() >= Some(2)
+        },
+    )
+    .await;
+    let refused = named(&json, "destinations", "refused");
+    let error = refused["health"]["last_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.starts_with("broker refused the connection: "),
+        "{refused:#}"
+    );
+    assert!(
+        relay.log().contains(&error),
+        "the page's words are not the log's: {error:?}\n{}",
+        relay.log()
+    );
+    assert_eq!(refused["health"]["up"], false);
+    assert_eq!(refused["connected"], false);
+    let dead = &named(&json, "destinations", "broker")["recent_dead_letters"][0];
+    assert_eq!(dead["topic"], "load/<b>big");
+    assert_eq!(dead["payload"], format!("{}…", &big[..200]));
+    assert_eq!(dead["payload_bytes"], big.len());
+    let reason = dead["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("this destination's max_packet_size is 1024"),
+        "{reason}"
+    );
+    let lobby = named(&json, "cameras", "lobby");
+    assert_eq!(lobby["state"], "streaming");
+    assert_eq!(lobby["transport"], "websocket");
+    assert_eq!(lobby["health"]["up"], true);
+
+    // /status.json agrees with /metrics, with nothing moving (the refused destination's
+    // counters stay 0 while it cannot log in).
+    let before = scrape(&relay).await;
+    let json = status_json(&relay).await;
+    let after = scrape(&relay).await;
+    assert_eq!(json_agrees_with_metrics(&json, &before, &after), 4 + 2 * 12);
+
+    // The page, as a browser shows it (the login in the URL).
+    let authed = relay.http.replacen(
+        "http://",
+        &format!("http://{HTTP_USER}:{HTTP_PASSWORD}@"),
+        1,
+    );
+    let dom = chromium(&format!("{authed}/status"), &["--dump-dom"]).await;
+    let after = status_json(&relay).await;
+    assert!(dom.contains("<h1>edgerelay</h1>"), "{dom}");
+    let row = row_of(&dom, "data-destination", "refused");
+    assert!(row.contains(&escape_html(&error)), "{row}");
+    assert!(
+        row.contains(">not connected<") && row.contains("down for "),
+        "{row}"
+    );
+    let shown: u64 = row
+        .split("data-error-count=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no error count in {row}"));
+    let (low, high) = (
+        refused["health"]["errors_since_success"].as_u64().unwrap(),
+        named(&after, "destinations", "refused")["health"]["errors_since_success"]
+            .as_u64()
+            .unwrap(),
+    );
+    assert!(
+        low <= shown && shown <= high,
+        "{shown} not in {low}..={high}"
+    );
+    assert!(row.contains("times since the last success"), "{row}");
+    let losses = section_of(&dom, "broker");
+    assert!(
+        losses.contains("<code>load/&lt;b&gt;big</code>")
+            && losses.contains("<code>&lt;script&gt;alert(1)&lt;/script&gt;xxx"),
+        "{losses}"
+    );
+    assert!(losses.contains(&escape_html(&reason)), "{losses}");
+    assert!(
+        !dom.contains("<b>big") && !dom.contains("<script>alert"),
+        "camera text reached the page as markup"
+    );
+    assert!(!dom.contains(SECRET) && !dom.contains(WRONG) && !dom.contains(HTTP_PASSWORD));
+    let cam = row_of(&dom, "data-camera", "lobby");
+    assert!(
+        cam.contains(">websocket<") && cam.contains("up for "),
+        "{cam}"
+    );
+}
+
+/// The `<tr {attr}="{name}"` row of `dom`.
+fn row_of<'a>(dom: &'a str, attr: &str, name: &str) -> &'a str {
+    let start = dom
+        .find(&format!("<tr {attr}=\"{name}\""))
+        .unwrap_or_else(|| panic!("no {attr}={name} row in:\n{dom}"));
+    &dom[start..start + dom[start..].find("</tr>").unwrap()]
+}
+
+/// The dropped-and-dead-lettered section of destination `name`.
+fn section_of<'a>(dom: &'a str, name: &str) -> &'a str {
+    let start = dom
+        .find(&format!("<section data-losses=\"{name}\""))
+        .unwrap_or_else(|| panic!("no losses section {name} in:\n{dom}"));
+    &dom[start..start + dom[start..].find("</section>").unwrap()]
+}
+
+/// Text as Chromium serialises it in the DOM (`&`, `<`, `>` escaped; quotes kept).
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

@@ -1,10 +1,15 @@
-//! `/status`: one small HTML page for a person on site. No scripts; refreshes itself.
+//! `/status`: one small HTML page for a person on site, and `/status.json`, the same data for
+//! tools. The page needs no external asset and no framework: a tiny inline script reloads it
+//! every [`REFRESH_S`] seconds while it is scrolled to the top (reading further down is not
+//! interrupted); a `<noscript>` meta refresh does the same without scripts.
 //!
 //! For tools, each row carries `data-camera` or `data-destination` (the config name) and each
 //! column header of a figure that `/metrics` also exports carries `data-metric` (its name).
+//! Everything that comes from cameras, brokers or the config is HTML-escaped.
 
 use std::fmt::Write as _;
 
+use super::health::{Health, duration};
 use super::metrics::{
     DELIVERIES_ACKED, DELIVERIES_DEAD_LETTERED, DELIVERIES_SENT, DESTINATION_CONNECTED,
     OUTBOX_BYTES, OUTBOX_DEPTH, OUTBOX_DROPPED_AGE, OUTBOX_DROPPED_FULL, OUTBOX_DURABLE,
@@ -13,6 +18,9 @@ use super::metrics::{
 };
 use super::{Snapshot, state_word};
 use crate::sources::status::SourceState;
+
+/// Seconds between reloads of the page.
+pub const REFRESH_S: u32 = 5;
 
 /// `s` made safe for HTML text and attribute values.
 pub fn escape(s: &str) -> String {
@@ -57,6 +65,63 @@ fn ago(s: f64) -> String {
     }
 }
 
+/// `up for 3 h 12 min` / `down for 5 min`.
+fn state_for(h: &Health, now_ms: i64) -> String {
+    match h.since_ms {
+        None => "-".into(),
+        Some(_) => format!(
+            "{} for {}",
+            if h.up { "up" } else { "down" },
+            duration(h.for_s(now_ms))
+        ),
+    }
+}
+
+/// A backlog in words: draining with its rate and time to empty, else how it stands.
+pub fn backlog(d: &super::DestinationSnapshot) -> String {
+    match &d.drain {
+        Some(v) => {
+            let mut s = format!("draining: {} left", v.left);
+            match (v.rate_per_s, v.eta_s) {
+                (None, _) => s.push_str(", measuring the rate"),
+                (Some(r), Some(eta)) => s.push_str(&format!(
+                    ", {r:.0}/s, empty in about {}",
+                    duration(eta.ceil())
+                )),
+                (Some(r), None) => s.push_str(&format!(
+                    ", {r:.0}/s, not shrinking (events arrive as fast as they leave)"
+                )),
+            }
+            s
+        }
+        None if d.outbox.depth == 0 => "empty".into(),
+        None if !d.connected => "waiting for the destination".into(),
+        None => "sending".into(),
+    }
+}
+
+/// The last error cell: its words (as logged), when, and how many failures since the last
+/// success; greyed once a success followed it.
+fn error_cell(h: &Health, now_ms: i64) -> String {
+    let (Some(error), Some(at)) = (&h.last_error, h.last_error_ms) else {
+        return "<td class=\"last-error\">-</td>".into();
+    };
+    let class = if h.up { "past" } else { "bad" };
+    let times = match h.errors_since_success {
+        0 => "before the last success".to_string(),
+        1 => "once since the last success".to_string(),
+        n => format!("{n} times since the last success"),
+    };
+    format!(
+        "<td class=\"last-error\"><span class=\"{class}\" data-error-count=\"{}\">{}</span><br><small>{} ({} ago), {}</small></td>",
+        h.errors_since_success,
+        escape(error),
+        escape(&utc(at)),
+        escape(&duration((now_ms - at) as f64 / 1000.0)),
+        times
+    )
+}
+
 /// A header row: `(title, metric)`; a metric gets `data-metric`, `_total` for a counter.
 fn header(h: &mut String, cols: &[(&str, &str)]) -> std::fmt::Result {
     h.push_str("<tr>");
@@ -81,12 +146,15 @@ pub fn render(snap: &Snapshot, ready: bool) -> String {
 fn write_page(h: &mut String, snap: &Snapshot, ready: bool) -> std::fmt::Result {
     h.push_str(concat!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
-        "<meta http-equiv=\"refresh\" content=\"10\">",
+        "<noscript><meta http-equiv=\"refresh\" content=\"5\"></noscript>",
+        "<script>let t;function arm(){clearTimeout(t);",
+        "if(scrollY<8)t=setTimeout(()=>location.reload(),5000)}",
+        "addEventListener('scroll',arm);arm();</script>",
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
         "<title>edgerelay status</title><style>",
         "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;margin-bottom:1.5em}",
         "th,td{border:1px solid #bbb;padding:.3em .6em;text-align:left}td.n{text-align:right}",
-        ".ok{color:#060}.bad{color:#a00}.wait{color:#a60}",
+        ".ok{color:#060}.bad{color:#a00}.wait{color:#a60}.past{color:#777}",
         "</style></head><body>\n<h1>edgerelay</h1>\n"
     ));
     writeln!(
@@ -107,6 +175,12 @@ fn write_page(h: &mut String, snap: &Snapshot, ready: bool) -> std::fmt::Result 
         &[
             ("Camera", ""),
             ("State", SOURCE_STATE),
+            ("For", ""),
+            ("Last error", ""),
+            ("Serial", ""),
+            ("Firmware", ""),
+            ("Transport", ""),
+            ("Availability", ""),
             ("Last event", SOURCE_LAST_EVENT),
             ("Events", &format!("{SOURCE_EVENTS}_total")),
             ("Malformed frames", &format!("{SOURCE_MALFORMED}_total")),
@@ -119,11 +193,13 @@ fn write_page(h: &mut String, snap: &Snapshot, ready: bool) -> std::fmt::Result 
             SourceState::Connecting => "wait",
             SourceState::Backoff { .. } => "bad",
         };
-        let mut state = state_word(&c.state).to_string();
-        if let SourceState::Backoff { error } = &c.state {
-            state = format!("{state}: {error}");
-        }
+        let state = state_word(&c.state);
         let name = escape(&c.name);
+        let available = match c.available {
+            None => "not announced",
+            Some(true) => "online",
+            Some(false) => "offline",
+        };
         let last = c.last_event_ms.map_or_else(
             || "never".to_string(),
             |t| {
@@ -136,8 +212,14 @@ fn write_page(h: &mut String, snap: &Snapshot, ready: bool) -> std::fmt::Result 
         );
         writeln!(
             h,
-            "<tr data-camera=\"{name}\"><td>{name}</td><td class=\"{class}\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            escape(&state),
+            "<tr data-camera=\"{name}\"><td>{name}</td><td class=\"{class}\">{}</td><td>{}</td>{}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            escape(state),
+            escape(&state_for(&c.health, snap.now_ms)),
+            error_cell(&c.health, snap.now_ms),
+            escape(c.serial.as_deref().unwrap_or("-")),
+            escape(c.firmware.as_deref().unwrap_or("-")),
+            escape(c.transport),
+            available,
             escape(&last),
             c.events,
             c.malformed,
@@ -152,6 +234,9 @@ fn write_page(h: &mut String, snap: &Snapshot, ready: bool) -> std::fmt::Result 
         &[
             ("Destination", ""),
             ("State", DESTINATION_CONNECTED),
+            ("For", ""),
+            ("Last error", ""),
+            ("Backlog", ""),
             ("Queued", OUTBOX_DEPTH),
             ("Queued bytes", OUTBOX_BYTES),
             ("Oldest queued", OUTBOX_OLDEST_AGE),
@@ -182,7 +267,10 @@ fn write_page(h: &mut String, snap: &Snapshot, ready: bool) -> std::fmt::Result 
         };
         writeln!(
             h,
-            "<tr data-destination=\"{name}\"><td>{name}</td><td class=\"{class}\">{state}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            "<tr data-destination=\"{name}\"><td>{name}</td><td class=\"{class}\">{state}</td><td>{}</td>{}<td class=\"backlog\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            escape(&state_for(&d.health, snap.now_ms)),
+            error_cell(&d.health, snap.now_ms),
+            escape(&backlog(d)),
             d.outbox.depth,
             d.outbox.bytes,
             escape(&oldest),
@@ -196,8 +284,164 @@ fn write_page(h: &mut String, snap: &Snapshot, ready: bool) -> std::fmt::Result 
             d.outbox.durable
         )?;
     }
-    h.push_str("</table>\n</body></html>\n");
+    h.push_str("</table>\n");
+    write_losses(h, snap)?;
+    h.push_str("</body></html>\n");
     Ok(())
+}
+
+/// Per destination: what was lost or set aside, by cause, and the last dead letters.
+fn write_losses(h: &mut String, snap: &Snapshot) -> std::fmt::Result {
+    h.push_str("<h2>Dropped and dead-lettered</h2>\n");
+    for d in &snap.destinations {
+        let name = escape(&d.name);
+        writeln!(
+            h,
+            "<section data-losses=\"{name}\"><h3>{name}</h3>\n<ul class=\"drops\">"
+        )?;
+        let o = &d.outbox;
+        let causes: [(&str, u64, &str); 6] = [
+            (
+                "dead_lettered",
+                d.dead_lettered,
+                "dead-lettered: this destination can never accept them (set aside in the dead-letter file under data_dir)",
+            ),
+            (
+                "dropped_full",
+                o.dropped_full,
+                "dropped, oldest first, because the outbox was full (buffer.when_full = \"drop_oldest\")",
+            ),
+            (
+                "dropped_age",
+                o.dropped_age,
+                "dropped because they waited longer than buffer.max_age",
+            ),
+            (
+                "rejected",
+                o.rejected,
+                "refused because the outbox was full (buffer.when_full = \"reject\")",
+            ),
+            (
+                "write_errors",
+                o.write_errors,
+                "refused because the disk could not take them (full, read-only or failing)",
+            ),
+            (
+                "lost_corrupt",
+                o.lost_corrupt,
+                "lost to damage in the outbox files",
+            ),
+        ];
+        for (key, n, words) in causes {
+            writeln!(
+                h,
+                "<li data-drop=\"{key}\"><b>{n}</b> {}</li>",
+                escape(words)
+            )?;
+        }
+        h.push_str("</ul>\n");
+        if d.recent_dead.is_empty() {
+            h.push_str("<p>No dead letters since the relay started.</p>\n");
+        } else {
+            writeln!(
+                h,
+                "<table class=\"dead\"><caption>Last {} dead letters (at most {}), newest first</caption>",
+                d.recent_dead.len(),
+                crate::outbox::dead_letter::RECENT_DEAD
+            )?;
+            header(
+                h,
+                &[
+                    ("When", ""),
+                    ("Seq", ""),
+                    ("Topic", ""),
+                    ("Reason", ""),
+                    ("Payload", ""),
+                ],
+            )?;
+            for v in d.recent_dead.iter().rev() {
+                writeln!(
+                    h,
+                    "<tr class=\"dead-letter\"><td>{}</td><td class=\"n\">{}</td><td class=\"topic\"><code>{}</code></td><td class=\"reason\">{}</td><td class=\"payload\"><code>{}</code> <small>({} bytes)</small></td></tr>",
+                    escape(&utc(v.time_ms)),
+                    v.seq,
+                    escape(&v.topic),
+                    escape(&v.reason),
+                    escape(&v.payload),
+                    v.payload_bytes
+                )?;
+            }
+            h.push_str("</table>\n");
+        }
+        h.push_str("</section>\n");
+    }
+    Ok(())
+}
+
+/// `/status.json`: what the page shows, for tools. Times are epoch ms, durations seconds;
+/// the counters are those `/metrics` exports.
+pub fn json(snap: &Snapshot, ready: bool) -> serde_json::Value {
+    use serde_json::json;
+    let cameras: Vec<_> = snap
+        .cameras
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "state": state_word(&c.state),
+                "state_code": super::state_code(&c.state),
+                "health": c.health,
+                "state_for_s": c.health.for_s(snap.now_ms),
+                "serial": c.serial,
+                "firmware": c.firmware,
+                "transport": c.transport,
+                "available": c.available,
+                "last_event_ms": c.last_event_ms,
+                "events": c.events,
+                "malformed": c.malformed,
+                "reconnects": c.reconnects,
+                "silences": c.silences,
+                "timeouts": c.timeouts,
+            })
+        })
+        .collect();
+    let destinations: Vec<_> = snap
+        .destinations
+        .iter()
+        .map(|d| {
+            let o = &d.outbox;
+            json!({
+                "name": d.name,
+                "connected": d.connected,
+                "health": d.health,
+                "state_for_s": d.health.for_s(snap.now_ms),
+                "backlog": backlog(d),
+                "drain": d.drain,
+                "depth": o.depth,
+                "bytes": o.bytes,
+                "max_bytes": o.max_bytes,
+                "oldest_age_s": d.oldest_age_s(snap.now_ms),
+                "sent": d.sent,
+                "acked": d.acked,
+                "connects": d.connects,
+                "dead_lettered": d.dead_lettered,
+                "dropped_full": o.dropped_full,
+                "dropped_age": o.dropped_age,
+                "rejected": o.rejected,
+                "write_errors": o.write_errors,
+                "lost_corrupt": o.lost_corrupt,
+                "durable": o.durable,
+                "recent_dead_letters": d.recent_dead,
+            })
+        })
+        .collect();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "now_ms": snap.now_ms,
+        "ready": ready,
+        "cameras": cameras,
+        "destinations": destinations,
+    })
 }
 
 #[cfg(test)]

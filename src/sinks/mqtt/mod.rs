@@ -64,6 +64,27 @@ pub struct SinkStats {
     pub connected: AtomicBool,
     /// Accepted → acknowledged, per delivery.
     pub latency: Latency,
+    /// Why it is red and since when (`/status`).
+    pub health: std::sync::Mutex<crate::observe::health::Health>,
+    /// The last dead letters (`/status`), filled by [`DeadLetters::put`] once kept.
+    pub recent_dead: Arc<crate::outbox::dead_letter::RecentDeadLetters>,
+    /// A backlog draining now, as the watch last measured it (`/status`).
+    pub drain: std::sync::Mutex<Option<crate::observe::watch::DrainView>>,
+}
+
+impl SinkStats {
+    /// Why it is red and since when.
+    pub fn health(&self) -> crate::observe::health::Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes the health under its lock.
+    pub fn with_health(&self, f: impl FnOnce(&mut crate::observe::health::Health)) {
+        f(&mut self.health.lock().unwrap_or_else(|e| e.into_inner()));
+    }
 }
 
 /// Upper bounds (seconds) of the latency buckets: milliseconds on a healthy link, up to a day
@@ -242,6 +263,7 @@ impl MqttSink {
         let mut backoff = Backoff::new(Duration::from_secs(30));
         let mut refusals = RefusalGuard::default();
         let mut last_error = String::new();
+        stats.with_health(|h| h.start(self.clock.now_ms()));
         loop {
             let (opts, renew_at_ms) = match self.connect_options() {
                 Ok(o) => o,
@@ -290,6 +312,7 @@ impl MqttSink {
                 }
                 Ended::Error(e) => e,
             };
+            stats.with_health(|h| h.error(self.clock.now_ms(), &error));
             if error != last_error {
                 if stats.connects.load(Ordering::Relaxed) == connects {
                     tracing::warn!(destination = %self.name, url = %self.config.url, %error, "cannot connect to the broker; retrying with back-off");
@@ -344,6 +367,7 @@ impl MqttSink {
                         backoff.reset();
                         stats.connects.fetch_add(1, Ordering::Relaxed);
                         stats.connected.store(true, Ordering::Relaxed);
+                        stats.with_health(|h| h.success(self.clock.now_ms()));
                         tracing::info!(destination = %self.name, url = %self.config.url, "broker connected");
                         if let Some(m) = &self.config.connect_message {
                             publish_own(client, &mut window, m);
