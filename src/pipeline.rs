@@ -244,6 +244,19 @@ impl Relay {
             sources.push(status);
         }
         drop(tx);
+        tasks.push(
+            supervisor.spawn(
+                "history".into(),
+                crate::observe::history::run(
+                    sources.clone(),
+                    destinations
+                        .iter()
+                        .map(|(_, outbox, stats)| (outbox.clone(), stats.clone()))
+                        .collect(),
+                    clock.clone(),
+                ),
+            ),
+        );
         let targets = destinations
             .iter()
             .filter_map(|(name, outbox, _)| {

@@ -495,6 +495,9 @@ payload = "{{data.n}}"
                     .as_array()
                     .is_some_and(|l| l.len() == 1)
                 && r["health"]["errors_since_success"].as_u64() >= Some(2)
+                && peak(&named(j, "cameras", "lobby")["events_per_s"]) > 0.0
+                && peak(&b["acked_per_s"]) > 0.0
+                && peak(&r["depth_history"]) >= 2.0
         },
     )
     .await;
@@ -541,6 +544,7 @@ payload = "{{data.n}}"
         &format!("http://{HTTP_USER}:{HTTP_PASSWORD}@"),
         1,
     );
+    let before = status_json(&relay).await;
     let dom = chromium(&format!("{authed}/status"), &["--dump-dom"]).await;
     let after = status_json(&relay).await;
     assert!(dom.contains("<h1>edgerelay</h1>"), "{dom}");
@@ -584,6 +588,87 @@ payload = "{{data.n}}"
         cam.contains(">websocket<") && cam.contains("up for "),
         "{cam}"
     );
+
+    // The last hour as pictures: one sparkline per series and window, one polyline each, its
+    // data points those of /status.json (read just before or just after the page).
+    let series = [
+        ("cameras", "lobby", "events_per_s", "events:lobby"),
+        ("destinations", "broker", "acked_per_s", "acked:broker"),
+        ("destinations", "broker", "depth_history", "depth:broker"),
+        ("destinations", "refused", "acked_per_s", "acked:refused"),
+        ("destinations", "refused", "depth_history", "depth:refused"),
+    ];
+    assert_eq!(
+        dom.matches("<svg class=\"spark\"").count(),
+        2 * series.len()
+    );
+    assert_eq!(dom.matches("<polyline").count(), 2 * series.len());
+    for (list, name, field, key) in series {
+        for (window, json_window) in [("10min", "last_10_min"), ("1h", "last_hour")] {
+            let svg = svg_of(&dom, &format!("{key}:{window}"));
+            assert_eq!(svg.matches("<polyline").count(), 1, "{svg}");
+            let shown = (attr(svg, "data-starts"), attr(svg, "data-values"));
+            let from = |j: &serde_json::Value| {
+                let points = named(j, list, name)[field][json_window].as_array().unwrap();
+                let join = |k: &str| {
+                    points
+                        .iter()
+                        .map(|p| p[k].as_f64().unwrap().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                (join("start_ms"), join("value"))
+            };
+            let (b, a) = (from(&before), from(&after));
+            assert!(
+                shown == b || shown == a,
+                "{key}:{window}: page {shown:?}, /status.json {b:?} then {a:?}"
+            );
+            assert!(!shown.1.is_empty(), "{key}:{window}: no points");
+        }
+    }
+    // The refused destination only queues (two events, the relay's own notices): its newest
+    // depth point is the largest depth of its interval, at most the depth read after the page.
+    let refused_depth = attr(svg_of(&dom, "depth:refused:10min"), "data-values");
+    let newest: f64 = refused_depth.rsplit(' ').next().unwrap().parse().unwrap();
+    let depth_after = named(&after, "destinations", "refused")["depth"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (2.0..=depth_after).contains(&newest),
+        "refused depth chart {refused_depth}, depth after {depth_after}"
+    );
+}
+
+/// The largest value of a `/status.json` series over the last 10 minutes.
+fn peak(series: &serde_json::Value) -> f64 {
+    series["last_10_min"]
+        .as_array()
+        .map(|p| {
+            p.iter()
+                .filter_map(|p| p["value"].as_f64())
+                .fold(0.0, f64::max)
+        })
+        .unwrap_or(0.0)
+}
+
+/// The `<svg ... data-series="{series}"` element of `dom`.
+fn svg_of<'a>(dom: &'a str, series: &str) -> &'a str {
+    let at = dom
+        .find(&format!("data-series=\"{series}\""))
+        .unwrap_or_else(|| panic!("no chart {series} in:\n{dom}"));
+    let start = dom[..at].rfind("<svg").unwrap();
+    &dom[start..start + dom[start..].find("</svg>").unwrap()]
+}
+
+/// The value of attribute `name` in `element`.
+fn attr(element: &str, name: &str) -> String {
+    element
+        .split(&format!(" {name}=\""))
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no {name} in {element}"))
+        .to_string()
 }
 
 /// The `<tr {attr}="{name}"` row of `dom`.

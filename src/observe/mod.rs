@@ -6,6 +6,7 @@
 
 pub mod availability;
 pub mod health;
+pub mod history;
 pub mod metrics;
 pub mod status_page;
 pub mod topics;
@@ -131,6 +132,7 @@ impl Observed {
                 transport: s.transport,
                 available: s.available(),
                 health: s.health(),
+                events_history: s.events_history.view(history::Kind::Rate, now_ms),
             })
             .collect();
         let destinations = parts
@@ -147,6 +149,8 @@ impl Observed {
                 outbox: outbox.stats(),
                 health: stats.health(),
                 recent_dead: stats.recent_dead.list(),
+                acked_history: stats.acked_history.view(history::Kind::Rate, now_ms),
+                depth_history: stats.depth_history.view(history::Kind::Level, now_ms),
                 drain: stats
                     .drain
                     .lock()
@@ -203,6 +207,8 @@ pub struct CameraSnapshot {
     pub available: Option<bool>,
     /// Why it is red and since when.
     pub health: health::Health,
+    /// Events received per second over the last hour.
+    pub events_history: history::SeriesView,
 }
 
 /// One destination.
@@ -222,6 +228,10 @@ pub struct DestinationSnapshot {
     pub recent_dead: Vec<crate::outbox::dead_letter::DeadLetterView>,
     /// A backlog draining now.
     pub drain: Option<watch::DrainView>,
+    /// Deliveries acknowledged per second over the last hour.
+    pub acked_history: history::SeriesView,
+    /// Outbox depth (largest per interval) over the last hour.
+    pub depth_history: history::SeriesView,
 }
 
 impl DestinationSnapshot {

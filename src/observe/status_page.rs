@@ -154,7 +154,7 @@ fn write_page(h: &mut String, snap: &Snapshot, ready: bool) -> std::fmt::Result 
         "<title>edgerelay status</title><style>",
         "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;margin-bottom:1.5em}",
         "th,td{border:1px solid #bbb;padding:.3em .6em;text-align:left}td.n{text-align:right}",
-        ".ok{color:#060}.bad{color:#a00}.wait{color:#a60}.past{color:#777}",
+        "svg.spark{display:block}.ok{color:#060}.bad{color:#a00}.wait{color:#a60}.past{color:#777}",
         "</style></head><body>\n<h1>edgerelay</h1>\n"
     ));
     writeln!(
@@ -285,8 +285,136 @@ fn write_page(h: &mut String, snap: &Snapshot, ready: bool) -> std::fmt::Result 
         )?;
     }
     h.push_str("</table>\n");
+    write_charts(h, snap)?;
     write_losses(h, snap)?;
     h.push_str("</body></html>\n");
+    Ok(())
+}
+
+/// Width and height of a sparkline, in CSS pixels.
+const SPARK_W: f64 = 240.0;
+const SPARK_H: f64 = 40.0;
+
+/// One inline SVG sparkline of `points` over the ring's window ending at `now_ms`: one
+/// polyline, its values in `data-values` and their interval starts in `data-starts` (the same
+/// numbers `/status.json` gives), scaled to the largest value.
+fn sparkline(
+    h: &mut String,
+    series: &str,
+    points: &[super::history::Point],
+    step_ms: i64,
+    len: usize,
+    now_ms: i64,
+    unit: &str,
+) -> std::fmt::Result {
+    let newest = now_ms - now_ms.rem_euclid(step_ms);
+    let oldest = newest - (len as i64 - 1) * step_ms;
+    let span = ((len as i64 - 1) * step_ms).max(1) as f64;
+    let max = points.iter().map(|p| p.value).fold(0.0, f64::max);
+    let mut xy = String::new();
+    let mut values = String::new();
+    let mut starts = String::new();
+    for p in points {
+        // 2 px of margin on each side, so the newest point's dot is not clipped.
+        let x = 2.0 + (p.start_ms - oldest) as f64 / span * (SPARK_W - 4.0);
+        let y = if max > 0.0 {
+            SPARK_H - 2.0 - p.value / max * (SPARK_H - 4.0)
+        } else {
+            SPARK_H - 2.0
+        };
+        if !xy.is_empty() {
+            xy.push(' ');
+            values.push(' ');
+            starts.push(' ');
+        }
+        let _ = write!(xy, "{x:.1},{y:.1}");
+        let _ = write!(values, "{}", p.value);
+        let _ = write!(starts, "{}", p.start_ms);
+    }
+    let last = points.last().map_or(0.0, |p| p.value);
+    // The newest point as a dot: a lone point draws no line.
+    let dot = xy
+        .rsplit(' ')
+        .next()
+        .and_then(|p| p.split_once(','))
+        .map_or(String::new(), |(x, y)| {
+            format!("<circle cx=\"{x}\" cy=\"{y}\" r=\"2\" fill=\"#2a6fdb\"/>")
+        });
+    write!(
+        h,
+        "<svg class=\"spark\" data-series=\"{series}\" width=\"{SPARK_W}\" height=\"{SPARK_H}\" viewBox=\"0 0 {SPARK_W} {SPARK_H}\" role=\"img\" aria-label=\"{series}: largest {max}, last {last}\">\
+<line x1=\"0\" y1=\"{y0}\" x2=\"{SPARK_W}\" y2=\"{y0}\" stroke=\"#ddd\"/>\
+<polyline fill=\"none\" stroke=\"#2a6fdb\" stroke-width=\"1.5\" points=\"{xy}\" data-values=\"{values}\" data-starts=\"{starts}\"/>{dot}</svg>\
+<br><small>largest {max}{unit}, last {last}{unit}</small>",
+        y0 = SPARK_H - 2.0,
+    )
+}
+
+/// The last hour as pictures: per camera events in per second, per destination
+/// acknowledgements per second and outbox depth; each over 10 minutes and over the hour.
+fn write_charts(h: &mut String, snap: &Snapshot) -> std::fmt::Result {
+    use super::history::{COARSE_LEN, COARSE_STEP_MS, FINE_LEN, FINE_STEP_MS};
+    h.push_str("<h2>The last hour</h2>\n<table class=\"charts\">");
+    header(
+        h,
+        &[
+            ("What", ""),
+            ("Last 10 minutes (10-second points)", ""),
+            ("Last hour (1-minute points)", ""),
+        ],
+    )?;
+    let mut rows: Vec<(String, String, &super::history::SeriesView, &str)> = Vec::new();
+    for c in &snap.cameras {
+        rows.push((
+            format!("events:{}", c.name),
+            format!("{}: events in per second", c.name),
+            &c.events_history,
+            "/s",
+        ));
+    }
+    for d in &snap.destinations {
+        rows.push((
+            format!("acked:{}", d.name),
+            format!("{}: acknowledged per second", d.name),
+            &d.acked_history,
+            "/s",
+        ));
+        rows.push((
+            format!("depth:{}", d.name),
+            format!("{}: outbox depth", d.name),
+            &d.depth_history,
+            "",
+        ));
+    }
+    for (series, title, view, unit) in rows {
+        let series = escape(&series);
+        write!(
+            h,
+            "<tr data-chart=\"{series}\"><td>{}</td><td>",
+            escape(&title)
+        )?;
+        sparkline(
+            h,
+            &format!("{series}:10min"),
+            &view.last_10_min,
+            FINE_STEP_MS,
+            FINE_LEN,
+            snap.now_ms,
+            unit,
+        )?;
+        h.push_str("</td><td>");
+        sparkline(
+            h,
+            &format!("{series}:1h"),
+            &view.last_hour,
+            COARSE_STEP_MS,
+            COARSE_LEN,
+            snap.now_ms,
+            unit,
+        )?;
+        h.push_str("</td></tr>\n");
+    }
+    h.push_str("</table>\n");
     Ok(())
 }
 
@@ -402,6 +530,7 @@ pub fn json(snap: &Snapshot, ready: bool) -> serde_json::Value {
                 "reconnects": c.reconnects,
                 "silences": c.silences,
                 "timeouts": c.timeouts,
+                "events_per_s": c.events_history,
             })
         })
         .collect();
@@ -432,6 +561,8 @@ pub fn json(snap: &Snapshot, ready: bool) -> serde_json::Value {
                 "lost_corrupt": o.lost_corrupt,
                 "durable": o.durable,
                 "recent_dead_letters": d.recent_dead,
+                "acked_per_s": d.acked_history,
+                "depth_history": d.depth_history,
             })
         })
         .collect();
@@ -454,6 +585,34 @@ mod tests {
             escape(r#"<a href="x">&'</a>"#),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;"
         );
+    }
+
+    #[test]
+    fn a_sparkline_is_one_polyline_over_its_window_with_its_values() {
+        use crate::observe::history::Point;
+        let points = [
+            Point {
+                start_ms: 0,
+                value: 1.0,
+            },
+            Point {
+                start_ms: 20_000,
+                value: 0.5,
+            },
+        ];
+        let mut h = String::new();
+        // Window of 3 steps of 10 s ending in [20 s, 30 s): x at both ends (2 px margins).
+        sparkline(&mut h, "events:a", &points, 10_000, 3, 25_000, "/s").unwrap();
+        assert_eq!(h.matches("<polyline").count(), 1, "{h}");
+        assert!(h.contains("points=\"2.0,2.0 238.0,20.0\""), "{h}");
+        assert!(
+            h.contains("data-values=\"1 0.5\" data-starts=\"0 20000\""),
+            "{h}"
+        );
+        assert!(h.contains("largest 1/s, last 0.5/s"), "{h}");
+        let mut empty = String::new();
+        sparkline(&mut empty, "e", &[], 10_000, 3, 25_000, "").unwrap();
+        assert!(empty.contains("points=\"\""), "{empty}");
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct SourceStatus {
     available: Mutex<Option<bool>>,
     /// Why it is red and since when (times from `clock`).
     health: Mutex<Health>,
+    /// Events received over the last hour (`/status` charts), fed by the history task.
+    pub events_history: crate::observe::history::Shared,
     clock: SharedClock,
 }
 
@@ -86,6 +88,7 @@ impl SourceStatus {
             firmware: Mutex::new(None),
             available: Mutex::new(None),
             health: Mutex::new(health),
+            events_history: Default::default(),
             clock,
         }
     }

@@ -70,6 +70,10 @@ pub struct SinkStats {
     pub recent_dead: Arc<crate::outbox::dead_letter::RecentDeadLetters>,
     /// A backlog draining now, as the watch last measured it (`/status`).
     pub drain: std::sync::Mutex<Option<crate::observe::watch::DrainView>>,
+    /// Acknowledgements over the last hour (`/status` charts), fed by the history task.
+    pub acked_history: crate::observe::history::Shared,
+    /// Outbox depth over the last hour (`/status` charts), fed by the history task.
+    pub depth_history: crate::observe::history::Shared,
 }
 
 impl SinkStats {
