@@ -122,7 +122,7 @@ pub struct Series {
 }
 
 /// A series as `/status` shows it: per-second rates or levels, oldest first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SeriesView {
     /// The last 10 minutes in 10-second points.
     pub last_10_min: Vec<Point>,

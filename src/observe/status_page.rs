@@ -154,7 +154,7 @@ fn write_page(h: &mut String, snap: &Snapshot, ready: bool) -> std::fmt::Result 
         "<title>edgerelay status</title><style>",
         "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;margin-bottom:1.5em}",
         "th,td{border:1px solid #bbb;padding:.3em .6em;text-align:left}td.n{text-align:right}",
-        "svg.spark{display:block}.ok{color:#060}.bad{color:#a00}.wait{color:#a60}.past{color:#777}",
+        "svg.spark{display:block}td.last-error,td.backlog{max-width:20em}code{word-break:break-all}.ok{color:#060}.bad{color:#a00}.wait{color:#a60}.past{color:#777}",
         "</style></head><body>\n<h1>edgerelay</h1>\n"
     ));
     writeln!(
@@ -613,6 +613,91 @@ mod tests {
         let mut empty = String::new();
         sparkline(&mut empty, "e", &[], 10_000, 3, 25_000, "").unwrap();
         assert!(empty.contains("points=\"\""), "{empty}");
+    }
+
+    fn destination(name: &str) -> super::super::DestinationSnapshot {
+        super::super::DestinationSnapshot {
+            name: name.into(),
+            connected: true,
+            sent: 0,
+            acked: 0,
+            dead_lettered: 0,
+            connects: 1,
+            outbox: Default::default(),
+            latency: Default::default(),
+            health: Default::default(),
+            recent_dead: Vec::new(),
+            drain: None,
+            acked_history: Default::default(),
+            depth_history: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_backlog_reads_as_its_drain_rate_and_time_to_empty() {
+        use crate::observe::watch::DrainView;
+        let mut d = destination("d");
+        assert_eq!(backlog(&d), "empty");
+        d.outbox.depth = 5;
+        assert_eq!(backlog(&d), "sending");
+        d.connected = false;
+        assert_eq!(backlog(&d), "waiting for the destination");
+        d.connected = true;
+        let mut v = DrainView {
+            started_ms: 0,
+            left: 4_000,
+            rate_per_s: None,
+            eta_s: None,
+        };
+        d.drain = Some(v.clone());
+        assert_eq!(backlog(&d), "draining: 4000 left, measuring the rate");
+        (v.rate_per_s, v.eta_s) = (Some(200.0), Some(725.2));
+        d.drain = Some(v.clone());
+        assert_eq!(
+            backlog(&d),
+            "draining: 4000 left, 200/s, empty in about 12 min 6 s"
+        );
+        v.eta_s = None;
+        d.drain = Some(v);
+        assert!(
+            backlog(&d).ends_with("200/s, not shrinking (events arrive as fast as they leave)")
+        );
+    }
+
+    #[test]
+    fn names_errors_and_dead_letters_from_outside_are_escaped() {
+        let mut d = destination("<d>");
+        d.connected = false;
+        d.health.start(0);
+        d.health.error(1_000, "refused <script>x</script>");
+        d.recent_dead
+            .push(crate::outbox::dead_letter::DeadLetterView {
+                seq: 1,
+                time_ms: 2_000,
+                reason: "too \"big\"".into(),
+                topic: "a/<b>".into(),
+                payload: "<img src=x onerror=alert(1)>".into(),
+                payload_bytes: 28,
+            });
+        let snap = Snapshot {
+            now_ms: 3 * 3_600_000 + 12 * 60_000 + 1_000,
+            cameras: Vec::new(),
+            destinations: vec![d],
+            topics: Vec::new(),
+            rule_state_evictions: 0,
+        };
+        let page = render(&snap, true);
+        for raw in ["<d>", "<script>x", "a/<b>", "<img", "\"big\""] {
+            assert!(!page.contains(raw), "{raw} unescaped:\n{page}");
+        }
+        assert!(page.contains("refused &lt;script&gt;x&lt;/script&gt;"));
+        assert!(page.contains("down for 3 h 12 min"), "{page}");
+        assert!(page.contains("data-error-count=\"1\""));
+        let json = json(&snap, true);
+        assert_eq!(
+            json["destinations"][0]["recent_dead_letters"][0]["topic"],
+            "a/<b>"
+        );
     }
 
     #[test]
