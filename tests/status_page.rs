@@ -721,3 +721,129 @@ fn escape_html(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
+
+/// `/status.json` of a relay without a login, parsed.
+async fn open_json(relay: &RelayProcess) -> serde_json::Value {
+    let (code, body) = get(relay, "/status.json", false).await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status.json: {e}\n{body}"))
+}
+
+/// A TCP forwarder to `127.0.0.1:to` that passes at most `bytes_per_ms` bytes per millisecond
+/// toward it (the answers flow freely): a slow uplink, so a backlog drains for seconds.
+async fn slow_uplink(to: u16, bytes_per_ms: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = async {
+                    let mut buf = vec![0; bytes_per_ms];
+                    while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                };
+                let down = tokio::io::copy(&mut sr, &mut cw);
+                tokio::select! {
+                    _ = up => {}
+                    _ = down => {}
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_shows_a_backlog_draining_with_its_rate_and_time_to_empty() {
+    // At most 8 bytes per ms of ~45-byte publishes: at most ~180 per second, so 3,000 take
+    // over 16 s and the watch's first 10-second measurement comes with plenty left.
+    const BACKLOG: u64 = 3_000;
+    let mut broker = Mosquitto::start().await;
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    // About 8 KB/s toward the broker: a few hundred deliveries per second.
+    let uplink = slow_uplink(broker.port, 8).await;
+    let cfg = load_config(&emu, &broker, "")
+        .replace(&broker.url(), &format!("mqtt://127.0.0.1:{uplink}"))
+        .replace(
+            "data_dir = \"{data_dir}\"",
+            "data_dir = \"{data_dir}\"\nhttp = \"{http}\"\nstatus_topic = \"\"",
+        );
+    let relay = RelayProcess::start(&cfg);
+    assert!(emu.wait_for_clients(1, T).await, "relay never subscribed");
+    wait_destination(&relay, &[("edgerelay_destination_connected", 1.0)]).await;
+
+    // An outage with a backlog.
+    broker.stop();
+    wait_destination(&relay, &[("edgerelay_destination_connected", 0.0)]).await;
+    for n in 0..BACKLOG {
+        emu.emit(&numbered(n));
+    }
+    wait_destination(&relay, &[("edgerelay_outbox_depth", BACKLOG as f64)]).await;
+    let down = open_json(&relay).await;
+    assert_eq!(
+        named(&down, "destinations", "broker")["backlog"],
+        "waiting for the destination"
+    );
+
+    // Back: the watch measures the drain every 10 s; the page shows its figures.
+    broker.restart().await;
+    let end = Instant::now() + Duration::from_secs(40);
+    let drain = loop {
+        let j = open_json(&relay).await;
+        let b = named(&j, "destinations", "broker").clone();
+        if b["drain"]["rate_per_s"].is_number() {
+            break b;
+        }
+        assert!(
+            b["depth"].as_u64().unwrap() >= 100,
+            "drained before the watch measured it: {b:#}\n{}",
+            relay.log()
+        );
+        assert!(Instant::now() < end, "never measured: {b:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let rate = drain["drain"]["rate_per_s"].as_f64().unwrap();
+    assert!(rate > 0.0, "{drain:#}");
+    let eta = drain["drain"]["eta_s"].as_f64().expect("shrinking: an eta");
+    let left = drain["drain"]["left"].as_f64().unwrap();
+    assert!(left > 0.0 && left < BACKLOG as f64, "{drain:#}");
+    // Left over the net rate, which is at most the acknowledgement rate (nothing arrives).
+    assert!((eta - left / rate).abs() / eta < 0.5, "{drain:#}");
+    let dom = chromium(&format!("{}/status", relay.http), &["--dump-dom"]).await;
+    let row = row_of(&dom, "data-destination", "broker");
+    let backlog = row
+        .split("<td class=\"backlog\">")
+        .nth(1)
+        .and_then(|c| c.split("</td>").next())
+        .unwrap_or_else(|| panic!("no backlog cell: {row}"));
+    assert!(
+        backlog.starts_with("draining: ") && backlog.contains("/s, empty in about "),
+        "{backlog}"
+    );
+    eprintln!(
+        "backlog cell: {backlog}; status.json drain: {}",
+        drain["drain"]
+    );
+    // And it ends: empty, no drain.
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let j = open_json(&relay).await;
+        let b = named(&j, "destinations", "broker");
+        if b["depth"] == 0 && b["drain"].is_null() {
+            assert_eq!(b["backlog"], "empty");
+            break;
+        }
+        assert!(Instant::now() < end, "never drained: {b:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

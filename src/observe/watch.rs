@@ -107,9 +107,10 @@ struct Drain {
     last_acked: u64,
     /// Depth at the latest sample.
     last_seen_depth: u64,
-    /// The last progress figures (none before the first [`PROGRESS_EVERY_MS`]).
+    /// The last progress figures (none before the first [`PROGRESS_EVERY_MS`]): acknowledged
+    /// and net shrink per second.
     rate: Option<f64>,
-    eta_s: Option<f64>,
+    shrink: Option<f64>,
 }
 
 /// A backlog draining now, as `/status` shows it (the figures of the last progress line).
@@ -121,7 +122,8 @@ pub struct DrainView {
     pub left: u64,
     /// Acknowledged per second over the last [`PROGRESS_EVERY_MS`]; `None` before that.
     pub rate_per_s: Option<f64>,
-    /// Seconds to empty at the net rate; `None` while not shrinking (or not yet measured).
+    /// Seconds to empty from `left` at the last measured net rate; `None` while not
+    /// shrinking (or not yet measured).
     pub eta_s: Option<f64>,
 }
 
@@ -218,7 +220,7 @@ impl Watch {
                     last_acked: s.acked,
                     last_seen_depth: s.depth,
                     rate: None,
-                    eta_s: None,
+                    shrink: None,
                 })
             }
             None => None,
@@ -242,7 +244,7 @@ impl Watch {
                     eta_s,
                 });
                 d.rate = Some(rate);
-                d.eta_s = eta_s;
+                d.shrink = Some(shrink);
                 d.last_ms = now_ms;
                 d.last_depth = s.depth;
                 d.last_acked = s.acked;
@@ -262,7 +264,10 @@ impl Watch {
             started_ms: d.started_ms,
             left: d.last_seen_depth,
             rate_per_s: d.rate,
-            eta_s: d.eta_s,
+            eta_s: d
+                .shrink
+                .filter(|&r| r > 0.0)
+                .map(|r| d.last_seen_depth as f64 / r),
         })
     }
 }
@@ -625,6 +630,13 @@ mod tests {
                 rate_per_s: Some(200.0),
                 eta_s: Some(40.0)
             })
+        );
+        // Between progress lines: the same rate, the time to empty from what is left now.
+        w.observe(&name, 11_500, &s(3_900, 2_100), &mut n, &mut p);
+        let v = w.drain("d").unwrap();
+        assert_eq!(
+            (v.left, v.rate_per_s, v.eta_s),
+            (3_900, Some(200.0), Some(39.0))
         );
         w.observe(&name, 12_000, &s(50, 6_000), &mut n, &mut p);
         assert_eq!(w.drain("d"), None, "done");
