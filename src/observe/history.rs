@@ -6,6 +6,8 @@
 //! in minutes). A point is 16 bytes, so a series holds at most 120 points, about 2 KiB; a relay
 //! with 20 cameras and 5 destinations keeps 30 series, about 60 KiB. [`run`] feeds them from the
 //! counters the pipeline already keeps, once per [`SAMPLE_EVERY`], with the injected clock.
+//! A rate point is the interval's count over its whole step, so the newest point (the interval
+//! so far) reads low until its interval ends.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
