@@ -161,10 +161,11 @@ async fn run(cfg: edgerelay::config::Config, path: &std::path::Path) -> anyhow::
         Some(addr) => {
             let listener = edgerelay::http::bind(addr).await?;
             let local = listener.local_addr()?;
-            tracing::info!(addr = %local, "HTTP endpoint listening (/healthz /readyz /metrics /status)");
+            tracing::info!(addr = %local, "HTTP endpoint listening (/healthz /readyz /metrics /status /status.json)");
             Some(tokio::spawn(edgerelay::http::serve(
                 listener,
                 observed.clone(),
+                edgerelay::http::Login::from_config(&cfg.relay),
             )))
         }
         None => None,

@@ -108,8 +108,11 @@ impl Relay {
         } = crate::commands::link(&cfg.command).map_err(anyhow::Error::msg)?;
         for (name, dest) in &cfg.destination {
             let name: Arc<str> = name.as_str().into();
-            let (outbox, dead) = open_outbox(data_dir, &name, dest)?;
-            let stats = Arc::new(SinkStats::default());
+            let (outbox, mut dead) = open_outbox(data_dir, &name, dest)?;
+            let stats = Arc::new(SinkStats {
+                recent_dead: dead.keep_recent(clock.clone()),
+                ..SinkStats::default()
+            });
             match dest {
                 DestinationConfig::Mqtt(_)
                 | DestinationConfig::AzureIotHub(_)
@@ -172,7 +175,15 @@ impl Relay {
         let mut snapshot_cameras = HashMap::new();
         let mut watched_cameras = Vec::new();
         for cam in &cfg.camera {
-            let status = Arc::new(SourceStatus::new(&cam.name));
+            let transport = match cam.transport {
+                Transport::Websocket => "websocket",
+                Transport::Rtsp => "rtsp",
+            };
+            let status = Arc::new(SourceStatus::with_clock(
+                &cam.name,
+                transport,
+                clock.clone(),
+            ));
             if let Some(s) = &cam.serial {
                 status.set_serial(s.as_str().into());
             }
@@ -231,7 +242,7 @@ impl Relay {
             )
         })?;
         for m in &cfg.mqtt_source {
-            let status = Arc::new(SourceStatus::new(&m.name));
+            let status = Arc::new(SourceStatus::with_clock(&m.name, "mqtt", clock.clone()));
             source_tasks.push(supervisor.spawn(
                 format!("source:{}", m.name),
                 crate::sources::mqtt::run(m.clone(), tx.clone(), status.clone(), clock.clone()),
@@ -239,6 +250,19 @@ impl Relay {
             sources.push(status);
         }
         drop(tx);
+        tasks.push(
+            supervisor.spawn(
+                "history".into(),
+                crate::observe::history::run(
+                    sources.clone(),
+                    destinations
+                        .iter()
+                        .map(|(_, outbox, stats)| (outbox.clone(), stats.clone()))
+                        .collect(),
+                    clock.clone(),
+                ),
+            ),
+        );
         let targets = destinations
             .iter()
             .filter_map(|(name, outbox, _)| {

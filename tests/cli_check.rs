@@ -153,3 +153,28 @@ fn check_never_echoes_a_password_from_a_url() {
     );
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+#[test]
+fn check_warns_when_the_status_page_is_open_to_the_network() {
+    let open = "[relay]\nhttp = \"0.0.0.0:8734\"\n";
+    let (code, err, file) = check_text(open, &[]);
+    assert_eq!(code, Some(0), "a warning, not an error: {err}");
+    assert!(
+        err.contains(&format!(
+            "warning: {file}:2: relay.http: \"0.0.0.0:8734\" is reachable from the network and /status has no password"
+        )),
+        "{err}"
+    );
+    let with_login = "[relay]\nhttp = \"0.0.0.0:8734\"\nhttp_username = \"site\"\nhttp_password = \"${PAGE_PASSWORD}\"\n";
+    let (code, err, _) = check_text(with_login, &[("PAGE_PASSWORD", "s3cret-page")]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    assert!(!err.contains("s3cret-page"), "{err}");
+    let half = "[relay]\nhttp = \"0.0.0.0:8734\"\nhttp_username = \"site\"\n";
+    let (code, err, file) = check_text(half, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{file}:3: relay.http_username: has no password")),
+        "{err}"
+    );
+}

@@ -224,6 +224,11 @@ async fn metrics_and_status_count_a_known_sequence_exactly() {
         "{m}"
     );
 
+    // A delivery can be sent and acknowledged before the sync that makes it durable ends:
+    // wait for the durable count before reading the page.
+    relay
+        .wait_metric("edgerelay_outbox_durable_total", dest, n)
+        .await;
     let (code, page) = relay.get("/status").await.unwrap();
     assert_eq!(code, 200);
     let n = n as u64;
@@ -478,7 +483,13 @@ async fn secrets_from_the_environment_never_reach_log_status_or_metrics() {
         .lines()
         .find(|l| l.contains("<td>gate</td>"))
         .expect(&status);
-    assert!(gate_row.contains("retrying: "), "{gate_row}");
+    assert!(gate_row.contains(">retrying<"), "{gate_row}");
+    // Why, in the error cell: the camera's refusal, counted since the last success.
+    assert!(
+        gate_row.contains("<td class=\"last-error\"><span class=\"bad\"")
+            && gate_row.contains("since the last success"),
+        "{gate_row}"
+    );
     let (_, metrics) = relay.get("/metrics").await.unwrap();
     assert!(relay.terminate(Duration::from_secs(15)).await.success());
     let log = relay.log();

@@ -110,7 +110,7 @@ fn expand_value(
 }
 
 /// Reads every secret `X_file` into `X` (`password_file` of cameras and mqtt destinations,
-/// `broker_password_file` of the embedded broker,
+/// `broker_password_file` of the embedded broker, `http_password_file` of the HTTP endpoint,
 /// `connection_string_file` of Azure IoT Hub); relative paths are joined to `base_dir`.
 /// Returns every problem. (`ca_file`, `cert_file`, `key_file` name files the TLS layer reads.)
 pub fn read_secret_files(config: &mut Config, base_dir: Option<&Path>) -> Vec<Problem> {
@@ -123,6 +123,14 @@ pub fn read_secret_files(config: &mut Config, base_dir: Option<&Path>) -> Vec<Pr
         base_dir,
         &root.key("relay"),
         "broker_password",
+        &mut problems,
+    );
+    fill_secret(
+        &mut relay.http_password,
+        relay.http_password_file.as_deref(),
+        base_dir,
+        &root.key("relay"),
+        "http_password",
         &mut problems,
     );
     for (i, c) in config.camera.iter_mut().enumerate() {

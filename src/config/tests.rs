@@ -1113,3 +1113,49 @@ action = "virtual_input"
         "config.toml:23: command[0].destination: \"archive\" is an s3 object store: commands arrive over an MQTT connection",
     );
 }
+
+#[test]
+fn http_beyond_loopback_without_a_password_is_a_warning() {
+    let w = warning_lines("[relay]\nhttp = \"0.0.0.0:8080\"\n");
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("config.toml:2: relay.http: \"0.0.0.0:8080\" is reachable from the network and /status has no password"),
+        "{w:?}"
+    );
+    for loopback in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080"] {
+        let w = warning_lines(&format!("[relay]\nhttp = \"{loopback}\"\n"));
+        assert!(w.is_empty(), "{loopback}: {w:?}");
+    }
+    let with_login =
+        "[relay]\nhttp = \"0.0.0.0:8080\"\nhttp_username = \"site\"\nhttp_password = \"s3cret\"\n";
+    assert!(warning_lines(with_login).is_empty());
+    let c = load_text(with_login).unwrap();
+    assert_eq!(c.relay.http_password.as_deref(), Some("s3cret"));
+    assert!(!format!("{c:?}").contains("s3cret"));
+}
+
+#[test]
+fn the_http_login_needs_both_halves_and_an_endpoint() {
+    assert_one_error(
+        "[relay]\nhttp = \"127.0.0.1:8080\"\nhttp_username = \"site\"\n",
+        "config.toml:3: relay.http_username: has no password",
+    );
+    assert_one_error(
+        "[relay]\nhttp = \"127.0.0.1:8080\"\nhttp_password = \"x\"\n",
+        "config.toml:3: relay.http_password: has no user name",
+    );
+    assert_one_error(
+        "[relay]\nhttp_username = \"site\"\nhttp_password = \"x\"\n",
+        "config.toml:2: relay.http_username: no HTTP endpoint",
+    );
+}
+
+#[test]
+fn http_password_file_fills_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("http.pw"), "opensesame\n").unwrap();
+    let text = "[relay]\nhttp = \"0.0.0.0:8080\"\nhttp_username = \"site\"\nhttp_password_file = \"http.pw\"\n";
+    let config = load_str_with(text, "config.toml", &no_env, Some(dir.path())).unwrap();
+    assert_eq!(config.relay.http_password.as_deref(), Some("opensesame"));
+    assert!(locate_warnings(&config, text, "config.toml").is_empty());
+}

@@ -119,6 +119,16 @@ pub struct RelayConfig {
     /// Address of the HTTP endpoint (/metrics /healthz /status); absent: disabled.
     #[serde(default)]
     pub http: Option<String>,
+    /// User name `/status` and `/status.json` ask for (HTTP Basic auth), with `http_password`;
+    /// `/healthz`, `/readyz` and `/metrics` stay open. Default none (no password asked).
+    #[serde(default)]
+    pub http_username: Option<String>,
+    /// Password of `http_username` (`${VAR}` from the environment). Default none.
+    #[serde(default)]
+    pub http_password: Option<Secret>,
+    /// File holding `http_password`. Default none.
+    #[serde(default)]
+    pub http_password_file: Option<PathBuf>,
     /// Listen address of the embedded MQTT broker; absent: no embedded broker.
     #[serde(default)]
     pub broker: Option<String>,
@@ -152,6 +162,9 @@ impl Default for RelayConfig {
         Self {
             data_dir: default_data_dir(),
             http: None,
+            http_username: None,
+            http_password: None,
+            http_password_file: None,
             broker: None,
             broker_username: None,
             broker_password: None,

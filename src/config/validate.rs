@@ -39,6 +39,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         }
     }
     check_broker_auth(&config.relay, &relay, &mut out);
+    check_http_auth(&config.relay, &relay, &mut out);
     if let Err(e) = units::parse_duration(&config.relay.shutdown_timeout) {
         out.push(Problem::new(relay.key("shutdown_timeout"), e));
     }
@@ -741,7 +742,8 @@ fn check_rule_for_aws(r: &RuleConfig, dest: &str, p: &KeyPath, j: usize, out: &m
 
 /// Settings that work but not as written (printed by `check`, logged by `run`).
 pub fn warnings(config: &Config) -> Vec<Problem> {
-    let mut out = rule_warnings(config);
+    let mut out = http_warnings(&config.relay);
+    out.extend(rule_warnings(config));
     out.extend(destination_warnings(config));
     out.extend(durations::deprecation_warnings(config));
     out
@@ -842,6 +844,54 @@ fn check_broker_auth(relay: &RelayConfig, at: &KeyPath, out: &mut Vec<Problem>) 
             ),
         )),
         (Some(_), _, _) => {}
+    }
+}
+
+/// The HTTP endpoint's login: both halves or neither, and only with an endpoint.
+fn check_http_auth(relay: &RelayConfig, at: &KeyPath, out: &mut Vec<Problem>) {
+    let user = relay.http_username.is_some();
+    let pass = relay.http_password.is_some();
+    match (&relay.http, user, pass) {
+        (_, false, false) | (Some(_), true, true) => {}
+        (None, _, _) => out.push(Problem::new(
+            at.key(if user {
+                "http_username"
+            } else {
+                "http_password"
+            }),
+            "no HTTP endpoint to protect: set `http` or remove the login",
+        )),
+        (Some(_), true, false) => out.push(Problem::new(
+            at.key("http_username"),
+            "has no password: set `http_password` or `http_password_file`",
+        )),
+        (Some(_), false, true) => out.push(Problem::new(
+            at.key("http_password"),
+            "has no user name: set `http_username`",
+        )),
+    }
+}
+
+/// `http` reachable from the network with no password: anyone there reads `/status` (camera
+/// names, serials, topics, dead-lettered payloads). A warning, as a site network may be closed.
+fn http_warnings(relay: &RelayConfig) -> Vec<Problem> {
+    match &relay.http {
+        Some(listen)
+            if relay.http_password.is_none()
+                && check_socket_addr(listen).is_ok()
+                && !is_loopback(listen) =>
+        {
+            vec![Problem::new(
+                KeyPath::root().key("relay").key("http"),
+                format!(
+                    "\"{listen}\" is reachable from the network and /status has no password: \
+                     anyone there can read camera serials, topics and dead-lettered payloads; set \
+                     `http_username` and `http_password` (or `http_password_file`), or listen on \
+                     loopback (\"127.0.0.1:8080\")"
+                ),
+            )]
+        }
+        _ => Vec::new(),
     }
 }
 

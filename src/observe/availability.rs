@@ -188,6 +188,7 @@ impl Availability {
             let Some(connected) = step(&mut cam.link, &cam.status) else {
                 continue;
             };
+            cam.status.set_available(connected);
             let serial = cam.status.serial().expect("announced only with a serial");
             tracing::info!(camera = %cam.status.name, %serial, connected, "camera availability");
             let body = payload(&serial, connected).into_bytes();

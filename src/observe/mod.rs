@@ -5,6 +5,8 @@
 //! Labels are only camera and destination names (bounded by the config).
 
 pub mod availability;
+pub mod health;
+pub mod history;
 pub mod metrics;
 pub mod status_page;
 pub mod topics;
@@ -128,6 +130,12 @@ impl Observed {
                 snapshots_taken: s.snapshots_taken.load(Ordering::Relaxed),
                 snapshots_failed: s.snapshots_failed.load(Ordering::Relaxed),
                 snapshots_skipped: s.snapshots_skipped.load(Ordering::Relaxed),
+                serial: s.serial().map(|s| s.to_string()),
+                firmware: s.firmware(),
+                transport: s.transport,
+                available: s.available(),
+                health: s.health(),
+                events_history: s.events_history.view(history::Kind::Rate, now_ms),
             })
             .collect();
         let destinations = parts
@@ -142,6 +150,15 @@ impl Observed {
                 connects: stats.connects.load(Ordering::Relaxed),
                 latency: stats.latency.clone(),
                 outbox: outbox.stats(),
+                health: stats.health(),
+                recent_dead: stats.recent_dead.list(),
+                acked_history: stats.acked_history.view(history::Kind::Rate, now_ms),
+                depth_history: stats.depth_history.view(history::Kind::Level, now_ms),
+                drain: stats
+                    .drain
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
             })
             .collect();
         Snapshot {
@@ -186,6 +203,18 @@ pub struct CameraSnapshot {
     pub snapshots_taken: u64,
     pub snapshots_failed: u64,
     pub snapshots_skipped: u64,
+    /// Configured, else as the camera reported it.
+    pub serial: Option<String>,
+    /// As the camera reported it.
+    pub firmware: Option<String>,
+    /// `websocket`, `rtsp` or `mqtt`.
+    pub transport: &'static str,
+    /// Availability last announced, `None` before any.
+    pub available: Option<bool>,
+    /// Why it is red and since when.
+    pub health: health::Health,
+    /// Events received per second over the last hour.
+    pub events_history: history::SeriesView,
 }
 
 /// One destination.
@@ -199,6 +228,16 @@ pub struct DestinationSnapshot {
     pub connects: u64,
     pub outbox: OutboxStats,
     pub latency: crate::sinks::mqtt::Latency,
+    /// Why it is red and since when.
+    pub health: health::Health,
+    /// The last dead letters, oldest first.
+    pub recent_dead: Vec<crate::outbox::dead_letter::DeadLetterView>,
+    /// A backlog draining now.
+    pub drain: Option<watch::DrainView>,
+    /// Deliveries acknowledged per second over the last hour.
+    pub acked_history: history::SeriesView,
+    /// Outbox depth (largest per interval) over the last hour.
+    pub depth_history: history::SeriesView,
 }
 
 impl DestinationSnapshot {

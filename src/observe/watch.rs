@@ -105,6 +105,26 @@ struct Drain {
     last_ms: i64,
     last_depth: u64,
     last_acked: u64,
+    /// Depth at the latest sample.
+    last_seen_depth: u64,
+    /// The last progress figures (none before the first [`PROGRESS_EVERY_MS`]): acknowledged
+    /// and net shrink per second.
+    rate: Option<f64>,
+    shrink: Option<f64>,
+}
+
+/// A backlog draining now, as `/status` shows it (the figures of the last progress line).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DrainView {
+    /// When the drain began (epoch ms).
+    pub started_ms: i64,
+    /// Deliveries left at the last sample.
+    pub left: u64,
+    /// Acknowledged per second over the last [`PROGRESS_EVERY_MS`]; `None` before that.
+    pub rate_per_s: Option<f64>,
+    /// Seconds to empty from `left` at the last measured net rate; `None` while not
+    /// shrinking (or not yet measured).
+    pub eta_s: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +218,9 @@ impl Watch {
                     last_ms: now_ms,
                     last_depth: s.depth,
                     last_acked: s.acked,
+                    last_seen_depth: s.depth,
+                    rate: None,
+                    shrink: None,
                 })
             }
             None => None,
@@ -214,11 +237,14 @@ impl Watch {
                 let secs = (now_ms - d.last_ms) as f64 / 1000.0;
                 let rate = s.acked.saturating_sub(d.last_acked) as f64 / secs;
                 let shrink = d.last_depth.saturating_sub(s.depth) as f64 / secs;
+                let eta_s = (shrink > 0.0).then(|| s.depth as f64 / shrink);
                 progress.push(Progress::Draining {
                     left: s.depth,
                     rate,
-                    eta_s: (shrink > 0.0).then(|| s.depth as f64 / shrink),
+                    eta_s,
                 });
+                d.rate = Some(rate);
+                d.shrink = Some(shrink);
                 d.last_ms = now_ms;
                 d.last_depth = s.depth;
                 d.last_acked = s.acked;
@@ -226,6 +252,23 @@ impl Watch {
             }
             Some(d) => Some(d),
         };
+        if let Some(d) = &mut w.drain {
+            d.last_seen_depth = s.depth;
+        }
+    }
+
+    /// The drain of `name` under way, if any.
+    pub fn drain(&self, name: &str) -> Option<DrainView> {
+        let d = self.dests.get(name)?.drain.as_ref()?;
+        Some(DrainView {
+            started_ms: d.started_ms,
+            left: d.last_seen_depth,
+            rate_per_s: d.rate,
+            eta_s: d
+                .shrink
+                .filter(|&r| r > 0.0)
+                .map(|r| d.last_seen_depth as f64 / r),
+        })
     }
 }
 
@@ -388,6 +431,7 @@ pub async fn run(watched: Vec<Watched>, status_topic: String, clock: SharedClock
                 acked: w.stats.acked.load(Ordering::Relaxed),
             };
             watch.observe(&w.name, now, &sample, &mut notices, &mut progress);
+            *w.stats.drain.lock().unwrap_or_else(|e| e.into_inner()) = watch.drain(&w.name);
             for p in progress.drain(..) {
                 p.log(&w.name);
             }
@@ -553,6 +597,49 @@ mod tests {
             }]
         );
         assert_eq!(step(&mut w, 14_000, &at(true, 20, 55_000)).1, vec![]);
+    }
+
+    #[test]
+    fn the_drain_under_way_is_readable_for_the_status_page() {
+        let name: Arc<str> = "d".into();
+        let mut w = Watch::default();
+        let (mut n, mut p) = (Vec::new(), Vec::new());
+        let s = |depth, acked| Sample {
+            depth,
+            acked,
+            ..sample(true)
+        };
+        w.observe(&name, 0, &s(10, 0), &mut n, &mut p);
+        assert_eq!(w.drain("d"), None, "too small to be a drain");
+        w.observe(&name, 1_000, &s(5_000, 0), &mut n, &mut p);
+        assert_eq!(
+            w.drain("d"),
+            Some(DrainView {
+                started_ms: 1_000,
+                left: 5_000,
+                rate_per_s: None,
+                eta_s: None
+            })
+        );
+        w.observe(&name, 11_000, &s(4_000, 2_000), &mut n, &mut p);
+        assert_eq!(
+            w.drain("d"),
+            Some(DrainView {
+                started_ms: 1_000,
+                left: 4_000,
+                rate_per_s: Some(200.0),
+                eta_s: Some(40.0)
+            })
+        );
+        // Between progress lines: the same rate, the time to empty from what is left now.
+        w.observe(&name, 11_500, &s(3_900, 2_100), &mut n, &mut p);
+        let v = w.drain("d").unwrap();
+        assert_eq!(
+            (v.left, v.rate_per_s, v.eta_s),
+            (3_900, Some(200.0), Some(39.0))
+        );
+        w.observe(&name, 12_000, &s(50, 6_000), &mut n, &mut p);
+        assert_eq!(w.drain("d"), None, "done");
     }
 
     #[test]

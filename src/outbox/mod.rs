@@ -71,7 +71,7 @@
 //! Counters in [`OutboxStats`] (`dropped_*`, `rejected`, `lost_corrupt`) count since open.
 
 mod bench;
-mod dead_letter;
+pub mod dead_letter;
 mod format;
 pub mod private;
 mod shared;

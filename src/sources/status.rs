@@ -3,6 +3,9 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
+use crate::clock::{SharedClock, SystemClock};
+use crate::observe::health::Health;
+
 /// Where a source's connection stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceState {
@@ -48,11 +51,29 @@ pub struct SourceStatus {
     /// Virtual inputs the camera has (from its event catalog), 0 while unknown: commands
     /// refuse a port above it.
     virtual_inputs: AtomicU32,
+    /// `websocket`, `rtsp` or `mqtt` (empty when not said).
+    pub transport: &'static str,
+    /// Firmware version, when the camera reported it.
+    firmware: Mutex<Option<String>>,
+    /// Availability last announced (`true` online), `None` before any.
+    available: Mutex<Option<bool>>,
+    /// Why it is red and since when (times from `clock`).
+    health: Mutex<Health>,
+    /// Events received over the last hour (`/status` charts), fed by the history task.
+    pub events_history: crate::observe::history::Shared,
+    clock: SharedClock,
 }
 
 impl SourceStatus {
-    /// A status in `Connecting` state.
+    /// A status in `Connecting` state, on the system clock.
     pub fn new(name: &str) -> Self {
+        Self::with_clock(name, "", std::sync::Arc::new(SystemClock))
+    }
+
+    /// A status in `Connecting` state since now on `clock`, for a camera on `transport`.
+    pub fn with_clock(name: &str, transport: &'static str, clock: SharedClock) -> Self {
+        let mut health = Health::default();
+        health.start(clock.now_ms());
         Self {
             name: name.to_string(),
             state: Mutex::new(SourceState::Connecting),
@@ -67,6 +88,12 @@ impl SourceStatus {
             snapshots_failed: AtomicU64::new(0),
             snapshots_skipped: AtomicU64::new(0),
             virtual_inputs: AtomicU32::new(0),
+            transport,
+            firmware: Mutex::new(None),
+            available: Mutex::new(None),
+            health: Mutex::new(health),
+            events_history: Default::default(),
+            clock,
         }
     }
 
@@ -76,7 +103,16 @@ impl SourceStatus {
     }
 
     /// Sets the state; returns true when it changed (log only then: one line per change).
+    /// Every `Backoff` counts as a failure in [`SourceStatus::health`] with its error's words.
     pub fn set(&self, s: SourceState) -> bool {
+        {
+            let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+            match &s {
+                SourceState::Streaming => h.success(self.clock.now_ms()),
+                SourceState::Backoff { error } => h.error(self.clock.now_ms(), error),
+                SourceState::Connecting => {}
+            }
+        }
         let mut cur = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if *cur == s {
             return false;
@@ -108,6 +144,37 @@ impl SourceStatus {
         if let Some(n) = n {
             self.virtual_inputs.store(n, Ordering::Relaxed);
         }
+    }
+
+    /// Why it is red and since when.
+    pub fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The firmware version, once the camera reported it.
+    pub fn firmware(&self) -> Option<String> {
+        self.firmware
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records the firmware version the camera reported.
+    pub fn set_firmware(&self, firmware: Option<String>) {
+        *self.firmware.lock().unwrap_or_else(|e| e.into_inner()) = firmware;
+    }
+
+    /// The availability last announced (`Some(true)` online), `None` before any.
+    pub fn available(&self) -> Option<bool> {
+        *self.available.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records an availability announcement.
+    pub fn set_available(&self, online: bool) {
+        *self.available.lock().unwrap_or_else(|e| e.into_inner()) = Some(online);
     }
 
     /// Counts a malformed frame; true for the first one of a burst (log it, then stay quiet).

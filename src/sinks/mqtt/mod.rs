@@ -67,6 +67,31 @@ pub struct SinkStats {
     pub connected: AtomicBool,
     /// Accepted → acknowledged, per delivery.
     pub latency: Latency,
+    /// Why it is red and since when (`/status`).
+    pub health: std::sync::Mutex<crate::observe::health::Health>,
+    /// The last dead letters (`/status`), filled by [`DeadLetters::put`] once kept.
+    pub recent_dead: Arc<crate::outbox::dead_letter::RecentDeadLetters>,
+    /// A backlog draining now, as the watch last measured it (`/status`).
+    pub drain: std::sync::Mutex<Option<crate::observe::watch::DrainView>>,
+    /// Acknowledgements over the last hour (`/status` charts), fed by the history task.
+    pub acked_history: crate::observe::history::Shared,
+    /// Outbox depth over the last hour (`/status` charts), fed by the history task.
+    pub depth_history: crate::observe::history::Shared,
+}
+
+impl SinkStats {
+    /// Why it is red and since when.
+    pub fn health(&self) -> crate::observe::health::Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes the health under its lock.
+    pub fn with_health(&self, f: impl FnOnce(&mut crate::observe::health::Health)) {
+        f(&mut self.health.lock().unwrap_or_else(|e| e.into_inner()));
+    }
 }
 
 /// Upper bounds (seconds) of the latency buckets: milliseconds on a healthy link, up to a day
@@ -248,6 +273,7 @@ impl MqttSink {
         // Numbers connections: a command's acknowledgement belongs to the one it came on.
         let mut connection = 0u64;
         let commands = self.commands.as_ref().is_some_and(|l| !l.routes.is_empty());
+        stats.with_health(|h| h.start(self.clock.now_ms()));
         loop {
             connection += 1;
             let (mut opts, renew_at_ms) = match self.connect_options() {
@@ -302,6 +328,7 @@ impl MqttSink {
                 }
                 Ended::Error(e) => e,
             };
+            stats.with_health(|h| h.error(self.clock.now_ms(), &error));
             if error != last_error {
                 if stats.connects.load(Ordering::Relaxed) == connects {
                     tracing::warn!(destination = %self.name, url = %self.config.url, %error, "cannot connect to the broker; retrying with back-off");
@@ -358,6 +385,7 @@ impl MqttSink {
                         backoff.reset();
                         stats.connects.fetch_add(1, Ordering::Relaxed);
                         stats.connected.store(true, Ordering::Relaxed);
+                        stats.with_health(|h| h.success(self.clock.now_ms()));
                         tracing::info!(destination = %self.name, url = %self.config.url, "broker connected");
                         if let Some(m) = &self.config.connect_message {
                             publish_own(client, &mut window, m);

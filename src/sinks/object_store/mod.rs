@@ -177,6 +177,7 @@ impl ObjectSink {
         tracing::info!(destination = %self.name, store = %self.store.describe(), "object store sink started");
         // "Connected" for a store: no upload is failing (there is no session to hold open).
         stats.connected.store(true, Ordering::Relaxed);
+        stats.with_health(|h| h.success(self.clock.now_ms()));
         let mut batcher = Batcher::new(self.limits, self.format.template.uses_camera());
         let mut ready: VecDeque<Upload> = VecDeque::new();
         let mut closed = Vec::new();
@@ -301,6 +302,7 @@ impl ObjectSink {
                 }
                 Err(e) => {
                     stats.connected.store(false, Ordering::Relaxed);
+                    stats.with_health(|h| h.error(self.clock.now_ms(), &e.to_string()));
                     failures += 1;
                     if failures == 1 || failures.is_power_of_two() {
                         tracing::warn!(destination = %self.name, key = %object.key, error = %e, failures,
@@ -310,6 +312,7 @@ impl ObjectSink {
                 }
             }
         }
+        stats.with_health(|h| h.success(self.clock.now_ms()));
         if failures > 0 {
             stats.connected.store(true, Ordering::Relaxed);
             tracing::info!(destination = %self.name, key = %object.key, failures, "object stored after retries");

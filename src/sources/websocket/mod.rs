@@ -189,6 +189,7 @@ async fn session(
     if serial.is_none() {
         let (read, info) = cam.vapix.device_info().await?;
         *serial = Some(read.into());
+        status.set_firmware(info.firmware.clone());
         *device = Some(Arc::new(info));
     }
     let serial = serial.clone().expect("set above");
