@@ -79,10 +79,12 @@ password = "fixture-pass"
 kind = "mqtt"
 url = "{}"
 client_id = "disk-up"
+availability_topic = ""
 [destination.down]
 kind = "mqtt"
 url = "mqtt://127.0.0.1:{}"
 client_id = "disk-down"
+availability_topic = ""
 buffer = {down_buffer}
 [[rule]]
 name = "small"
