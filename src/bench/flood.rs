@@ -29,7 +29,9 @@ const TIMEOUT: Duration = Duration::from_secs(180);
 /// Rates of one flood: the relay at its defaults and the plain client, messages/s.
 #[derive(Debug, Clone, Copy)]
 pub struct Flood {
+    /// The relay at its default config.
     pub relay: f64,
+    /// The plain rumqttc client.
     pub plain: f64,
 }
 
