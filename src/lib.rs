@@ -28,7 +28,8 @@
 //! - [`commands`]: downlink, MQTT messages that act on cameras (virtual inputs, snapshots).
 //! - [`pipeline`]: wires the above together for `edgerelay run` (and again on each reload).
 //! - [`broker`]: the embedded MQTT broker (feature `embedded-broker`).
-//! - [`identity`]: the host name, and the default MQTT client ids `edgerelay-{hostname}-{name}`.
+//! - [`identity`]: the host name, the default MQTT client ids `edgerelay-{hostname}-{name}`,
+//!   and the relay id (`data_dir/relay-id`) in every delivery's `event_id`.
 //! - [`tls`]: rustls client configs for MQTT destinations and https cameras.
 //! - [`observe`] and [`http`]: `/metrics`, `/status`, `/healthz`, `/readyz`; the relay's own
 //!   status events and camera availability messages.

@@ -82,6 +82,14 @@ impl Relay {
             .with_context(|| format!("creating data_dir {}", data_dir.display()))?;
         let data_dir_lock = lock_data_dir(data_dir)?;
         remove_stale_state_temps(data_dir);
+        let relay_id: Arc<str> = crate::identity::relay_id(data_dir)
+            .with_context(|| {
+                format!(
+                    "reading or creating {}",
+                    data_dir.join(crate::identity::RELAY_ID_FILE).display()
+                )
+            })?
+            .into();
         if let Some(listen) = &cfg.relay.broker {
             let addr = crate::broker::start(listen, crate::broker::Login::from_relay(&cfg.relay))?;
             tracing::info!(%addr, "embedded MQTT broker listening");
@@ -117,19 +125,29 @@ impl Relay {
                 DestinationConfig::Mqtt(_)
                 | DestinationConfig::AzureIotHub(_)
                 | DestinationConfig::AwsIotCore(_) => {
-                    let mut sink =
-                        MqttSink::from_config(name.clone(), dest, cfg.relay.print, clock.clone())
-                            .map_err(anyhow::Error::msg)
-                            .with_context(|| format!("destination.{name}"))?;
+                    let mut sink = MqttSink::from_config(
+                        name.clone(),
+                        dest,
+                        cfg.relay.print,
+                        clock.clone(),
+                        relay_id.clone(),
+                    )
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("destination.{name}"))?;
                     sink.commands = command_links.remove(&*name);
                     let run = sink.run(outbox.clone(), dead, stats.clone());
                     tasks.push(supervisor.spawn(format!("sink:{name}"), run));
                 }
                 DestinationConfig::S3(_) | DestinationConfig::AzureBlob(_) => {
-                    let sink = ObjectSink::from_config(name.clone(), dest, clock.clone())
-                        .expect("an object-store kind")
-                        .map_err(anyhow::Error::msg)
-                        .with_context(|| format!("destination.{name}"))?;
+                    let sink = ObjectSink::from_config(
+                        name.clone(),
+                        dest,
+                        clock.clone(),
+                        relay_id.clone(),
+                    )
+                    .expect("an object-store kind")
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("destination.{name}"))?;
                     let run = sink.run(outbox.clone(), dead, stats.clone());
                     tasks.push(supervisor.spawn(format!("sink:{name}"), run));
                 }

@@ -196,8 +196,14 @@ max_rate = "1/h"
     let cfg = edgerelay::config::load_str(&text, "c.toml").unwrap();
     let clock = Arc::new(SystemClock);
     // The destination's own code from config; only the port is the stand-in's, not 8883.
-    let mut sink =
-        MqttSink::from_config("hub".into(), &cfg.destination["hub"], false, clock.clone()).unwrap();
+    let mut sink = MqttSink::from_config(
+        "hub".into(),
+        &cfg.destination["hub"],
+        false,
+        clock.clone(),
+        "0123456789abcdef".into(),
+    )
+    .unwrap();
     sink.config.url = format!("mqtts://localhost:{tls}");
     let mut linked = link(&cfg.command).unwrap();
     sink.commands = linked.links.remove("hub");

@@ -613,6 +613,7 @@ async fn azure_sink_connects_as_the_device_with_fresh_sas_tokens_and_loses_nothi
         clock: clock.clone(),
         max_packet: 1 << 20,
         commands: None,
+        relay_id: "0123456789abcdef".into(),
     };
     let stats = Arc::new(SinkStats::default());
     let task = tokio::spawn(sink.run(outbox.clone(), dead, stats.clone()));
@@ -664,12 +665,16 @@ async fn azure_sink_connects_as_the_device_with_fresh_sas_tokens_and_loses_nothi
         append(next);
         next += 1;
     }
+    // The message id of each n, as first seen: a resend must carry the same one.
+    let mut mids: Vec<String> = Vec::new();
+    let prefix = "devices/lobby-cam/messages/events/mqtt_topic=site%2Flobby&$.ct=application%2Fjson&$.ce=utf-8&$.mid=";
     while seen.last() != Some(&(next - 1)) {
         let m = sub.next(T).await;
-        assert_eq!(
-            m.topic,
-            "devices/lobby-cam/messages/events/mqtt_topic=site%2Flobby&$.ct=application%2Fjson&$.ce=utf-8"
-        );
+        let mid = m
+            .topic
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("topic {}", m.topic))
+            .to_string();
         assert!(!m.retain, "IoT Hub has no retain");
         let v: serde_json::Value = serde_json::from_str(&m.payload).unwrap();
         let n = v["n"].as_u64().unwrap() as usize;
@@ -677,9 +682,15 @@ async fn azure_sink_connects_as_the_device_with_fresh_sas_tokens_and_loses_nothi
         if !seen.contains(&n) {
             assert_eq!(n, seen.len(), "order kept, nothing skipped");
             seen.push(n);
+            mids.push(mid);
+        } else {
+            assert_eq!(mid, mids[n], "a resend of {n} carries its first message id");
         }
     }
     assert_eq!(seen, (0..next).collect::<Vec<_>>());
+    assert!(mids.iter().all(|m| m.starts_with("0123456789abcdef-")));
+    let distinct: std::collections::BTreeSet<_> = mids.iter().collect();
+    assert_eq!(distinct.len(), mids.len(), "one message id per delivery");
     assert!(stats.connects.load(Ordering::Relaxed) >= 2);
     task.abort();
 }

@@ -350,6 +350,17 @@ impl Stored {
     }
 
     /// `{first_seq}` of the key (its last segment up to the first dot).
+    /// The `event_id` of each line.
+    fn event_ids(&self) -> Vec<String> {
+        self.ndjson
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["event_id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
     fn first_seq(&self) -> u64 {
         let last = self.key.rsplit('/').next().unwrap();
         last.split('.').next().unwrap().parse().unwrap()
@@ -505,7 +516,11 @@ async fn s3_objects_roll_at_max_bytes_before_overflowing() {
         return;
     };
     // Every line is the same length (four-digit n): room for three lines, not four.
-    let line = "{\"payload\":\"1000\",\"mqtt_topic\":\"load/lobby\"}\n".len();
+    let line = format!(
+        "{{\"payload\":\"1000\",\"mqtt_topic\":\"load/lobby\",\"event_id\":\"{}\"}}\n",
+        edgerelay::identity::event_id("0123456789abcdef", 0)
+    )
+    .len();
     let dest = s3_dest(
         moto.port,
         &format!(
@@ -725,6 +740,23 @@ async fn s3_object_stored_but_unacknowledged_at_a_kill_is_overwritten_not_duplic
     assert_eq!(after.len(), 2, "same first entry, same key: overwritten");
     assert_eq!(after[0].key, before[0].key);
     assert_eq!(all_numbers(&after), (0..20).collect::<Vec<_>>());
+    // The lines sent again after the kill carry the event ids they had: this relay's id,
+    // kept in data_dir, and each delivery's outbox sequence.
+    let relay_id = std::fs::read_to_string(relay.dir.path().join("data/relay-id")).unwrap();
+    let ids = before[0].event_ids();
+    assert_eq!(
+        after[0].event_ids(),
+        ids,
+        "resent lines keep their event ids"
+    );
+    assert!(
+        ids.iter()
+            .all(|id| id.starts_with(&format!("{}-", relay_id.trim()))),
+        "{ids:?}"
+    );
+    let mut all: Vec<String> = after.iter().flat_map(Stored::event_ids).collect();
+    all.dedup();
+    assert_eq!(all.len(), 20, "one id per event: {all:?}");
 }
 
 /// What a killed relay left in its outbox for `archive`.
@@ -1401,9 +1433,14 @@ async fn bench_archive_rate_to_moto() {
                 .replace("[destination.archive]\n", "")
         ))
         .unwrap();
-        let sink = ObjectSink::from_config("archive".into(), &cfg, clock.clone())
-            .unwrap()
-            .unwrap();
+        let sink = ObjectSink::from_config(
+            "archive".into(),
+            &cfg,
+            clock.clone(),
+            "0123456789abcdef".into(),
+        )
+        .unwrap()
+        .unwrap();
         let stats = Arc::new(SinkStats::default());
         let start = Instant::now();
         let task = tokio::spawn(sink.run(outbox.clone(), dead, stats.clone()));

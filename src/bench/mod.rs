@@ -3,10 +3,12 @@
 //!
 //! Files: `local` (outbox rates, memory with a backlog), `mosquitto` (a broker on a free
 //! loopback port), `raw` (a plain client's QoS 1 ceiling), `e2e` (emulated camera → relay →
-//! broker: throughput, drain after an outage), `latency` (added latency at a steady rate),
+//! broker: throughput, drain after an outage), `flood` (the relay at its default config against
+//! a plain client, issue 15), `latency` (added latency at a steady rate),
 //! `tmp` (temp dirs removed on drop). Everything started is stopped before `run` returns.
 
 mod e2e;
+mod flood;
 mod latency;
 mod local;
 mod mosquitto;
@@ -25,6 +27,8 @@ struct Sizes {
     outbox_nofsync: usize,
     outbox_fsync: usize,
     broker_n: u64,
+    flood_n: u64,
+    flood_rounds: usize,
     latency_s: u32,
     rtsp_iterations: usize,
 }
@@ -36,6 +40,8 @@ impl Sizes {
                 outbox_nofsync: 100_000,
                 outbox_fsync: 20_000,
                 broker_n: 20_000,
+                flood_n: 20_000,
+                flood_rounds: 1,
                 latency_s: 2,
                 rtsp_iterations: 20_000,
             }
@@ -44,6 +50,8 @@ impl Sizes {
                 outbox_nofsync: 500_000,
                 outbox_fsync: 100_000,
                 broker_n: 200_000,
+                flood_n: 100_000,
+                flood_rounds: 2,
                 latency_s: 5,
                 rtsp_iterations: 100_000,
             }
@@ -216,6 +224,10 @@ async fn broker_rows(s: &Sizes) -> Vec<Row> {
             s.latency_s
         ),
         format!("Drain after an outage ({} pre-filled deliveries)", count(n)),
+        format!(
+            "Flood at the defaults: camera → relay (default config, fsync on) → Mosquitto → subscriber ({} × {MSG_LEN} B, QoS 1), against a plain rumqttc client at its defaults in the same run",
+            count(s.flood_n)
+        ),
     ];
     let Some(bin) = mosquitto::binary() else {
         let note =
@@ -232,7 +244,7 @@ async fn broker_rows(s: &Sizes) -> Vec<Row> {
                 .collect();
         }
     };
-    let [f_raw, f_off, f_on, f_lat, f_drain] = figures;
+    let [f_raw, f_off, f_on, f_lat, f_drain, f_flood] = figures;
     let mut rows = Vec::new();
 
     progress("raw ceiling");
@@ -304,6 +316,24 @@ async fn broker_rows(s: &Sizes) -> Vec<Row> {
             ));
         }
         Err(e) => rows.push(row(f_drain, error(&e), "≥ 80% of online")),
+    }
+
+    progress("flood at the defaults against a plain client");
+    let target = "≥ 1.2× the plain client";
+    match flood::run(&broker, s.flood_n, s.flood_rounds).await {
+        Ok(f) => {
+            let ratio = f.relay / f.plain.max(1e-9);
+            rows.push(row(
+                f_flood,
+                format!(
+                    "{} (plain client {}: {ratio:.2}×)",
+                    rate(f.relay),
+                    rate(f.plain)
+                ),
+                verdict(target, ratio >= 1.2),
+            ));
+        }
+        Err(e) => rows.push(row(f_flood, error(&e), target)),
     }
     drop(broker);
     rows

@@ -935,6 +935,29 @@ fn bad_durations_are_named_at_their_key() {
 }
 
 #[test]
+fn inflight_defaults_per_kind_and_is_checked_against_what_the_cloud_takes() {
+    let aws = "[destination.aws]\nkind = \"aws-iot-core\"\nendpoint = \"a-ats.iot.eu-north-1.amazonaws.com\"\nthing_name = \"t\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nca_file = \"ca.pem\"\n";
+    let c = load_text(&format!("{CLOUD}\n{aws}")).unwrap();
+    let (DestinationConfig::Mqtt(m), DestinationConfig::AwsIotCore(a)) =
+        (&c.destination["cloud"], &c.destination["aws"])
+    else {
+        panic!("kinds")
+    };
+    assert_eq!((m.inflight, a.inflight), (1000, 100));
+    assert_one_error(
+        &format!("{CLOUD}inflight = 0\n"),
+        "config.toml:4: destination.cloud.inflight: must be at least 1",
+    );
+    let e = assert_one_error(
+        &format!("{aws}inflight = 101\n"),
+        "config.toml:8: destination.aws.inflight: 101: must be at most 100",
+    );
+    assert!(e.contains("AWS IoT Core"), "{e}");
+    load_text(&format!("{aws}inflight = 100\n")).unwrap();
+    load_text(&format!("{CLOUD}inflight = 65535\n")).unwrap();
+}
+
+#[test]
 fn an_unset_variable_in_a_key_that_shapes_the_config_is_the_error_named() {
     // `kind` picks the destination's type: unexpanded, it is no kind at all.
     let text = "[relay]\nhttp = \"${HTTP}\"\n\n[destination.cloud]\nkind = \"${KIND}\"\nurl = \"mqtt://h\"\n";

@@ -484,8 +484,9 @@ pub struct MqttDestination {
     /// Published on every connect.
     #[serde(default)]
     pub connect_message: Option<MessageConfig>,
-    /// Unacknowledged QoS 1/2 publishes in flight. Default 100.
-    #[serde(default = "default_inflight")]
+    /// Most unacknowledged QoS 1/2 publishes in flight: the cap of the paced window
+    /// (`sinks::mqtt::pace`) and the bound on duplicates after a crash. Default 1000.
+    #[serde(default = "default_mqtt_inflight")]
     pub inflight: u16,
     /// Outbox limits for this destination.
     #[serde(default)]
@@ -591,7 +592,10 @@ pub struct AzureIotHubDestination {
     /// Deprecated spelling of `connect_timeout` in whole seconds (`check` warns).
     #[serde(default)]
     pub connect_timeout_s: Option<u64>,
-    /// Unacknowledged publishes in flight. Default 100.
+    /// Most unacknowledged publishes in flight (cap of the paced window, bound on duplicates
+    /// after a crash). Default 100: IoT Hub documents no in-flight limit for MQTT 3.1.1, only
+    /// per-hub device-to-cloud throttles (S1: 100 sends/s or 12/s/unit) with traffic shaping,
+    /// which the paced window answers by shrinking as acknowledgements slow.
     #[serde(default = "default_inflight")]
     pub inflight: u16,
     /// Outbox limits for this destination.
@@ -651,7 +655,11 @@ pub struct AwsIotCoreDestination {
     /// Published on every connect.
     #[serde(default)]
     pub connect_message: Option<MessageConfig>,
-    /// Unacknowledged publishes in flight. Default 100 (AWS allows 100 per connection).
+    /// Most unacknowledged publishes in flight (cap of the paced window, bound on duplicates
+    /// after a crash). Default and largest value 100: AWS IoT Core's message broker takes at
+    /// most 100 in-flight unacknowledged inbound publishes per client and accepts no more
+    /// until it acknowledges one (AWS IoT Core quotas, "Maximum inbound unacknowledged
+    /// messages").
     #[serde(default = "default_inflight")]
     pub inflight: u16,
     /// Outbox limits for this destination.
@@ -670,6 +678,13 @@ fn default_aws_port() -> u16 {
 
 fn default_inflight() -> u16 {
     100
+}
+
+/// A plain broker documents no in-flight limit of its own (Mosquitto takes any number from a
+/// client on MQTT 3.1.1): 1000 lets one connection reach Mosquitto's pace on loopback
+/// (README "Figures") while keeping the duplicates after a crash to 1000.
+fn default_mqtt_inflight() -> u16 {
+    1000
 }
 
 /// A fixed MQTT message (last will, connect message).

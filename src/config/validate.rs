@@ -382,6 +382,7 @@ fn check_name<'a>(
 
 fn check_mqtt(m: &MqttDestination, p: &KeyPath, out: &mut Vec<Problem>) {
     check_availability_topic(&m.availability_topic, false, p, out);
+    check_inflight(m.inflight, None, p, out);
     if let Err(e) = check_mqtt_url(&m.url) {
         out.push(Problem::new(p.key("url"), e));
     }
@@ -610,8 +611,27 @@ fn check_azure_blob(a: &AzureBlobDestination, p: &KeyPath, out: &mut Vec<Problem
     }
 }
 
+/// `inflight`: at least 1, and at most what the destination kind takes (`limit`, with why).
+fn check_inflight(n: u16, limit: Option<(u16, &str)>, p: &KeyPath, out: &mut Vec<Problem>) {
+    if n == 0 {
+        out.push(Problem::new(
+            p.key("inflight"),
+            "must be at least 1 (the most publishes the paced window may keep in flight)",
+        ));
+    }
+    if let Some((max, why)) = limit
+        && n > max
+    {
+        out.push(Problem::new(
+            p.key("inflight"),
+            format!("{n}: must be at most {max} ({why})"),
+        ));
+    }
+}
+
 fn check_azure(a: &AzureIotHubDestination, p: &KeyPath, out: &mut Vec<Problem>) {
     check_availability_topic(&a.availability_topic, false, p, out);
+    check_inflight(a.inflight, None, p, out);
     check_buffer(&a.buffer, p, out);
     durations::check_mqtt(a.aliased_durations(), p, out);
     check_client_cert(a.cert_file.is_some(), a.key_file.is_some(), p, out);
@@ -652,6 +672,15 @@ fn check_azure(a: &AzureIotHubDestination, p: &KeyPath, out: &mut Vec<Problem>) 
 
 fn check_aws(a: &AwsIotCoreDestination, p: &KeyPath, out: &mut Vec<Problem>) {
     check_availability_topic(&a.availability_topic, true, p, out);
+    check_inflight(
+        a.inflight,
+        Some((
+            aws::MAX_INFLIGHT,
+            "AWS IoT Core accepts at most 100 unacknowledged publishes per connection",
+        )),
+        p,
+        out,
+    );
     check_buffer(&a.buffer, p, out);
     durations::check_mqtt(a.aliased_durations(), p, out);
     let advice = [

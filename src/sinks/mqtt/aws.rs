@@ -14,6 +14,10 @@ pub const MAX_TOPIC_BYTES: usize = 256;
 pub const MAX_SLASHES: usize = 7;
 /// Payload limit, bytes.
 pub const MAX_PAYLOAD: usize = 128 * 1024;
+/// In-flight unacknowledged publishes the broker takes from one client ("Maximum inbound
+/// unacknowledged messages": past it, nothing more is accepted until it acknowledges one):
+/// the largest and default `inflight`.
+pub const MAX_INFLIGHT: u16 = 100;
 /// ALPN protocol that lets MQTT with client certificates use port 443.
 pub const ALPN_443: &str = "x-amzn-mqtt-ca";
 

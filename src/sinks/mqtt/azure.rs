@@ -169,16 +169,19 @@ impl SasKey {
     }
 }
 
-/// The telemetry topic of `device_id` carrying `mqtt_topic` and the content properties.
-pub fn event_topic(device_id: &str, mqtt_topic: &str, json: bool) -> String {
+/// The telemetry topic of `device_id` carrying `mqtt_topic`, the content properties and, as
+/// the message id system property `$.mid`, the delivery's `event_id` (the same on every
+/// resend, so consumers can drop duplicates by message id).
+pub fn event_topic(device_id: &str, mqtt_topic: &str, json: bool, event_id: &str) -> String {
     let ct = if json {
         "application%2Fjson"
     } else {
         "text%2Fplain"
     };
     format!(
-        "devices/{device_id}/messages/events/mqtt_topic={}&$.ct={ct}&$.ce=utf-8",
-        encode_property(mqtt_topic)
+        "devices/{device_id}/messages/events/mqtt_topic={}&$.ct={ct}&$.ce=utf-8&$.mid={}",
+        encode_property(mqtt_topic),
+        encode_property(event_id)
     )
 }
 
@@ -356,13 +359,14 @@ print(generate_sas_token(sys.argv[1], sys.argv[2], None, int(sys.argv[4])))
             event_topic(
                 "lobby-cam",
                 "axis/ACCC8E012345/event/tns:onvif/Device/$source/port/1",
-                true
+                true,
+                "0123456789abcdef-0000000000000007"
             ),
-            "devices/lobby-cam/messages/events/mqtt_topic=axis%2FACCC8E012345%2Fevent%2Ftns%3Aonvif%2FDevice%2F%24source%2Fport%2F1&$.ct=application%2Fjson&$.ce=utf-8"
+            "devices/lobby-cam/messages/events/mqtt_topic=axis%2FACCC8E012345%2Fevent%2Ftns%3Aonvif%2FDevice%2F%24source%2Fport%2F1&$.ct=application%2Fjson&$.ce=utf-8&$.mid=0123456789abcdef-0000000000000007"
         );
         assert_eq!(
-            event_topic("d", "a b", false),
-            "devices/d/messages/events/mqtt_topic=a%20b&$.ct=text%2Fplain&$.ce=utf-8"
+            event_topic("d", "a b", false, "x"),
+            "devices/d/messages/events/mqtt_topic=a%20b&$.ct=text%2Fplain&$.ce=utf-8&$.mid=x"
         );
     }
 

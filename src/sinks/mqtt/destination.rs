@@ -15,6 +15,7 @@ impl MqttSink {
         dest: &DestinationConfig,
         print: bool,
         clock: SharedClock,
+        relay_id: Arc<str>,
     ) -> Result<MqttSink, String> {
         let mut max_packet = limits::DEFAULT_PACKET_BYTES;
         let (config, flavor, sas) = match dest {
@@ -45,6 +46,7 @@ impl MqttSink {
             clock,
             max_packet,
             commands: None,
+            relay_id,
         })
     }
 }

@@ -11,7 +11,8 @@ use super::{aws, azure};
 pub enum Flavor {
     /// Any MQTT broker: published as the rule made it.
     Plain,
-    /// Azure IoT Hub: fixed telemetry topic, rule topic as a property, no retain, QoS ≤ 1.
+    /// Azure IoT Hub: fixed telemetry topic, rule topic and event id as properties, no retain,
+    /// QoS ≤ 1.
     Azure {
         /// Device id of the telemetry topic.
         device_id: String,
@@ -32,8 +33,8 @@ pub enum Prepared {
 }
 
 impl Flavor {
-    /// Shapes `d` for this broker.
-    pub fn prepare(&self, mut d: Delivery) -> Prepared {
+    /// Shapes `d`, whose `event_id` is given ([`crate::identity::event_id`]), for this broker.
+    pub fn prepare(&self, mut d: Delivery, event_id: &str) -> Prepared {
         match self {
             Flavor::Plain => Prepared::Send(d),
             Flavor::Azure { device_id } => {
@@ -43,7 +44,7 @@ impl Flavor {
                 // IoT Hub counts the properties into the message size; the property bag is a
                 // close upper bound of what they take.
                 let json = serde_json::from_slice::<serde::de::IgnoredAny>(&d.payload).is_ok();
-                let topic = azure::event_topic(device_id, &d.topic, json);
+                let topic = azure::event_topic(device_id, &d.topic, json, event_id);
                 let bag = topic.len() - format!("devices/{device_id}/messages/events/").len();
                 if d.payload.len() + bag > azure::MAX_PAYLOAD {
                     return Prepared::Reject(format!(
@@ -76,6 +77,8 @@ impl Flavor {
 mod tests {
     use super::*;
 
+    const ID: &str = "0123456789abcdef-0000000000000001";
+
     fn delivery(topic: &str, payload: Vec<u8>, qos: u8, retain: bool) -> Delivery {
         Delivery {
             topic: topic.into(),
@@ -90,7 +93,7 @@ mod tests {
     #[test]
     fn plain_leaves_deliveries_alone() {
         let d = delivery("a/b", b"{}".to_vec(), 2, true);
-        assert_eq!(Flavor::Plain.prepare(d.clone()), Prepared::Send(d));
+        assert_eq!(Flavor::Plain.prepare(d.clone(), ID), Prepared::Send(d));
     }
 
     #[test]
@@ -98,28 +101,35 @@ mod tests {
         let f = Flavor::Azure {
             device_id: "cam".into(),
         };
-        let Prepared::Send(d) = f.prepare(delivery("site/lobby", b"{\"a\":1}".to_vec(), 2, true))
+        let Prepared::Send(d) =
+            f.prepare(delivery("site/lobby", b"{\"a\":1}".to_vec(), 2, true), ID)
         else {
             panic!()
         };
         assert_eq!(
             d.topic,
-            "devices/cam/messages/events/mqtt_topic=site%2Flobby&$.ct=application%2Fjson&$.ce=utf-8"
+            "devices/cam/messages/events/mqtt_topic=site%2Flobby&$.ct=application%2Fjson&$.ce=utf-8&$.mid=0123456789abcdef-0000000000000001"
         );
         assert_eq!((d.qos, d.retain), (1, false));
-        assert_eq!(f.prepare(delivery("t", vec![], 1, true)), Prepared::Skip);
+        assert_eq!(
+            f.prepare(delivery("t", vec![], 1, true), ID),
+            Prepared::Skip
+        );
         assert!(matches!(
-            f.prepare(delivery("t", vec![b'x'; 256 * 1024], 1, false)),
+            f.prepare(delivery("t", vec![b'x'; 256 * 1024], 1, false), ID),
             Prepared::Reject(r) if r.contains("Azure IoT Hub allows 262144")
         ));
-        // Property bag of topic "t" with text/plain: "mqtt_topic=t&$.ct=text%2Fplain&$.ce=utf-8".
-        let bag = "mqtt_topic=t&$.ct=text%2Fplain&$.ce=utf-8".len();
+        // Property bag of topic "t" with text/plain, message id included.
+        let bag = format!("mqtt_topic=t&$.ct=text%2Fplain&$.ce=utf-8&$.mid={ID}").len();
         assert!(matches!(
-            f.prepare(delivery("t", vec![b'x'; 256 * 1024 - bag], 1, false)),
+            f.prepare(delivery("t", vec![b'x'; 256 * 1024 - bag], 1, false), ID),
             Prepared::Send(_)
         ));
         assert!(matches!(
-            f.prepare(delivery("t", vec![b'x'; 256 * 1024 - bag + 1], 1, false)),
+            f.prepare(
+                delivery("t", vec![b'x'; 256 * 1024 - bag + 1], 1, false),
+                ID
+            ),
             Prepared::Reject(_)
         ));
     }
@@ -127,20 +137,20 @@ mod tests {
     #[test]
     fn aws_rejects_what_it_would_refuse_and_keeps_retain() {
         let f = Flavor::Aws;
-        let Prepared::Send(d) = f.prepare(delivery("a/b", b"x".to_vec(), 2, true)) else {
+        let Prepared::Send(d) = f.prepare(delivery("a/b", b"x".to_vec(), 2, true), ID) else {
             panic!()
         };
         assert_eq!((d.qos, d.retain), (1, true));
         assert!(matches!(
-            f.prepare(delivery(&"t".repeat(257), vec![], 1, false)),
+            f.prepare(delivery(&"t".repeat(257), vec![], 1, false), ID),
             Prepared::Reject(_)
         ));
         assert!(matches!(
-            f.prepare(delivery("1/2/3/4/5/6/7/8/9", vec![], 1, false)),
+            f.prepare(delivery("1/2/3/4/5/6/7/8/9", vec![], 1, false), ID),
             Prepared::Reject(r) if r.contains("8 slashes")
         ));
         assert!(matches!(
-            f.prepare(delivery("t", vec![0; 128 * 1024 + 1], 1, false)),
+            f.prepare(delivery("t", vec![0; 128 * 1024 + 1], 1, false), ID),
             Prepared::Reject(_)
         ));
     }

@@ -3,7 +3,8 @@
 //! An entry leaves the outbox only after the broker acknowledged it (PUBACK for QoS 1, PUBCOMP
 //! for QoS 2) or, for QoS 0, after the client wrote it. On any connection error the client is
 //! dropped with its in-memory state and a new one resends from the outbox head, so order is
-//! kept across reconnects and duplicates are limited to the in-flight window.
+//! kept across reconnects and duplicates are limited to the in-flight window: [`pace`] sizes it
+//! from how promptly acknowledgements come back, never above the destination's `inflight`.
 //!
 //! One sink serves every MQTT-speaking kind: [`destination`] turns `mqtt`, `azure-iot-hub` and
 //! `aws-iot-core` configs into connection settings plus a [`Flavor`] that shapes (or rejects)
@@ -19,6 +20,7 @@ pub mod destination;
 pub mod downlink;
 pub mod flavor;
 pub mod limits;
+pub mod pace;
 pub mod refusal;
 pub mod window;
 
@@ -40,6 +42,7 @@ use crate::outbox::Entry;
 use crate::outbox::{DeadLetters, SharedOutbox};
 use crate::sources::backoff::Backoff;
 use flavor::{Flavor, Prepared};
+use pace::Pace;
 use refusal::RefusalGuard;
 use window::AckWindow;
 
@@ -140,6 +143,9 @@ pub struct MqttSink {
     pub max_packet: usize,
     /// The `[[command]]`s arriving over this connection.
     pub commands: Option<crate::commands::CommandLink>,
+    /// This relay's id (`data_dir/relay-id`): with the outbox sequence, a delivery's
+    /// `event_id` ([`crate::identity::event_id`]).
+    pub relay_id: Arc<str>,
 }
 
 fn qos(q: u8) -> QoS {
@@ -269,6 +275,7 @@ impl MqttSink {
         }
         let mut backoff = Backoff::new(Duration::from_secs(30));
         let mut refusals = RefusalGuard::default();
+        let mut pace = Pace::new(self.config.inflight.max(1) as usize, self.clock.now_ms());
         let mut last_error = String::new();
         // Numbers connections: a command's acknowledgement belongs to the one it came on.
         let mut connection = 0u64;
@@ -290,8 +297,9 @@ impl MqttSink {
             let renew_in = renew_at_ms.map(|at| {
                 Duration::from_millis(at.saturating_sub(self.clock.now_ms()).max(0) as u64)
             });
-            let window = self.config.inflight.max(1) as usize;
-            let (client, mut eventloop) = AsyncClient::new(opts.clone(), window + 8);
+            // rumqttc's own limit is the cap, so it never holds back what the pace allows.
+            let cap = self.config.inflight.max(1) as usize;
+            let (client, mut eventloop) = AsyncClient::new(opts.clone(), cap + 8);
             let mut net = eventloop.network_options();
             net.set_connection_timeout(self.config.connect_timeout().as_secs().max(1));
             eventloop.set_network_options(net);
@@ -305,11 +313,13 @@ impl MqttSink {
                     &stats,
                     &mut backoff,
                     &mut refusals,
+                    &mut pace,
                     renew_in,
                     connection,
                 )
                 .await;
             stats.connected.store(false, Ordering::Relaxed);
+            pace.connection_lost();
             let error = match ended {
                 Ended::Renew => {
                     tracing::info!(destination = %self.name, "SAS token renewal: reconnecting with a new token");
@@ -352,13 +362,13 @@ impl MqttSink {
         stats: &SinkStats,
         backoff: &mut Backoff,
         refusals: &mut RefusalGuard,
+        pace: &mut Pace,
         renew_in: Option<Duration>,
         connection: u64,
     ) -> Ended {
         let renew = tokio::time::sleep(renew_in.unwrap_or(Duration::from_secs(365 * 86_400)));
         tokio::pin!(renew);
-        let inflight = self.config.inflight.max(1) as usize;
-        let mut window = AckWindow::new(refusals.window(0, inflight));
+        let mut window = AckWindow::new(refusals.window(0, pace.window()));
         let mut next_read = 0u64;
         let mut connected = false;
         let no_commands = crate::commands::CommandLink::none();
@@ -422,8 +432,13 @@ impl MqttSink {
                     Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => {
                         window.on_outgoing(pkid, self.clock.now_ms())
                     }
-                    Ok(MqttEvent::Incoming(Packet::PubAck(a))) => window.on_ack(a.pkid),
-                    Ok(MqttEvent::Incoming(Packet::PubComp(a))) => window.on_ack(a.pkid),
+                    Ok(MqttEvent::Incoming(Packet::PubAck(rumqttc::PubAck { pkid, .. })))
+                    | Ok(MqttEvent::Incoming(Packet::PubComp(rumqttc::PubComp { pkid, .. }))) => {
+                        let in_flight = window.len();
+                        if let Some(written) = window.on_ack(pkid) {
+                            pace.on_ack(written, self.clock.now_ms(), in_flight);
+                        }
+                    }
                     Ok(_) => {}
                 },
                 _ = &mut renew, if renew_in.is_some() => return Ended::Renew,
@@ -452,7 +467,7 @@ impl MqttSink {
                                 continue;
                             }
                         };
-                        let d = match self.prepare(d) {
+                        let d = match self.prepare(d, entry.seq) {
                             Prepared::Send(d) => d,
                             Prepared::Skip => {
                                 window.push_done(entry.seq);
@@ -485,7 +500,7 @@ impl MqttSink {
                 stats.acked.fetch_add(count, Ordering::Relaxed);
                 refusals.released_through(seq);
             }
-            window.set_capacity(refusals.window(next_read, inflight));
+            window.set_capacity(refusals.window(next_read, pace.window()));
         }
     }
 
@@ -510,9 +525,16 @@ impl MqttSink {
         }
     }
 
-    /// Shapes `d` for this destination's kind, then refuses what no MQTT broker accepts.
-    pub fn prepare(&self, d: Delivery) -> Prepared {
-        match self.flavor.prepare(d) {
+    /// Shapes `d`, at outbox sequence `seq`, for this destination's kind, then refuses what no
+    /// MQTT broker accepts.
+    pub fn prepare(&self, d: Delivery, seq: u64) -> Prepared {
+        // Only IoT Hub carries the id on MQTT 3.1.1 (`$.mid`); the default payload stays as
+        // cameras send it.
+        let id = match self.flavor {
+            Flavor::Azure { .. } => crate::identity::event_id(&self.relay_id, seq),
+            _ => String::new(),
+        };
+        match self.flavor.prepare(d, &id) {
             Prepared::Send(d) => {
                 match limits::publish_problem(&d.topic, d.payload.len(), d.qos, self.max_packet) {
                     Some(reason) => Prepared::Reject(reason),

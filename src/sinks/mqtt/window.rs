@@ -27,6 +27,9 @@ struct Slot {
 pub struct AckWindow {
     slots: VecDeque<Slot>,
     capacity: usize,
+    /// Slots before this index are written or done: where the next write is looked for, so a
+    /// window of thousands is not scanned on every publish.
+    written: usize,
 }
 
 impl AckWindow {
@@ -35,6 +38,7 @@ impl AckWindow {
         Self {
             slots: VecDeque::with_capacity(capacity),
             capacity: capacity.max(1),
+            written: 0,
         }
     }
 
@@ -98,7 +102,15 @@ impl AckWindow {
     /// The client wrote the next publish with this packet id at `now_ms` (0 for QoS 0, which
     /// is then done).
     pub fn on_outgoing(&mut self, pkid: u16, now_ms: i64) {
-        if let Some(s) = self.slots.iter_mut().find(|s| s.pkid.is_none() && !s.done) {
+        while self
+            .slots
+            .get(self.written)
+            .is_some_and(|s| s.pkid.is_some() || s.done)
+        {
+            self.written += 1;
+        }
+        if let Some(s) = self.slots.get_mut(self.written) {
+            self.written += 1;
             s.written_ms = Some(now_ms);
             if s.qos == 0 {
                 s.done = true;
@@ -108,15 +120,15 @@ impl AckWindow {
         }
     }
 
-    /// The broker acknowledged a packet id (PUBACK for QoS 1, PUBCOMP for QoS 2).
-    pub fn on_ack(&mut self, pkid: u16) {
-        if let Some(s) = self
+    /// The broker acknowledged a packet id (PUBACK for QoS 1, PUBCOMP for QoS 2); returns
+    /// when the client wrote that publish, for the round trip that paces the window.
+    pub fn on_ack(&mut self, pkid: u16) -> Option<i64> {
+        let s = self
             .slots
             .iter_mut()
-            .find(|s| s.pkid == Some(pkid) && !s.done)
-        {
-            s.done = true;
-        }
+            .find(|s| s.pkid == Some(pkid) && !s.done)?;
+        s.done = true;
+        s.written_ms
     }
 
     /// The oldest outbox entry not yet acknowledged, and when the client wrote it (`None`: not
@@ -155,6 +167,7 @@ impl AckWindow {
             let Some(slot) = self.slots.pop_front() else {
                 break;
             };
+            self.written = self.written.saturating_sub(1);
             if let Some(seq) = slot.seq {
                 last = Some(seq);
                 count += 1;
@@ -169,6 +182,7 @@ impl AckWindow {
     /// After a lost connection: nothing in flight any more (the outbox resends from its head).
     pub fn clear(&mut self) {
         self.slots.clear();
+        self.written = 0;
     }
 }
 

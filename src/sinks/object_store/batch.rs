@@ -13,6 +13,7 @@
 //! when no more entries are waiting, and a restart reads every waiting entry first.
 
 use std::io::Write as _;
+use std::sync::Arc;
 
 use crate::config::Compression;
 use crate::delivery::{Delivery, Snapshot};
@@ -54,23 +55,28 @@ pub struct Batcher {
     split_on_camera: bool,
     open: Option<Batch>,
     line: Vec<u8>,
+    /// This relay's id, for the `event_id` of each line.
+    relay_id: Arc<str>,
 }
 
 impl Batcher {
-    /// A batcher; `split_on_camera` closes the object when the camera changes.
-    pub fn new(limits: Limits, split_on_camera: bool) -> Self {
+    /// A batcher; `split_on_camera` closes the object when the camera changes; lines carry
+    /// event ids of the relay `relay_id`.
+    pub fn new(limits: Limits, split_on_camera: bool, relay_id: Arc<str>) -> Self {
         Self {
             limits,
             split_on_camera,
             open: None,
             line: Vec::new(),
+            relay_id,
         }
     }
 
     /// Adds one entry; objects it closes are appended to `out` (zero, one or two).
     pub fn push(&mut self, seq: u64, time_ms: i64, d: &Delivery, out: &mut Vec<Batch>) {
         self.line.clear();
-        ndjson_line(d, &mut self.line);
+        let id = crate::identity::event_id(&self.relay_id, seq);
+        ndjson_line(d, &id, &mut self.line);
         if let Some(open) = &self.open {
             let too_old = time_ms >= open.first_time_ms.saturating_add(self.limits.max_age_ms);
             let too_big = open.ndjson.len() + self.line.len() > self.limits.max_bytes;
@@ -124,17 +130,21 @@ impl Batcher {
     }
 }
 
-/// One NDJSON line: the payload's JSON object plus `"mqtt_topic"`; a payload that is not a
-/// JSON object becomes `{"payload":"<text>","mqtt_topic":...}`.
-pub fn ndjson_line(d: &Delivery, out: &mut Vec<u8>) {
+/// One NDJSON line: the payload's JSON object plus `"mqtt_topic"` and `"event_id"` (the same
+/// on every resend: [`crate::identity::event_id`]); a payload that is not a JSON object
+/// becomes `{"payload":"<text>","mqtt_topic":...,"event_id":...}`. Keys of those names in the
+/// payload are replaced.
+pub fn ndjson_line(d: &Delivery, event_id: &str, out: &mut Vec<u8>) {
     let p = d.payload.as_slice();
     let topic = serde_json::to_string(&d.topic).expect("a string serializes");
+    let id = serde_json::to_string(event_id).expect("a string serializes");
     // Fast path for the usual compact object: splice the key in before the closing brace.
     let compact_object = p.first() == Some(&b'{')
         && p.last() == Some(&b'}')
         && !p.contains(&b'\n')
         && !p.contains(&b'\r')
         && !contains(p, b"\"mqtt_topic\"")
+        && !contains(p, b"\"event_id\"")
         && serde_json::from_slice::<serde::de::IgnoredAny>(p).is_ok();
     if compact_object {
         let inner = &p[1..p.len() - 1];
@@ -145,17 +155,21 @@ pub fn ndjson_line(d: &Delivery, out: &mut Vec<u8>) {
         }
         out.extend_from_slice(b"\"mqtt_topic\":");
         out.extend_from_slice(topic.as_bytes());
+        out.extend_from_slice(b",\"event_id\":");
+        out.extend_from_slice(id.as_bytes());
         out.extend_from_slice(b"}\n");
         return;
     }
     let value = match serde_json::from_slice::<serde_json::Value>(p) {
         Ok(serde_json::Value::Object(mut m)) => {
             m.insert("mqtt_topic".into(), d.topic.clone().into());
+            m.insert("event_id".into(), event_id.into());
             serde_json::Value::Object(m)
         }
         _ => serde_json::json!({
             "payload": String::from_utf8_lossy(p),
             "mqtt_topic": d.topic,
+            "event_id": event_id,
         }),
     };
     serde_json::to_writer(&mut *out, &value).expect("writing to a Vec");
@@ -581,6 +595,8 @@ mod tests {
         }
     }
 
+    const RELAY: &str = "0123456789abcdef";
+
     const BIG: Limits = Limits {
         max_events: 1000,
         max_bytes: 1 << 20,
@@ -596,25 +612,46 @@ mod tests {
     }
 
     #[test]
-    fn lines_are_the_payload_plus_mqtt_topic() {
+    fn lines_are_the_payload_plus_mqtt_topic_and_event_id() {
         let mut out = Vec::new();
-        ndjson_line(&d("a", r#"{"topic":"x","n":1}"#), &mut out);
-        ndjson_line(&d("a", "{}"), &mut out);
-        ndjson_line(&d("a", "42"), &mut out);
-        ndjson_line(&d("a", "not \"json\""), &mut out);
-        ndjson_line(&d("a", "{\n \"pretty\": true\n}"), &mut out);
-        ndjson_line(&d("a", r#"{"mqtt_topic":"mine"}"#), &mut out);
+        ndjson_line(&d("a", r#"{"topic":"x","n":1}"#), "r-1", &mut out);
+        ndjson_line(&d("a", "{}"), "r-2", &mut out);
+        ndjson_line(&d("a", "42"), "r-3", &mut out);
+        ndjson_line(&d("a", "not \"json\""), "r-4", &mut out);
+        ndjson_line(&d("a", "{\n \"pretty\": true\n}"), "r-5", &mut out);
+        ndjson_line(&d("a", r#"{"mqtt_topic":"mine"}"#), "r-6", &mut out);
+        ndjson_line(&d("a", r#"{"event_id":"mine"}"#), "r-7", &mut out);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines,
             [
-                r#"{"topic":"x","n":1,"mqtt_topic":"axis/X/a"}"#,
-                r#"{"mqtt_topic":"axis/X/a"}"#,
-                r#"{"payload":"42","mqtt_topic":"axis/X/a"}"#,
-                r#"{"payload":"not \"json\"","mqtt_topic":"axis/X/a"}"#,
-                r#"{"pretty":true,"mqtt_topic":"axis/X/a"}"#,
-                r#"{"mqtt_topic":"axis/X/a"}"#,
+                r#"{"topic":"x","n":1,"mqtt_topic":"axis/X/a","event_id":"r-1"}"#,
+                r#"{"mqtt_topic":"axis/X/a","event_id":"r-2"}"#,
+                r#"{"payload":"42","mqtt_topic":"axis/X/a","event_id":"r-3"}"#,
+                r#"{"payload":"not \"json\"","mqtt_topic":"axis/X/a","event_id":"r-4"}"#,
+                r#"{"pretty":true,"mqtt_topic":"axis/X/a","event_id":"r-5"}"#,
+                r#"{"mqtt_topic":"axis/X/a","event_id":"r-6"}"#,
+                r#"{"event_id":"r-7","mqtt_topic":"axis/X/a"}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn every_line_carries_the_event_id_of_its_outbox_sequence() {
+        let mut b = Batcher::new(BIG, true, "00000000000000ab".into());
+        let mut out = feed(&mut b, &[(5, 0, d("a", "{}")), (6, 0, d("a", "7"))]);
+        out.extend(b.close());
+        let text = String::from_utf8(out[0].ndjson.clone()).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"].to_string())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "\"00000000000000ab-0000000000000005\"",
+                "\"00000000000000ab-0000000000000006\""
             ]
         );
     }
@@ -627,6 +664,7 @@ mod tests {
                 ..BIG
             },
             true,
+            RELAY.into(),
         );
         let items: Vec<_> = (0..7).map(|i| (i, 1000, d("a", "{}"))).collect();
         let out = feed(&mut b, &items);
@@ -642,7 +680,7 @@ mod tests {
     fn closes_on_bytes_before_overflowing() {
         let line_len = {
             let mut l = Vec::new();
-            ndjson_line(&d("a", "{}"), &mut l);
+            ndjson_line(&d("a", "{}"), &crate::identity::event_id(RELAY, 0), &mut l);
             l.len()
         };
         let mut b = Batcher::new(
@@ -651,6 +689,7 @@ mod tests {
                 ..BIG
             },
             true,
+            RELAY.into(),
         );
         let items: Vec<_> = (0..5).map(|i| (i, 0, d("a", "{}"))).collect();
         let out = feed(&mut b, &items);
@@ -661,7 +700,7 @@ mod tests {
 
     #[test]
     fn closes_on_age_by_entry_time_then_by_clock() {
-        let mut b = Batcher::new(BIG, true);
+        let mut b = Batcher::new(BIG, true, RELAY.into());
         let out = feed(
             &mut b,
             &[
@@ -685,11 +724,11 @@ mod tests {
             (1, 0, d("b", "{}")),
             (2, 0, d("b", "{}")),
         ];
-        let mut b = Batcher::new(BIG, true);
+        let mut b = Batcher::new(BIG, true, RELAY.into());
         let out = feed(&mut b, &items);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].camera, "a");
-        let mut b = Batcher::new(BIG, false);
+        let mut b = Batcher::new(BIG, false, RELAY.into());
         assert!(feed(&mut b, &items).is_empty());
     }
 
@@ -701,10 +740,10 @@ mod tests {
             max_bytes: 1 << 20,
             max_age_ms: 1_000,
         };
-        let mut b1 = Batcher::new(limits, true);
+        let mut b1 = Batcher::new(limits, true, RELAY.into());
         let first = feed(&mut b1, &items);
         // A restart begins at the first unacknowledged object's first entry.
-        let mut b2 = Batcher::new(limits, true);
+        let mut b2 = Batcher::new(limits, true, RELAY.into());
         let again = feed(&mut b2, &items[first[0].count..]);
         assert_eq!(&first[1..], &again[..first.len() - 1]);
     }
@@ -807,7 +846,7 @@ mod tests {
 
     #[test]
     fn close_ends_the_open_object_early() {
-        let mut b = Batcher::new(BIG, true);
+        let mut b = Batcher::new(BIG, true, RELAY.into());
         assert!(feed(&mut b, &[(0, 0, d("a", "{}")), (1, 0, d("a", "{}"))]).is_empty());
         let o = b.close().unwrap();
         assert_eq!((o.first_seq, o.last_seq), (0, 1));

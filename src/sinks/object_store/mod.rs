@@ -77,6 +77,8 @@ pub struct ObjectSink {
     pub limits: Limits,
     /// Clock of batch ages.
     pub clock: SharedClock,
+    /// This relay's id: with the outbox sequence, the `event_id` of every archive line.
+    pub relay_id: Arc<str>,
 }
 
 /// Batch limits from config (validated already by `check`).
@@ -143,6 +145,7 @@ impl ObjectSink {
         name: Arc<str>,
         dest: &DestinationConfig,
         clock: SharedClock,
+        relay_id: Arc<str>,
     ) -> Option<Result<Self, String>> {
         // The store differs; the batch limits and key format are shared.
         let (store, batch) = match dest {
@@ -162,6 +165,7 @@ impl ObjectSink {
                 store: store?,
                 name: name.clone(),
                 clock: clock.clone(),
+                relay_id: relay_id.clone(),
             })
         };
         Some(make())
@@ -178,7 +182,11 @@ impl ObjectSink {
         // "Connected" for a store: no upload is failing (there is no session to hold open).
         stats.connected.store(true, Ordering::Relaxed);
         stats.with_health(|h| h.success(self.clock.now_ms()));
-        let mut batcher = Batcher::new(self.limits, self.format.template.uses_camera());
+        let mut batcher = Batcher::new(
+            self.limits,
+            self.format.template.uses_camera(),
+            self.relay_id.clone(),
+        );
         let mut ready: VecDeque<Upload> = VecDeque::new();
         let mut closed = Vec::new();
         let mut next = 0u64;
