@@ -503,7 +503,9 @@ impl Outbox {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     // Listed but gone when opened (a file system that lost the file's data
                     // but kept its name, or a file removed meanwhile): nothing to read.
+                    // Its name goes too, so a segment created under it later is a new file.
                     warn!(segment = %path.display(), "outbox segment listed but missing: skipped");
+                    let _ = fs::remove_file(&path);
                     continue;
                 }
                 Err(e) => return Err(io_at(&path)(e)),
@@ -520,15 +522,15 @@ impl Outbox {
             };
             let mut sealed = false;
             if s.len < SEGMENT_HEADER {
-                // Created but the header never made it: an empty segment.
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_at(&path))?;
-                f.set_len(0).map_err(io_at(&path))?;
-                f.write_all_at(&segment_header(first), 0)
-                    .map_err(io_at(&path))?;
-            } else if let Some((at, seq)) = s.damage_at {
+                // Created but the header never made it: it holds nothing. Removed rather than
+                // rewritten in place (after a power cut a file system can list a file that
+                // cannot be opened for writing); a fresh segment is created when needed.
+                if let Err(e) = fs::remove_file(&path) {
+                    warn!(segment = %path.display(), error = %e, "cannot remove an empty outbox segment");
+                }
+                continue;
+            }
+            if let Some((at, seq)) = s.damage_at {
                 let rest = s.file_len - at;
                 let moved = if s.unreadable {
                     split_off_unreadable(dir, &path, at, opts.fsync)
