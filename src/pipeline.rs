@@ -42,6 +42,9 @@ const ROUTE_BATCH: usize = 2048;
 /// Longest the router sleeps while rules hold timers (`max_rate_keep = "latest"`, state to
 /// save): bounds how late a held delivery goes out.
 const ROUTER_TICK: Duration = Duration::from_millis(100);
+/// Longest the stop waits for sources that end their camera sessions cleanly (an
+/// Unsubscribe takes milliseconds on a LAN; its own deadline is 3 s).
+const GRACEFUL_SOURCE_STOP: Duration = Duration::from_secs(4);
 /// Rate of the demo camera behind `url = "emulator:"`, events per second.
 const DEMO_RATE: f64 = 1.0;
 
@@ -49,6 +52,11 @@ const DEMO_RATE: f64 = 1.0;
 pub struct Relay {
     /// Camera readers and in-process event generators: stopped first.
     source_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Told first on stop: sources that end their camera sessions cleanly (PullPoint
+    /// subscriptions are unsubscribed, so the camera's few slots are not leaked).
+    source_stop: tokio::sync::watch::Sender<bool>,
+    /// Indices in `source_tasks` of the sources that listen to `source_stop`.
+    graceful_sources: Vec<usize>,
     /// Sinks and outbox housekeeping: stopped once the outboxes drained or the timeout passed.
     tasks: Vec<tokio::task::JoinHandle<()>>,
     router: Option<std::thread::JoinHandle<()>>,
@@ -162,6 +170,9 @@ impl Relay {
 
         let mut sources = Vec::new();
         let mut emulators = Vec::new();
+        // Sources that end their camera sessions cleanly when told (PullPoint: Unsubscribe).
+        let source_stop = tokio::sync::watch::channel(false).0;
+        let mut graceful_sources = Vec::new();
         let mut vapix_clients: HashMap<String, VapixClient> = HashMap::new();
         let mut snapshot_cameras = HashMap::new();
         let mut watched_cameras = Vec::new();
@@ -190,6 +201,21 @@ impl Relay {
                     let vapix = rtsp_vapix(cam)?;
                     let run = rtsp::run(rtsp, tx.clone(), status.clone(), clock.clone());
                     (supervisor.spawn(format!("source:{}", cam.name), run), vapix)
+                }
+                Transport::Pullpoint => {
+                    let (pp, http) = pullpoint_camera(cam, &rules, clock.clone())?;
+                    let vapix = rtsp_vapix(cam)?;
+                    let run = crate::sources::onvif::run(
+                        pp,
+                        http,
+                        tx.clone(),
+                        status.clone(),
+                        clock.clone(),
+                        source_stop.subscribe(),
+                    );
+                    let task = supervisor.spawn(format!("source:{}", cam.name), run);
+                    graceful_sources.push(source_tasks.len());
+                    (task, vapix)
                 }
             };
             vapix_clients.insert(cam.name.clone(), vapix.clone());
@@ -274,6 +300,8 @@ impl Relay {
         }
         Ok(Relay {
             source_tasks,
+            source_stop,
+            graceful_sources,
             tasks,
             router: Some(router),
             sources,
@@ -313,6 +341,13 @@ impl Relay {
     async fn stop(mut self, drain_timeout: Duration, announce_down: bool) {
         let started = std::time::Instant::now();
         self.supervisor.stopping();
+        self.source_stop.send_replace(true);
+        let deadline = tokio::time::Instant::now() + GRACEFUL_SOURCE_STOP;
+        for &i in &self.graceful_sources {
+            if let Some(t) = self.source_tasks.get_mut(i) {
+                let _ = tokio::time::timeout_at(deadline, t).await;
+            }
+        }
         for t in &self.source_tasks {
             t.abort();
         }
@@ -520,6 +555,41 @@ fn rtsp_vapix(cam: &CameraConfig) -> anyhow::Result<VapixClient> {
         cam.password.as_deref().map(str::to_string),
         &tls,
     )?)
+}
+
+/// A PullPoint camera from config, and its SOAP client.
+fn pullpoint_camera(
+    cam: &CameraConfig,
+    rules: &RuleSet,
+    clock: SharedClock,
+) -> anyhow::Result<(
+    crate::sources::onvif::PullPointCamera,
+    crate::sources::onvif::client::Client,
+)> {
+    let base = url::Url::parse(&cam.url).with_context(|| format!("camera {}: url", cam.name))?;
+    let tls = crate::tls::TlsSettings {
+        ca_file: cam.ca_file.clone(),
+        insecure_skip_verify: !cam.tls_verify,
+        ..Default::default()
+    };
+    let http = crate::sources::onvif::client::Client::new(
+        cam.username.clone(),
+        cam.password.as_deref().map(str::to_string),
+        &tls,
+        clock,
+    )
+    .with_context(|| format!("camera {}", cam.name))?;
+    let cam = crate::sources::onvif::PullPointCamera {
+        name: cam.name.as_str().into(),
+        device_url: crate::sources::onvif::device_url(&base),
+        serial: cam.serial.clone(),
+        filters: rules.camera_filters(&cam.name),
+        max_backoff: cam.max_backoff(),
+        max_clock_skew: units::parse_duration(&cam.max_clock_skew)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("camera {}: max_clock_skew", cam.name))?,
+    };
+    Ok((cam, http))
 }
 
 /// An RTSP camera from config: the host of its `http(s)://` URL, the RTSP port apart.

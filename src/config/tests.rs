@@ -1095,3 +1095,21 @@ action = "virtual_input"
         "config.toml:23: command[0].destination: \"archive\" is an s3 object store: commands arrive over an MQTT connection",
     );
 }
+
+#[test]
+fn pullpoint_cameras_take_a_clock_skew_duration_and_no_emulator_url() {
+    let ok = load_text(
+        "[[camera]]\nname = \"gate\"\nurl = \"http://192.0.2.20\"\ntransport = \"pullpoint\"\nmax_clock_skew = \"2s\"\n",
+    )
+    .unwrap();
+    assert_eq!(ok.camera[0].transport, crate::config::Transport::Pullpoint);
+    assert_eq!(ok.camera[0].max_clock_skew, "2s");
+    assert_one_error(
+        "[[camera]]\nname = \"gate\"\nurl = \"http://192.0.2.20\"\ntransport = \"pullpoint\"\nmax_clock_skew = \"2\"\n",
+        "config.toml:5: camera[0].max_clock_skew: missing unit",
+    );
+    assert_one_error(
+        "[[camera]]\nname = \"gate\"\nurl = \"emulator:\"\ntransport = \"pullpoint\"\n",
+        "config.toml:4: camera[0].transport: the in-process emulator speaks WebSocket only",
+    );
+}

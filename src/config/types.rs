@@ -176,6 +176,8 @@ pub enum Transport {
     Websocket,
     /// ONVIF metadata over RTSP.
     Rtsp,
+    /// ONVIF PullPoint event subscription (any ONVIF Profile S/T camera).
+    Pullpoint,
 }
 
 /// `[[camera]]`.
@@ -198,9 +200,13 @@ pub struct CameraConfig {
     /// Serial number; read from the device when absent.
     #[serde(default)]
     pub serial: Option<String>,
-    /// `websocket` (default) or `rtsp`.
+    /// `websocket` (default), `rtsp` or `pullpoint`.
     #[serde(default)]
     pub transport: Transport,
+    /// PullPoint: a camera clock further than this from the relay's is reported once (log and
+    /// `edgerelay_source_clock_skew_seconds`). Default "5s".
+    #[serde(default = "default_max_clock_skew")]
+    pub max_clock_skew: String,
     /// RTSP: add `analytics=polygon`. Default false.
     #[serde(default)]
     pub analytics: bool,
@@ -239,6 +245,10 @@ pub struct CameraConfig {
 
 fn default_channel() -> u32 {
     1
+}
+
+fn default_max_clock_skew() -> String {
+    "5s".to_string()
 }
 
 fn default_heartbeat() -> String {

@@ -64,6 +64,15 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             )),
             Ok(_) => {}
         }
+        if let Err(e) = units::parse_duration(&c.max_clock_skew) {
+            out.push(Problem::new(p.key("max_clock_skew"), e));
+        }
+        if c.transport == crate::config::Transport::Pullpoint && c.url.starts_with("emulator:") {
+            out.push(Problem::new(
+                p.key("transport"),
+                "the in-process emulator speaks WebSocket only: pullpoint needs http(s)://HOST",
+            ));
+        }
         for d in c.aliased_durations() {
             d.check(&p, &mut out);
         }

@@ -1,0 +1,350 @@
+//! PullPoint subscriptions (ONVIF Core §9.1): CreatePullPointSubscription, PullMessages,
+//! Renew, SetSynchronizationPoint and Unsubscribe, and [`Lifecycle`], the pure decision of
+//! when to pull, renew or give a subscription up, driven by the injected clock.
+
+use std::time::Duration;
+
+use super::client::{CALL_TIMEOUT, Client, OnvifError};
+use super::device::rebase;
+use super::soap::{self, CONCRETE_SET, SoapError, TEV, WSA, WSNT, escape};
+use crate::event::Event;
+use crate::sources::limits::LimitError;
+use crate::sources::rtsp::onvif::{Context, notification};
+
+const TEV_ACTION: &str = "http://www.onvif.org/ver10/events/wsdl/";
+const WSNT_ACTION: &str = "http://docs.oasis-open.org/wsn/bw-2/";
+
+/// How long a subscription is asked to live; renewed at half of what the camera grants.
+pub const SUBSCRIPTION_TIME: Duration = Duration::from_secs(60);
+/// The `Timeout` of a PullMessages long poll: the camera answers at once when it has messages.
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Added to [`PULL_TIMEOUT`] for the HTTP deadline of a PullMessages request: a reply later
+/// than that is a hung camera (the deadline stays within sources::limits' 10 s).
+pub const PULL_MARGIN: Duration = Duration::from_secs(5);
+/// Most notifications asked for per PullMessages.
+pub const MESSAGE_LIMIT: u32 = 64;
+
+/// A live subscription on the camera.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Its manager's address (where Pull, Renew and Unsubscribe go), rebased on our host.
+    pub address: url::Url,
+    /// The address as the camera wrote it (`wsa:To`).
+    pub to: String,
+    /// `wsnt:CurrentTime` of the reply, camera clock, epoch ms.
+    pub current_ms: i64,
+    /// `wsnt:TerminationTime`, camera clock, epoch ms.
+    pub termination_ms: i64,
+}
+
+/// What the loop does next with a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Long-poll for messages, for at most this long (renewal comes due after it).
+    Pull(Duration),
+    /// Renew it now.
+    Renew,
+    /// It expired (renewals failed or the loop stalled): unsubscribe and subscribe again.
+    Resubscribe,
+}
+
+/// When to renew a subscription, as a pure function of the relay's clock: renew at half of
+/// the lifetime the camera granted (a minute's subscription is renewed every 30 s, leaving
+/// three more PullMessages' worth of slack), give up at its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lifecycle {
+    renew_at_ms: i64,
+    expires_at_ms: i64,
+}
+
+impl Lifecycle {
+    /// A subscription granted at `now_ms` (relay clock) for `termination - current` (camera
+    /// clock: the difference needs no offset).
+    pub fn new(now_ms: i64, current_ms: i64, termination_ms: i64) -> Self {
+        let lifetime = (termination_ms - current_ms).max(1000);
+        Self {
+            renew_at_ms: now_ms + lifetime / 2,
+            expires_at_ms: now_ms + lifetime,
+        }
+    }
+
+    /// After a successful Renew: the same rule from the new termination time.
+    pub fn renewed(&mut self, now_ms: i64, current_ms: i64, termination_ms: i64) {
+        *self = Self::new(now_ms, current_ms, termination_ms);
+    }
+
+    /// What to do at `now_ms`.
+    pub fn next(&self, now_ms: i64) -> Step {
+        if now_ms >= self.expires_at_ms {
+            Step::Resubscribe
+        } else if now_ms >= self.renew_at_ms {
+            Step::Renew
+        } else {
+            let until_renew = Duration::from_millis((self.renew_at_ms - now_ms) as u64);
+            Step::Pull(until_renew.max(Duration::from_secs(1)).min(PULL_TIMEOUT))
+        }
+    }
+}
+
+/// Whether to send Unsubscribe for a subscription ended by `e` before subscribing again:
+/// always, except when the camera said it no longer knows it.
+pub fn unsubscribe_after(e: &OnvifError) -> bool {
+    !matches!(e, OnvifError::Soap(s) if s.is_resource_unknown())
+}
+
+/// `PT5S` for a whole number of seconds (at least one).
+pub fn xsd_duration(d: Duration) -> String {
+    format!("PT{}S", d.as_secs().max(1))
+}
+
+/// The topic filter of a CreatePullPointSubscription for the rules' camera filters, `None`
+/// when they take everything (`//.`).
+pub fn topic_filter(camera_filters: &[String]) -> Option<String> {
+    if camera_filters.is_empty() || camera_filters.iter().any(|f| f == "//.") {
+        return None;
+    }
+    Some(format!(
+        r#"<tev:Filter><wsnt:TopicExpression Dialect="{CONCRETE_SET}" xmlns:tnsaxis="http://www.axis.com/2009/event/topics">{}</wsnt:TopicExpression></tev:Filter>"#,
+        escape(&camera_filters.join("|"))
+    ))
+}
+
+fn time(node: roxmltree::Node, ns: &str, name: &str) -> Result<i64, SoapError> {
+    soap::text_of(node, ns, name)
+        .and_then(crate::time::parse_rfc3339_ms)
+        .ok_or_else(|| SoapError::Malformed(format!("no usable {name}")))
+}
+
+/// A CreatePullPointSubscription reply.
+pub fn parse_created(text: &str, device: &url::Url) -> Result<Subscription, SoapError> {
+    let doc = soap::parse(text)?;
+    let b = soap::expect(&doc, TEV, "CreatePullPointSubscriptionResponse")?;
+    let to = soap::child(b, TEV, "SubscriptionReference")
+        .and_then(|r| soap::text_of(r, WSA, "Address"))
+        .ok_or_else(|| SoapError::Malformed("no SubscriptionReference/Address".into()))?
+        .to_string();
+    Ok(Subscription {
+        address: rebase(device, &to)?,
+        to,
+        current_ms: time(b, WSNT, "CurrentTime")?,
+        termination_ms: time(b, WSNT, "TerminationTime")?,
+    })
+}
+
+/// A Renew reply: (current, termination), camera clock.
+pub fn parse_renewed(text: &str) -> Result<(i64, i64), SoapError> {
+    let doc = soap::parse(text)?;
+    let b = soap::expect(&doc, WSNT, "RenewResponse")?;
+    Ok((
+        time(b, WSNT, "CurrentTime")?,
+        time(b, WSNT, "TerminationTime")?,
+    ))
+}
+
+/// A PullMessages reply: its events appended to `out` in order; the first notification
+/// refused by the limits, if any (the others are kept).
+pub fn parse_messages(
+    text: &str,
+    ctx: &Context,
+    out: &mut Vec<Event>,
+) -> Result<Option<LimitError>, SoapError> {
+    let doc = soap::parse(text)?;
+    let b = soap::expect(&doc, TEV, "PullMessagesResponse")?;
+    let mut refused = None;
+    for n in soap::elements(b).filter(|n| soap::is(*n, WSNT, "NotificationMessage")) {
+        match notification(n, ctx) {
+            Ok(ev) => out.extend(ev),
+            Err(e) => {
+                refused.get_or_insert(e);
+            }
+        }
+    }
+    Ok(refused)
+}
+
+impl Client {
+    /// CreatePullPointSubscription with an optional topic filter.
+    pub async fn create_pull_point(
+        &self,
+        events: &url::Url,
+        filter: Option<&str>,
+    ) -> Result<Subscription, OnvifError> {
+        let body = format!(
+            "<tev:CreatePullPointSubscription>{}<tev:InitialTerminationTime>{}</tev:InitialTerminationTime></tev:CreatePullPointSubscription>",
+            filter.unwrap_or(""),
+            xsd_duration(SUBSCRIPTION_TIME)
+        );
+        let action = format!("{TEV_ACTION}EventPortType/CreatePullPointSubscriptionRequest");
+        let header = soap::addressing(&action, events.as_str());
+        let reply = self
+            .call(events, &action, &header, &body, true, CALL_TIMEOUT)
+            .await?;
+        Ok(parse_created(&reply, events)?)
+    }
+
+    async fn to_subscription(
+        &self,
+        sub: &Subscription,
+        action: &str,
+        body: &str,
+        deadline: Duration,
+    ) -> Result<String, OnvifError> {
+        let header = soap::addressing(action, &sub.to);
+        self.call(&sub.address, action, &header, body, true, deadline)
+            .await
+    }
+
+    /// One long poll of at most `timeout`; the HTTP deadline is that plus [`PULL_MARGIN`].
+    pub async fn pull_messages(
+        &self,
+        sub: &Subscription,
+        timeout: Duration,
+        ctx: &Context,
+        out: &mut Vec<Event>,
+    ) -> Result<Option<LimitError>, OnvifError> {
+        let body = format!(
+            "<tev:PullMessages><tev:Timeout>{}</tev:Timeout><tev:MessageLimit>{MESSAGE_LIMIT}</tev:MessageLimit></tev:PullMessages>",
+            xsd_duration(timeout)
+        );
+        let action = format!("{TEV_ACTION}PullPointSubscription/PullMessagesRequest");
+        let reply = self
+            .to_subscription(sub, &action, &body, timeout + PULL_MARGIN)
+            .await?;
+        Ok(parse_messages(&reply, ctx, out)?)
+    }
+
+    /// Renew for another [`SUBSCRIPTION_TIME`]: (current, termination), camera clock.
+    pub async fn renew(&self, sub: &Subscription) -> Result<(i64, i64), OnvifError> {
+        let body = format!(
+            "<wsnt:Renew><wsnt:TerminationTime>{}</wsnt:TerminationTime></wsnt:Renew>",
+            xsd_duration(SUBSCRIPTION_TIME)
+        );
+        let action = format!("{WSNT_ACTION}SubscriptionManager/RenewRequest");
+        let reply = self
+            .to_subscription(sub, &action, &body, CALL_TIMEOUT)
+            .await?;
+        Ok(parse_renewed(&reply)?)
+    }
+
+    /// Asks for the current state of every stateful topic (`PropertyOperation="Initialized"`).
+    pub async fn set_synchronization_point(&self, sub: &Subscription) -> Result<(), OnvifError> {
+        let action = format!("{TEV_ACTION}PullPointSubscription/SetSynchronizationPointRequest");
+        let reply = self
+            .to_subscription(sub, &action, "<tev:SetSynchronizationPoint/>", CALL_TIMEOUT)
+            .await?;
+        let doc = soap::parse(&reply)?;
+        soap::expect(&doc, TEV, "SetSynchronizationPointResponse")?;
+        Ok(())
+    }
+
+    /// Ends the subscription on the camera, freeing its slot.
+    pub async fn unsubscribe(
+        &self,
+        sub: &Subscription,
+        deadline: Duration,
+    ) -> Result<(), OnvifError> {
+        let action = format!("{WSNT_ACTION}SubscriptionManager/UnsubscribeRequest");
+        let reply = self
+            .to_subscription(sub, &action, "<wsnt:Unsubscribe/>", deadline)
+            .await?;
+        let doc = soap::parse(&reply)?;
+        soap::expect(&doc, WSNT, "UnsubscribeResponse")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+
+    #[test]
+    fn renews_at_half_life_and_resubscribes_once_expired() {
+        let clock = ManualClock::new(1_000_000);
+        // Camera clock an hour ahead; lifetime 60 s.
+        let cam = 1_000_000 + 3_600_000;
+        let mut l = Lifecycle::new(clock.now_ms(), cam, cam + 60_000);
+        assert_eq!(l.next(clock.now_ms()), Step::Pull(PULL_TIMEOUT));
+        clock.advance(28_000);
+        assert_eq!(l.next(clock.now_ms()), Step::Pull(Duration::from_secs(2)));
+        clock.advance(1_800);
+        assert_eq!(
+            l.next(clock.now_ms()),
+            Step::Pull(Duration::from_secs(1)),
+            "never a zero-second poll"
+        );
+        clock.advance(200);
+        assert_eq!(l.next(clock.now_ms()), Step::Renew);
+        l.renewed(clock.now_ms(), cam + 30_000, cam + 90_000);
+        assert_eq!(l.next(clock.now_ms()), Step::Pull(PULL_TIMEOUT));
+        // Renewals failing (or the loop stalled) past the end: a new subscription.
+        clock.advance(60_000);
+        assert_eq!(l.next(clock.now_ms()), Step::Resubscribe);
+    }
+
+    #[test]
+    fn a_zero_or_backwards_lifetime_still_leaves_a_second() {
+        let l = Lifecycle::new(0, 5_000, 5_000);
+        assert_eq!(l.next(0), Step::Pull(Duration::from_secs(1)));
+        assert_eq!(l.next(500), Step::Renew);
+        assert_eq!(l.next(1000), Step::Resubscribe);
+    }
+
+    #[test]
+    fn unsubscribe_unless_the_camera_forgot_the_subscription() {
+        let gone = OnvifError::Soap(SoapError::Fault {
+            code: "Sender".into(),
+            subcode: "ResourceUnknownFault".into(),
+            reason: String::new(),
+        });
+        assert!(!unsubscribe_after(&gone));
+        assert!(unsubscribe_after(&OnvifError::Timeout(
+            Duration::from_secs(10),
+            "PullMessagesRequest".into()
+        )));
+    }
+
+    #[test]
+    fn filters_join_concrete_topics_and_take_all_means_none() {
+        assert_eq!(topic_filter(&["//.".into()]), None);
+        let f = topic_filter(&[
+            "tns1:RuleEngine//.".into(),
+            "tns1:Device/Trigger/DigitalInput".into(),
+        ])
+        .unwrap();
+        assert!(
+            f.contains(">tns1:RuleEngine//.|tns1:Device/Trigger/DigitalInput<"),
+            "{f}"
+        );
+    }
+
+    #[test]
+    fn created_and_pulled_replies_parse() {
+        let dev = url::Url::parse("http://127.0.0.1:9/onvif/device_service").unwrap();
+        let c = soap::envelope(
+            "",
+            "<tev:CreatePullPointSubscriptionResponse><tev:SubscriptionReference><wsa:Address>http://10.1.1.1/onvif/subscription?id=3</wsa:Address></tev:SubscriptionReference><wsnt:CurrentTime>2026-01-01T00:00:00Z</wsnt:CurrentTime><wsnt:TerminationTime>2026-01-01T00:01:00Z</wsnt:TerminationTime></tev:CreatePullPointSubscriptionResponse>",
+        );
+        let s = parse_created(&c, &dev).unwrap();
+        assert_eq!(
+            s.address.as_str(),
+            "http://127.0.0.1:9/onvif/subscription?id=3"
+        );
+        assert_eq!(s.termination_ms - s.current_ms, 60_000);
+        let p = soap::envelope(
+            "",
+            r#"<tev:PullMessagesResponse><tev:CurrentTime>2026-01-01T00:00:00Z</tev:CurrentTime><tev:TerminationTime>2026-01-01T00:01:00Z</tev:TerminationTime><wsnt:NotificationMessage><wsnt:Topic Dialect="http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet">tns1:VideoSource/MotionAlarm</wsnt:Topic><wsnt:Message><tt:Message UtcTime="2026-01-01T00:00:00Z" PropertyOperation="Initialized"><tt:Source><tt:SimpleItem Name="Source" Value="VideoSourceToken"/></tt:Source><tt:Data><tt:SimpleItem Name="State" Value="false"/></tt:Data></tt:Message></wsnt:Message></wsnt:NotificationMessage></tev:PullMessagesResponse>"#,
+        );
+        let ctx = Context {
+            camera: "cam".into(),
+            serial: "SN".into(),
+            now_ms: 0,
+        };
+        let mut out = Vec::new();
+        assert_eq!(parse_messages(&p, &ctx, &mut out), Ok(None));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].topic, "tns1:VideoSource/MotionAlarm");
+        assert!(out[0].stateful);
+        assert_eq!(out[0].data.get("State").map(String::as_str), Some("false"));
+    }
+}
