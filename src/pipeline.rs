@@ -343,16 +343,21 @@ impl Relay {
         self.supervisor.stopping();
         self.source_stop.send_replace(true);
         let deadline = tokio::time::Instant::now() + GRACEFUL_SOURCE_STOP;
+        let mut ended = Vec::new();
         for &i in &self.graceful_sources {
-            if let Some(t) = self.source_tasks.get_mut(i) {
-                let _ = tokio::time::timeout_at(deadline, t).await;
+            if let Some(t) = self.source_tasks.get_mut(i)
+                && tokio::time::timeout_at(deadline, t).await.is_ok()
+            {
+                ended.push(i); // awaited to its end: a JoinHandle must not be polled again
             }
         }
         for t in &self.source_tasks {
             t.abort();
         }
-        for t in self.source_tasks.drain(..) {
-            let _ = t.await;
+        for (i, t) in self.source_tasks.drain(..).enumerate() {
+            if !ended.contains(&i) {
+                let _ = t.await;
+            }
         }
         // The sources held the only senders: the router drains the queue and ends.
         if let Some(r) = self.router.take() {
