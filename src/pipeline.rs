@@ -197,7 +197,7 @@ impl Relay {
                     (supervisor.spawn(format!("source:{}", cam.name), run), vapix)
                 }
                 Transport::Rtsp => {
-                    let rtsp = rtsp_camera(cam, &rules)?;
+                    let rtsp = rtsp_camera(cam, &rules, clock.clone())?;
                     let vapix = rtsp_vapix(cam)?;
                     let run = rtsp::run(rtsp, tx.clone(), status.clone(), clock.clone());
                     (supervisor.spawn(format!("source:{}", cam.name), run), vapix)
@@ -598,7 +598,21 @@ fn pullpoint_camera(
 }
 
 /// An RTSP camera from config: the host of its `http(s)://` URL, the RTSP port apart.
-fn rtsp_camera(cam: &CameraConfig, rules: &RuleSet) -> anyhow::Result<RtspCamera> {
+fn rtsp_camera(
+    cam: &CameraConfig,
+    rules: &RuleSet,
+    clock: SharedClock,
+) -> anyhow::Result<RtspCamera> {
+    let onvif = match cam.vendor {
+        crate::config::Vendor::Axis => None,
+        crate::config::Vendor::Onvif => {
+            let (pp, client) = pullpoint_camera(cam, rules, clock)?;
+            Some(crate::sources::rtsp::OnvifLookup {
+                client: Arc::new(client),
+                device_url: pp.device_url,
+            })
+        }
+    };
     let url = url::Url::parse(&cam.url).with_context(|| format!("camera {}: url", cam.name))?;
     let host = url.host_str().with_context(|| {
         format!(
@@ -624,6 +638,8 @@ fn rtsp_camera(cam: &CameraConfig, rules: &RuleSet) -> anyhow::Result<RtspCamera
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("camera {}: heartbeat", cam.name))?,
         shutdown: None,
+        rtsp_url: cam.rtsp_url.clone(),
+        onvif,
     })
 }
 

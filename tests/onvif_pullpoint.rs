@@ -305,3 +305,70 @@ async fn a_wrong_password_is_reported_and_retried_with_back_off() {
     })
     .await;
 }
+
+/// `transport = "rtsp"`, `vendor = "onvif"`: the stream URI comes from the Media service
+/// (GetProfiles, GetStreamUri), the serial from GetDeviceInformation; RTSP metadata then
+/// gives the same messages as from an Axis camera, under the ONVIF serial.
+#[tokio::test]
+async fn rtsp_metadata_found_through_onvif_media_arrives_in_the_camera_format() {
+    use edgerelay::sources::emulator::rtsp::{RtspEmulator, RtspEmulatorConfig};
+    let broker = Mosquitto::start().await;
+    let rtsp = RtspEmulator::start(RtspEmulatorConfig::default())
+        .await
+        .unwrap();
+    let emu = OnvifEmulator::start(OnvifEmulatorConfig {
+        username: "bridge".into(),
+        password: "fixture-pass".into(),
+        stream_uri: Some(format!(
+            "rtsp://127.0.0.1:{}/onvif-media/media.amp?profile=meta",
+            rtsp.addr().port()
+        )),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut sub = Subscriber::connect(broker.port, "axis/#").await;
+    let cfg = config(&emu, &broker, "fixture-pass")
+        .replace(
+            "transport = \"pullpoint\"",
+            "transport = \"rtsp\"\nvendor = \"onvif\"",
+        )
+        .replace("username = \"onvif\"", "username = \"bridge\"");
+    let relay = RelayProcess::start(&cfg);
+    assert!(rtsp.wait_for_sessions(1, T).await, "{}", relay.log());
+    let rtsp_fixture = |name: &str| {
+        std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(name),
+        )
+        .unwrap()
+    };
+    let line: Value = rtsp_fixture("expected-mqtt-rtsp.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["fixture"] == "rtsp-metadata-02-pir-changed.xml")
+        .unwrap();
+    rtsp.send_document(&rtsp_fixture("rtsp-metadata-02-pir-changed.xml"));
+    let want = &line["messages"][0];
+    let m = sub.next(T).await;
+    assert_eq!(
+        m.topic,
+        want["topic"]
+            .as_str()
+            .unwrap()
+            .replace("B8A44F3E9D21", "ONVIF-0042")
+    );
+    assert_eq!(
+        m.payload,
+        want["payload"]
+            .to_string()
+            .replace("B8A44F3E9D21", "ONVIF-0042"),
+        "byte for byte, the serial apart"
+    );
+    assert_eq!(
+        emu.counters().created,
+        0,
+        "no PullPoint subscription for an RTSP camera"
+    );
+}

@@ -1113,3 +1113,28 @@ fn pullpoint_cameras_take_a_clock_skew_duration_and_no_emulator_url() {
         "config.toml:4: camera[0].transport: the in-process emulator speaks WebSocket only",
     );
 }
+
+#[test]
+fn vendor_and_rtsp_url_apply_to_rtsp_cameras_only() {
+    let ok = load_text(
+        "[[camera]]\nname = \"gate\"\nurl = \"http://192.0.2.20\"\ntransport = \"rtsp\"\nvendor = \"onvif\"\nrtsp_url = \"rtsp://192.0.2.20:554/meta\"\n",
+    )
+    .unwrap();
+    assert_eq!(ok.camera[0].vendor, crate::config::Vendor::Onvif);
+    assert_one_error(
+        "[[camera]]\nname = \"gate\"\nurl = \"http://192.0.2.20\"\ntransport = \"pullpoint\"\nvendor = \"onvif\"\n",
+        "config.toml:5: camera[0].vendor: vendor applies to transport = \"rtsp\"",
+    );
+    assert_one_error(
+        "[[camera]]\nname = \"gate\"\nurl = \"http://192.0.2.20\"\ntransport = \"rtsp\"\nrtsp_url = \"http://192.0.2.20/meta\"\n",
+        "config.toml:5: camera[0].rtsp_url: \"http://192.0.2.20/meta\" is not rtsp://HOST[:PORT]/PATH",
+    );
+    assert_one_error(
+        "[[camera]]\nname = \"gate\"\nurl = \"http://192.0.2.20\"\nrtsp_url = \"rtsp://192.0.2.20/meta\"\n",
+        "config.toml:4: camera[0].rtsp_url: rtsp_url applies to transport = \"rtsp\"",
+    );
+    assert_one_error(
+        "[[camera]]\nname = \"gate\"\nurl = \"http://192.0.2.20\"\nvendor = \"hanwha\"\n",
+        "config.toml:4",
+    );
+}

@@ -180,6 +180,18 @@ pub enum Transport {
     Pullpoint,
 }
 
+/// How an RTSP camera's stream and serial are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Vendor {
+    /// Axis: `/axis-media/media.amp`, serial from the Digest realm.
+    #[default]
+    Axis,
+    /// Any ONVIF Profile M/T camera: the Media service's metadata profile and stream URI,
+    /// the serial from GetDeviceInformation.
+    Onvif,
+}
+
 /// `[[camera]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -207,6 +219,12 @@ pub struct CameraConfig {
     /// `edgerelay_source_clock_skew_seconds`). Default "5s".
     #[serde(default = "default_max_clock_skew")]
     pub max_clock_skew: String,
+    /// RTSP: `axis` (default) or `onvif` (stream URI and serial through ONVIF).
+    #[serde(default)]
+    pub vendor: Vendor,
+    /// RTSP: the metadata stream's `rtsp://` URL, for cameras whose ONVIF is broken.
+    #[serde(default)]
+    pub rtsp_url: Option<String>,
     /// RTSP: add `analytics=polygon`. Default false.
     #[serde(default)]
     pub analytics: bool,

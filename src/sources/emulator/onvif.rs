@@ -25,6 +25,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::rules::topic_filter::TopicFilter;
+use crate::sources::onvif::media::TRT;
 use crate::sources::onvif::soap::{self, SOAP_ENV, TDS, TEV, WSNT, envelope, escape};
 use crate::sources::onvif::wsse::Token;
 
@@ -45,6 +46,9 @@ pub struct OnvifEmulatorConfig {
     pub clock_skew_ms: i64,
     /// A token whose `Created` is further than this from the camera's clock is refused.
     pub max_token_age: Duration,
+    /// What GetStreamUri answers for the metadata profile (the RTSP emulator's URL); `None`:
+    /// the media service has no profile with metadata.
+    pub stream_uri: Option<String>,
     /// Where to listen.
     pub bind: SocketAddr,
 }
@@ -59,6 +63,7 @@ impl Default for OnvifEmulatorConfig {
             max_lifetime: Duration::from_secs(60),
             clock_skew_ms: 0,
             max_token_age: Duration::from_secs(30),
+            stream_uri: None,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
@@ -223,11 +228,49 @@ impl Shared {
                 escape(&self.cfg.serial)
             )),
             "GetServices" => ok(&format!(
-                "<tds:GetServicesResponse><tds:Service><tds:Namespace>{TDS}</tds:Namespace><tds:XAddr>{base}/onvif/device_service</tds:XAddr><tds:Version><tt:Major>2</tt:Major><tt:Minor>60</tt:Minor></tds:Version></tds:Service><tds:Service><tds:Namespace>{TEV}</tds:Namespace><tds:XAddr>{base}/onvif/events_service</tds:XAddr><tds:Version><tt:Major>2</tt:Major><tt:Minor>60</tt:Minor></tds:Version></tds:Service></tds:GetServicesResponse>"
+                "<tds:GetServicesResponse><tds:Service><tds:Namespace>{TDS}</tds:Namespace><tds:XAddr>{base}/onvif/device_service</tds:XAddr><tds:Version><tt:Major>2</tt:Major><tt:Minor>60</tt:Minor></tds:Version></tds:Service><tds:Service><tds:Namespace>{TRT}</tds:Namespace><tds:XAddr>{base}/onvif/media_service</tds:XAddr><tds:Version><tt:Major>2</tt:Major><tt:Minor>60</tt:Minor></tds:Version></tds:Service><tds:Service><tds:Namespace>{TEV}</tds:Namespace><tds:XAddr>{base}/onvif/events_service</tds:XAddr><tds:Version><tt:Major>2</tt:Major><tt:Minor>60</tt:Minor></tds:Version></tds:Service></tds:GetServicesResponse>"
             )),
             "GetCapabilities" => ok(&format!(
                 "<tds:GetCapabilitiesResponse><tds:Capabilities><tt:Events><tt:XAddr>{base}/onvif/events_service</tt:XAddr><tt:WSSubscriptionPolicySupport>false</tt:WSSubscriptionPolicySupport><tt:WSPullPointSupport>true</tt:WSPullPointSupport></tt:Events></tds:Capabilities></tds:GetCapabilitiesResponse>"
             )),
+            other => fault(
+                StatusCode::BAD_REQUEST,
+                "Sender",
+                "ter:ActionNotSupported",
+                other,
+            ),
+        }
+    }
+
+    fn media(&self, doc: &roxmltree::Document, op: &str, body: roxmltree::Node) -> Response {
+        if let Some(r) = self.deny(doc) {
+            return r;
+        }
+        let meta = match &self.cfg.stream_uri {
+            Some(_) => {
+                "<trt:Profiles token=\"meta\"><tt:Name>metadata</tt:Name><tt:MetadataConfiguration token=\"md0\"><tt:Name>md0</tt:Name></tt:MetadataConfiguration></trt:Profiles>"
+            }
+            None => "",
+        };
+        match op {
+            "GetProfiles" => ok(&format!(
+                "<trt:GetProfilesResponse xmlns:trt=\"{TRT}\"><trt:Profiles token=\"video\" fixed=\"true\"><tt:Name>video</tt:Name></trt:Profiles>{meta}</trt:GetProfilesResponse>"
+            )),
+            "GetStreamUri" => match (
+                &self.cfg.stream_uri,
+                soap::descendant(body, TRT, "ProfileToken").and_then(|t| t.text()),
+            ) {
+                (Some(uri), Some("meta")) => ok(&format!(
+                    "<trt:GetStreamUriResponse xmlns:trt=\"{TRT}\"><trt:MediaUri><tt:Uri>{}</tt:Uri><tt:InvalidAfterConnect>false</tt:InvalidAfterConnect><tt:InvalidAfterReboot>false</tt:InvalidAfterReboot><tt:Timeout>PT0S</tt:Timeout></trt:MediaUri></trt:GetStreamUriResponse>",
+                    escape(uri)
+                )),
+                _ => fault(
+                    StatusCode::BAD_REQUEST,
+                    "Sender",
+                    "ter:NoProfile",
+                    "no such profile",
+                ),
+            },
             other => fault(
                 StatusCode::BAD_REQUEST,
                 "Sender",
@@ -505,6 +548,13 @@ async fn events_service(State(sh): Sh, text: String) -> Response {
     }
 }
 
+async fn media_service(State(sh): Sh, text: String) -> Response {
+    match operation(&text) {
+        Ok((doc, op)) => sh.media(&doc, &op, body_node(&doc)),
+        Err(r) => *r,
+    }
+}
+
 async fn subscription(State(sh): Sh, Path(id): Path<u64>, text: String) -> Response {
     let (doc, op) = match operation(&text) {
         Ok(x) => x,
@@ -548,6 +598,7 @@ impl OnvifEmulator {
         let app = Router::new()
             .route("/onvif/device_service", post(device_service))
             .route("/onvif/events_service", post(events_service))
+            .route("/onvif/media_service", post(media_service))
             .route("/onvif/subscription/{id}", post(subscription))
             .with_state(shared.clone());
         let mut stop = shared.shutdown.subscribe();

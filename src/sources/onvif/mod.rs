@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod device;
+pub mod media;
 pub mod pullpoint;
 pub mod soap;
 pub mod wsse;
