@@ -372,3 +372,21 @@ async fn rtsp_metadata_found_through_onvif_media_arrives_in_the_camera_format() 
         "no PullPoint subscription for an RTSP camera"
     );
 }
+
+/// A camera whose subscriptions are all taken (by other clients) refuses a new one: the relay
+/// retries with back-off, logs it once, and subscribes as soon as a slot is free.
+#[tokio::test]
+async fn a_camera_refusing_new_subscriptions_is_retried_with_back_off_and_logged_once() {
+    let broker = Mosquitto::start().await;
+    let emu = OnvifEmulator::start(OnvifEmulatorConfig {
+        max_subscriptions: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let relay = RelayProcess::start(&config(&emu, &broker, "onvif-pass"));
+    wait_until(&relay, "refused 3 times", || emu.counters().refused >= 3).await;
+    let log = relay.log();
+    assert_eq!(log.matches("TooManySubscriptions").count(), 1, "{log}");
+    assert_eq!(emu.counters().created, 0);
+}

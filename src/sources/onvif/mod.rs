@@ -77,6 +77,9 @@ pub async fn run(
     // A subscription that outlived its connection: unsubscribed before the next one.
     let mut stale: Option<Subscription> = None;
     let mut filter_refused = false;
+    // The error last logged: the same one again (a camera refusing every new subscription,
+    // a wrong password) is not logged again until a connection works or the error changes.
+    let mut last_logged: Option<String> = None;
     loop {
         if !first {
             status.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -124,10 +127,15 @@ pub async fn run(
             Ok(()) => "subscription ended".to_string(),
             Err(e) => e.to_string(),
         };
-        if status.set(SourceState::Backoff {
+        if status.state() == SourceState::Streaming {
+            last_logged = None;
+        }
+        status.set(SourceState::Backoff {
             error: error.clone(),
-        }) {
+        });
+        if last_logged.as_deref() != Some(error.as_str()) {
             tracing::warn!(camera = %cam.name, %error, "camera connection lost; resubscribing with back-off");
+            last_logged = Some(error);
         }
         let delay = backoff.next_delay(rand::random::<f64>());
         tokio::select! {
