@@ -390,3 +390,23 @@ async fn a_camera_refusing_new_subscriptions_is_retried_with_back_off_and_logged
     assert_eq!(log.matches("TooManySubscriptions").count(), 1, "{log}");
     assert_eq!(emu.counters().created, 0);
 }
+
+/// A device that also wants HTTP Digest on every request is answered (one challenge each).
+#[tokio::test]
+async fn http_digest_is_answered_where_the_device_asks_for_it() {
+    let broker = Mosquitto::start().await;
+    let emu = OnvifEmulator::start(OnvifEmulatorConfig {
+        http_digest: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut sub = Subscriber::connect(broker.port, "axis/#").await;
+    let relay = RelayProcess::start(&config(&emu, &broker, "onvif-pass"));
+    wait_until(&relay, "streaming", || emu.counters().sync_points == 1).await;
+    emu.emit(&fixture("02-motion-alarm.xml"));
+    assert_next(&mut sub, &expected()[2]).await;
+    let c = emu.counters();
+    assert!(c.http_challenges >= 5, "{c:?}");
+    assert_eq!(c.auth_failures, 0, "{c:?}");
+}

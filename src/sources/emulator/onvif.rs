@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tokio::sync::{Notify, watch};
@@ -49,6 +49,8 @@ pub struct OnvifEmulatorConfig {
     /// What GetStreamUri answers for the metadata profile (the RTSP emulator's URL); `None`:
     /// the media service has no profile with metadata.
     pub stream_uri: Option<String>,
+    /// Also require HTTP Digest (MD5, qop=auth) on every request, as some devices do.
+    pub http_digest: bool,
     /// Where to listen.
     pub bind: SocketAddr,
 }
@@ -64,6 +66,7 @@ impl Default for OnvifEmulatorConfig {
             clock_skew_ms: 0,
             max_token_age: Duration::from_secs(30),
             stream_uri: None,
+            http_digest: false,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
@@ -90,6 +93,8 @@ pub struct OnvifCounters {
     pub sync_points: u64,
     /// Most live subscriptions held at once.
     pub max_live: u64,
+    /// HTTP `401` Digest challenges sent (with [`OnvifEmulatorConfig::http_digest`]).
+    pub http_challenges: u64,
 }
 
 struct Sub {
@@ -120,6 +125,8 @@ struct Shared {
     auth_failures: AtomicU64,
     sync_points: AtomicU64,
     max_live: AtomicU64,
+    http_challenges: AtomicU64,
+    nonces: Mutex<std::collections::HashSet<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -500,6 +507,64 @@ fn describe(xml: &str) -> Option<(String, String, bool)> {
 
 type Sh = State<Arc<Shared>>;
 
+const REALM: &str = "ONVIF_emulator";
+
+impl Shared {
+    /// With `http_digest`: `None` when the request's Digest answer is right, else the `401`.
+    fn http_deny(&self, headers: &HeaderMap, uri: &Uri) -> Option<Response> {
+        use super::digest;
+        if !self.cfg.http_digest {
+            return None;
+        }
+        let challenge = |stale: bool| {
+            bump(&self.http_challenges);
+            let nonce = digest::new_nonce();
+            let mut nonces = lock(&self.nonces);
+            if nonces.len() > 1024 {
+                nonces.clear();
+            }
+            nonces.insert(nonce.clone());
+            let v = format!(
+                "Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=MD5, qop=\"auth\"{}",
+                if stale { ", stale=true" } else { "" }
+            );
+            Some(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [("WWW-Authenticate", v)],
+                    "401 Unauthorized\n",
+                )
+                    .into_response(),
+            )
+        };
+        let Some(p) = headers
+            .get("Authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(digest::parse_authorization)
+        else {
+            return challenge(false);
+        };
+        let target = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+        let known = lock(&self.nonces).contains(&p.nonce);
+        match digest::verify(
+            &p,
+            &self.cfg.username,
+            REALM,
+            &self.cfg.password,
+            "POST",
+            target,
+            known,
+        ) {
+            Ok(()) => None,
+            Err(digest::Rejection::StaleNonce) => challenge(true),
+            Err(digest::Rejection::Invalid) => {
+                bump(&self.auth_failures);
+                challenge(false)
+            }
+        }
+    }
+}
+
 /// The body's operation, or a malformed-request fault.
 fn operation(text: &str) -> Result<(roxmltree::Document<'_>, String), Box<Response>> {
     let bad = |why: String| {
@@ -528,14 +593,20 @@ fn body_node<'a, 'i>(doc: &'a roxmltree::Document<'i>) -> roxmltree::Node<'a, 'i
         .unwrap_or(doc.root_element())
 }
 
-async fn device_service(State(sh): Sh, text: String) -> Response {
+async fn device_service(State(sh): Sh, headers: HeaderMap, uri: Uri, text: String) -> Response {
+    if let Some(r) = sh.http_deny(&headers, &uri) {
+        return r;
+    }
     match operation(&text) {
         Ok((doc, op)) => sh.device(&doc, &op),
         Err(r) => *r,
     }
 }
 
-async fn events_service(State(sh): Sh, text: String) -> Response {
+async fn events_service(State(sh): Sh, headers: HeaderMap, uri: Uri, text: String) -> Response {
+    if let Some(r) = sh.http_deny(&headers, &uri) {
+        return r;
+    }
     match operation(&text) {
         Ok((doc, op)) if op == "CreatePullPointSubscription" => sh.create(&doc, body_node(&doc)),
         Ok((_, op)) => fault(
@@ -548,14 +619,26 @@ async fn events_service(State(sh): Sh, text: String) -> Response {
     }
 }
 
-async fn media_service(State(sh): Sh, text: String) -> Response {
+async fn media_service(State(sh): Sh, headers: HeaderMap, uri: Uri, text: String) -> Response {
+    if let Some(r) = sh.http_deny(&headers, &uri) {
+        return r;
+    }
     match operation(&text) {
         Ok((doc, op)) => sh.media(&doc, &op, body_node(&doc)),
         Err(r) => *r,
     }
 }
 
-async fn subscription(State(sh): Sh, Path(id): Path<u64>, text: String) -> Response {
+async fn subscription(
+    State(sh): Sh,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+    uri: Uri,
+    text: String,
+) -> Response {
+    if let Some(r) = sh.http_deny(&headers, &uri) {
+        return r;
+    }
     let (doc, op) = match operation(&text) {
         Ok(x) => x,
         Err(r) => return *r,
@@ -594,6 +677,8 @@ impl OnvifEmulator {
             auth_failures: AtomicU64::new(0),
             sync_points: AtomicU64::new(0),
             max_live: AtomicU64::new(0),
+            http_challenges: AtomicU64::new(0),
+            nonces: Mutex::new(std::collections::HashSet::new()),
         });
         let app = Router::new()
             .route("/onvif/device_service", post(device_service))
@@ -686,6 +771,7 @@ impl OnvifEmulator {
             auth_failures: g(&s.auth_failures),
             sync_points: g(&s.sync_points),
             max_live: g(&s.max_live),
+            http_challenges: g(&s.http_challenges),
         }
     }
 
