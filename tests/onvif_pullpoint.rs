@@ -410,3 +410,46 @@ async fn http_digest_is_answered_where_the_device_asks_for_it() {
     assert!(c.http_challenges >= 5, "{c:?}");
     assert_eq!(c.auth_failures, 0, "{c:?}");
 }
+
+/// `edgerelay probe URL` names what the ONVIF camera offers and prints a stanza that uses it,
+/// with the password left to the environment.
+#[tokio::test]
+async fn probe_reports_the_camera_and_prints_a_pullpoint_stanza() {
+    let emu = OnvifEmulator::start(OnvifEmulatorConfig {
+        clock_skew_ms: 600_000,
+        stream_uri: Some("rtsp://127.0.0.1:8554/meta".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let url = emu.base_url();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_edgerelay"))
+            .args(["probe", &url])
+            .env("EDGERELAY_PROBE_USERNAME", "onvif")
+            .env("EDGERELAY_PROBE_PASSWORD", "onvif-pass")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "serial ONVIF-0042, model ONVIF Camera",
+        "ONVIF events (PullPoint): http://",
+        "ONVIF metadata stream (Media profile with metadata): rtsp://127.0.0.1:8554/meta",
+        "VAPIX (Axis): no",
+        "transport = \"pullpoint\"\nusername = \"onvif\"\npassword = \"${CAMERA_PASSWORD}\"",
+    ] {
+        assert!(text.contains(want), "no {want:?} in:\n{text}");
+    }
+    let skew: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("camera clock minus this host's: "))
+        .and_then(|v| v.trim_end_matches(" s").parse().ok())
+        .unwrap_or_else(|| panic!("no clock line in:\n{text}"));
+    assert!((skew - 600.0).abs() < 1.5, "{skew}");
+    assert!(!text.contains("onvif-pass"), "{text}");
+    assert_eq!(emu.counters().auth_failures, 0);
+}

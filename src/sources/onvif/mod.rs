@@ -12,6 +12,7 @@
 pub mod client;
 pub mod device;
 pub mod media;
+pub mod probe;
 pub mod pullpoint;
 pub mod soap;
 pub mod wsse;
