@@ -318,6 +318,54 @@ mod tests {
         );
     }
 
+    /// Network input never panics: every prefix of real replies, and replies with their
+    /// elements swapped between operations, are errors or partial results.
+    #[test]
+    fn truncated_and_mismatched_replies_are_errors_not_panics() {
+        let dev = url::Url::parse("http://127.0.0.1:9/").unwrap();
+        let ctx = Context {
+            camera: "cam".into(),
+            serial: "SN".into(),
+            now_ms: 0,
+        };
+        let replies = [
+            soap::envelope(
+                "",
+                "<tev:CreatePullPointSubscriptionResponse><tev:SubscriptionReference><wsa:Address>http://h/s</wsa:Address></tev:SubscriptionReference><wsnt:CurrentTime>2026-01-01T00:00:00Z</wsnt:CurrentTime><wsnt:TerminationTime>bogus</wsnt:TerminationTime></tev:CreatePullPointSubscriptionResponse>",
+            ),
+            soap::envelope(
+                "",
+                r#"<tev:PullMessagesResponse><wsnt:NotificationMessage><wsnt:Topic>tns1:A/B</wsnt:Topic><wsnt:Message><tt:Message UtcTime="x" PropertyOperation="?"><tt:Data><tt:SimpleItem Name="n"/></tt:Data></tt:Message></wsnt:Message></wsnt:NotificationMessage></tev:PullMessagesResponse>"#,
+            ),
+            soap::envelope(
+                "",
+                "<wsnt:RenewResponse><wsnt:TerminationTime>2026-13-01T00:00:00Z</wsnt:TerminationTime></wsnt:RenewResponse>",
+            ),
+        ];
+        for r in &replies {
+            for end in (0..=r.len()).filter(|&i| r.is_char_boundary(i)) {
+                let t = &r[..end];
+                let _ = parse_created(t, &dev);
+                let _ = parse_renewed(t);
+                let _ = parse_messages(t, &ctx, &mut Vec::new());
+                let _ = crate::sources::onvif::device::parse_system_time(t);
+                let _ = crate::sources::onvif::device::parse_device_information(t);
+                let _ = crate::sources::onvif::media::parse_stream_uri(t);
+            }
+        }
+        assert!(
+            parse_created(&replies[0], &dev).is_err(),
+            "bogus TerminationTime"
+        );
+        let mut out = Vec::new();
+        assert_eq!(parse_messages(&replies[1], &ctx, &mut out), Ok(None));
+        assert_eq!(
+            out[0].operation, None,
+            "an unknown operation is not guessed"
+        );
+        assert!(parse_renewed(&replies[2]).is_err());
+    }
+
     #[test]
     fn created_and_pulled_replies_parse() {
         let dev = url::Url::parse("http://127.0.0.1:9/onvif/device_service").unwrap();
