@@ -31,6 +31,9 @@ pub struct Subscription {
     pub address: url::Url,
     /// The address as the camera wrote it (`wsa:To`).
     pub to: String,
+    /// `wsa:ReferenceParameters` of the reference (some devices put the subscription id
+    /// there), as SOAP headers to echo on every request to it.
+    pub reference_headers: String,
     /// `wsnt:CurrentTime` of the reply, camera clock, epoch ms.
     pub current_ms: i64,
     /// `wsnt:TerminationTime`, camera clock, epoch ms.
@@ -123,12 +126,37 @@ pub fn parse_created(text: &str, device: &url::Url) -> Result<Subscription, Soap
         .and_then(|r| soap::text_of(r, WSA, "Address"))
         .ok_or_else(|| SoapError::Malformed("no SubscriptionReference/Address".into()))?
         .to_string();
+    let reference_headers = soap::child(b, TEV, "SubscriptionReference")
+        .and_then(|r| soap::child(r, WSA, "ReferenceParameters"))
+        .map(reference_parameters)
+        .unwrap_or_default();
     Ok(Subscription {
         address: rebase(device, &to)?,
         to,
+        reference_headers,
         current_ms: time(b, WSNT, "CurrentTime")?,
         termination_ms: time(b, WSNT, "TerminationTime")?,
     })
+}
+
+/// The text-only children of `wsa:ReferenceParameters` as headers marked
+/// `wsa:IsReferenceParameter` (WS-Addressing 1.0 §3.3), each with its namespace declared on it.
+fn reference_parameters(params: roxmltree::Node) -> String {
+    let mut out = String::new();
+    for (i, p) in soap::elements(params).take(8).enumerate() {
+        let local = p.tag_name().name();
+        let text = escape(p.text().unwrap_or("").trim());
+        match p.tag_name().namespace() {
+            Some(ns) => out.push_str(&format!(
+                r#"<rp{i}:{local} xmlns:rp{i}="{}" wsa:IsReferenceParameter="true">{text}</rp{i}:{local}>"#,
+                escape(ns)
+            )),
+            None => out.push_str(&format!(
+                r#"<{local} wsa:IsReferenceParameter="true">{text}</{local}>"#
+            )),
+        }
+    }
+    out
 }
 
 /// A Renew reply: (current, termination), camera clock.
@@ -189,7 +217,11 @@ impl Client {
         body: &str,
         deadline: Duration,
     ) -> Result<String, OnvifError> {
-        let header = soap::addressing(action, &sub.to);
+        let header = format!(
+            "{}{}",
+            soap::addressing(action, &sub.to),
+            sub.reference_headers
+        );
         self.call(&sub.address, action, &header, body, true, deadline)
             .await
     }
@@ -379,6 +411,28 @@ mod tests {
             "http://127.0.0.1:9/onvif/subscription?id=3"
         );
         assert_eq!(s.termination_ms - s.current_ms, 60_000);
+        assert_eq!(s.reference_headers, "");
+        // A device that names the subscription in ReferenceParameters gets it echoed as a header.
+        let with_ref = c.replace(
+            "</wsa:Address>",
+            r#"</wsa:Address><wsa:ReferenceParameters><dom0:SubscriptionId xmlns:dom0="http://www.axis.com/2009/event">7</dom0:SubscriptionId></wsa:ReferenceParameters>"#,
+        );
+        let r = parse_created(&with_ref, &dev).unwrap();
+        assert_eq!(
+            r.reference_headers,
+            r#"<rp0:SubscriptionId xmlns:rp0="http://www.axis.com/2009/event" wsa:IsReferenceParameter="true">7</rp0:SubscriptionId>"#
+        );
+        let header = format!("{}{}", soap::addressing("a", "b"), r.reference_headers);
+        let doc_text = soap::envelope(&header, "<tev:PullMessages/>");
+        let doc = soap::parse(&doc_text).unwrap();
+        assert!(
+            soap::descendant(
+                doc.root_element(),
+                "http://www.axis.com/2009/event",
+                "SubscriptionId"
+            )
+            .is_some()
+        );
         let p = soap::envelope(
             "",
             r#"<tev:PullMessagesResponse><tev:CurrentTime>2026-01-01T00:00:00Z</tev:CurrentTime><tev:TerminationTime>2026-01-01T00:01:00Z</tev:TerminationTime><wsnt:NotificationMessage><wsnt:Topic Dialect="http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet">tns1:VideoSource/MotionAlarm</wsnt:Topic><wsnt:Message><tt:Message UtcTime="2026-01-01T00:00:00Z" PropertyOperation="Initialized"><tt:Source><tt:SimpleItem Name="Source" Value="VideoSourceToken"/></tt:Source><tt:Data><tt:SimpleItem Name="State" Value="false"/></tt:Data></tt:Message></wsnt:Message></wsnt:NotificationMessage></tev:PullMessagesResponse>"#,
