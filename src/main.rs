@@ -39,6 +39,12 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Show what a camera offers (ONVIF device, events, metadata stream; VAPIX) and print a
+    /// `[[camera]]` stanza. Credentials from EDGERELAY_PROBE_USERNAME / EDGERELAY_PROBE_PASSWORD.
+    Probe {
+        /// The camera, `http://HOST[:PORT]`.
+        url: String,
+    },
     /// GET a health URL; exit 0 on a 2xx answer, 1 otherwise (container HEALTHCHECK, no curl).
     Healthcheck {
         /// URL to check.
@@ -81,6 +87,30 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Probe { url } => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let user = std::env::var("EDGERELAY_PROBE_USERNAME").ok();
+            let pass = std::env::var("EDGERELAY_PROBE_PASSWORD").ok();
+            match rt.block_on(edgerelay::sources::onvif::probe::probe(&url, user, pass)) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("probe: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Healthcheck { url, timeout_s } => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

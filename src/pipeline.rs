@@ -42,6 +42,9 @@ const ROUTE_BATCH: usize = 2048;
 /// Longest the router sleeps while rules hold timers (`max_rate_keep = "latest"`, state to
 /// save): bounds how late a held delivery goes out.
 const ROUTER_TICK: Duration = Duration::from_millis(100);
+/// Longest the stop waits for sources that end their camera sessions cleanly (an
+/// Unsubscribe takes milliseconds on a LAN; its own deadline is 3 s).
+const GRACEFUL_SOURCE_STOP: Duration = Duration::from_secs(4);
 /// Rate of the demo camera behind `url = "emulator:"`, events per second.
 const DEMO_RATE: f64 = 1.0;
 
@@ -49,6 +52,11 @@ const DEMO_RATE: f64 = 1.0;
 pub struct Relay {
     /// Camera readers and in-process event generators: stopped first.
     source_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Told first on stop: sources that end their camera sessions cleanly (PullPoint
+    /// subscriptions are unsubscribed, so the camera's few slots are not leaked).
+    source_stop: tokio::sync::watch::Sender<bool>,
+    /// Indices in `source_tasks` of the sources that listen to `source_stop`.
+    graceful_sources: Vec<usize>,
     /// Sinks and outbox housekeeping: stopped once the outboxes drained or the timeout passed.
     tasks: Vec<tokio::task::JoinHandle<()>>,
     router: Option<std::thread::JoinHandle<()>>,
@@ -189,6 +197,9 @@ impl Relay {
 
         let mut sources = Vec::new();
         let mut emulators = Vec::new();
+        // Sources that end their camera sessions cleanly when told (PullPoint: Unsubscribe).
+        let source_stop = tokio::sync::watch::channel(false).0;
+        let mut graceful_sources = Vec::new();
         let mut vapix_clients: HashMap<String, (VapixClient, Arc<SourceStatus>)> = HashMap::new();
         let mut snapshot_cameras = HashMap::new();
         let mut watched_cameras = Vec::new();
@@ -196,6 +207,7 @@ impl Relay {
             let transport = match cam.transport {
                 Transport::Websocket => "websocket",
                 Transport::Rtsp => "rtsp",
+                Transport::Pullpoint => "pullpoint",
             };
             let status = Arc::new(SourceStatus::with_clock(
                 &cam.name,
@@ -221,10 +233,25 @@ impl Relay {
                     (supervisor.spawn(format!("source:{}", cam.name), run), vapix)
                 }
                 Transport::Rtsp => {
-                    let rtsp = rtsp_camera(cam, &rules)?;
+                    let rtsp = rtsp_camera(cam, &rules, clock.clone())?;
                     let vapix = rtsp_vapix(cam)?;
                     let run = rtsp::run(rtsp, tx.clone(), status.clone(), clock.clone());
                     (supervisor.spawn(format!("source:{}", cam.name), run), vapix)
+                }
+                Transport::Pullpoint => {
+                    let (pp, http) = pullpoint_camera(cam, &rules, clock.clone())?;
+                    let vapix = rtsp_vapix(cam)?;
+                    let run = crate::sources::onvif::run(
+                        pp,
+                        http,
+                        tx.clone(),
+                        status.clone(),
+                        clock.clone(),
+                        source_stop.subscribe(),
+                    );
+                    let task = supervisor.spawn(format!("source:{}", cam.name), run);
+                    graceful_sources.push(source_tasks.len());
+                    (task, vapix)
                 }
             };
             vapix_clients.insert(cam.name.clone(), (vapix.clone(), status.clone()));
@@ -325,6 +352,8 @@ impl Relay {
         }
         Ok(Relay {
             source_tasks,
+            source_stop,
+            graceful_sources,
             tasks,
             router: Some(router),
             sources,
@@ -365,11 +394,23 @@ impl Relay {
     async fn stop(mut self, drain_timeout: Duration, announce_down: bool) {
         let started = std::time::Instant::now();
         self.supervisor.stopping();
+        self.source_stop.send_replace(true);
+        let deadline = tokio::time::Instant::now() + GRACEFUL_SOURCE_STOP;
+        let mut ended = Vec::new();
+        for &i in &self.graceful_sources {
+            if let Some(t) = self.source_tasks.get_mut(i)
+                && tokio::time::timeout_at(deadline, t).await.is_ok()
+            {
+                ended.push(i); // awaited to its end: a JoinHandle must not be polled again
+            }
+        }
         for t in &self.source_tasks {
             t.abort();
         }
-        for t in self.source_tasks.drain(..) {
-            let _ = t.await;
+        for (i, t) in self.source_tasks.drain(..).enumerate() {
+            if !ended.contains(&i) {
+                let _ = t.await;
+            }
         }
         // The sources held the only senders: the router drains the queue and ends.
         if let Some(r) = self.router.take() {
@@ -574,8 +615,57 @@ fn rtsp_vapix(cam: &CameraConfig) -> anyhow::Result<VapixClient> {
     )?)
 }
 
+/// A PullPoint camera from config, and its SOAP client.
+fn pullpoint_camera(
+    cam: &CameraConfig,
+    rules: &RuleSet,
+    clock: SharedClock,
+) -> anyhow::Result<(
+    crate::sources::onvif::PullPointCamera,
+    crate::sources::onvif::client::Client,
+)> {
+    let base = url::Url::parse(&cam.url).with_context(|| format!("camera {}: url", cam.name))?;
+    let tls = crate::tls::TlsSettings {
+        ca_file: cam.ca_file.clone(),
+        insecure_skip_verify: !cam.tls_verify,
+        ..Default::default()
+    };
+    let http = crate::sources::onvif::client::Client::new(
+        cam.username.clone(),
+        cam.password.as_deref().map(str::to_string),
+        &tls,
+        clock,
+    )
+    .with_context(|| format!("camera {}", cam.name))?;
+    let cam = crate::sources::onvif::PullPointCamera {
+        name: cam.name.as_str().into(),
+        device_url: crate::sources::onvif::device_url(&base),
+        serial: cam.serial.clone(),
+        filters: rules.camera_filters(&cam.name),
+        max_backoff: cam.max_backoff(),
+        max_clock_skew: units::parse_duration(&cam.max_clock_skew)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("camera {}: max_clock_skew", cam.name))?,
+    };
+    Ok((cam, http))
+}
+
 /// An RTSP camera from config: the host of its `http(s)://` URL, the RTSP port apart.
-fn rtsp_camera(cam: &CameraConfig, rules: &RuleSet) -> anyhow::Result<RtspCamera> {
+fn rtsp_camera(
+    cam: &CameraConfig,
+    rules: &RuleSet,
+    clock: SharedClock,
+) -> anyhow::Result<RtspCamera> {
+    let onvif = match cam.vendor {
+        crate::config::Vendor::Axis => None,
+        crate::config::Vendor::Onvif => {
+            let (pp, client) = pullpoint_camera(cam, rules, clock)?;
+            Some(crate::sources::rtsp::OnvifLookup {
+                client: Arc::new(client),
+                device_url: pp.device_url,
+            })
+        }
+    };
     let url = url::Url::parse(&cam.url).with_context(|| format!("camera {}: url", cam.name))?;
     let host = url.host_str().with_context(|| {
         format!(
@@ -601,6 +691,8 @@ fn rtsp_camera(cam: &CameraConfig, rules: &RuleSet) -> anyhow::Result<RtspCamera
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("camera {}: heartbeat", cam.name))?,
         shutdown: None,
+        rtsp_url: cam.rtsp_url.clone(),
+        onvif,
     })
 }
 

@@ -1174,6 +1174,24 @@ fn the_http_login_needs_both_halves_and_an_endpoint() {
 }
 
 #[test]
+fn pullpoint_cameras_take_a_clock_skew_duration_and_no_emulator_url() {
+    let ok = load_text(
+        "[[camera]]\nname = \"gate\"\nurl = \"http://192.0.2.20\"\ntransport = \"pullpoint\"\nmax_clock_skew = \"2s\"\n",
+    )
+    .unwrap();
+    assert_eq!(ok.camera[0].transport, crate::config::Transport::Pullpoint);
+    assert_eq!(ok.camera[0].max_clock_skew, "2s");
+    assert_one_error(
+        "[[camera]]\nname = \"gate\"\nurl = \"http://192.0.2.20\"\ntransport = \"pullpoint\"\nmax_clock_skew = \"2\"\n",
+        "config.toml:5: camera[0].max_clock_skew: missing unit",
+    );
+    assert_one_error(
+        "[[camera]]\nname = \"gate\"\nurl = \"emulator:\"\ntransport = \"pullpoint\"\n",
+        "config.toml:4: camera[0].transport: the in-process emulator speaks WebSocket only",
+    );
+}
+
+#[test]
 fn http_password_file_fills_the_password() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("http.pw"), "opensesame\n").unwrap();
@@ -1181,4 +1199,29 @@ fn http_password_file_fills_the_password() {
     let config = load_str_with(text, "config.toml", &no_env, Some(dir.path())).unwrap();
     assert_eq!(config.relay.http_password.as_deref(), Some("opensesame"));
     assert!(locate_warnings(&config, text, "config.toml").is_empty());
+}
+
+#[test]
+fn vendor_and_rtsp_url_apply_to_rtsp_cameras_only() {
+    let ok = load_text(
+        "[[camera]]\nname = \"gate\"\nurl = \"http://192.0.2.20\"\ntransport = \"rtsp\"\nvendor = \"onvif\"\nrtsp_url = \"rtsp://192.0.2.20:554/meta\"\n",
+    )
+    .unwrap();
+    assert_eq!(ok.camera[0].vendor, crate::config::Vendor::Onvif);
+    assert_one_error(
+        "[[camera]]\nname = \"gate\"\nurl = \"http://192.0.2.20\"\ntransport = \"pullpoint\"\nvendor = \"onvif\"\n",
+        "config.toml:5: camera[0].vendor: vendor applies to transport = \"rtsp\"",
+    );
+    assert_one_error(
+        "[[camera]]\nname = \"gate\"\nurl = \"http://192.0.2.20\"\ntransport = \"rtsp\"\nrtsp_url = \"http://192.0.2.20/meta\"\n",
+        "config.toml:5: camera[0].rtsp_url: \"http://192.0.2.20/meta\" is not rtsp://HOST[:PORT]/PATH",
+    );
+    assert_one_error(
+        "[[camera]]\nname = \"gate\"\nurl = \"http://192.0.2.20\"\nrtsp_url = \"rtsp://192.0.2.20/meta\"\n",
+        "config.toml:4: camera[0].rtsp_url: rtsp_url applies to transport = \"rtsp\"",
+    );
+    assert_one_error(
+        "[[camera]]\nname = \"gate\"\nurl = \"http://192.0.2.20\"\nvendor = \"hanwha\"\n",
+        "config.toml:4",
+    );
 }

@@ -197,6 +197,20 @@ pub enum Transport {
     Websocket,
     /// ONVIF metadata over RTSP.
     Rtsp,
+    /// ONVIF PullPoint event subscription (any ONVIF Profile S/T camera).
+    Pullpoint,
+}
+
+/// How an RTSP camera's stream and serial are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Vendor {
+    /// Axis: `/axis-media/media.amp`, serial from the Digest realm.
+    #[default]
+    Axis,
+    /// Any ONVIF Profile M/T camera: the Media service's metadata profile and stream URI,
+    /// the serial from GetDeviceInformation.
+    Onvif,
 }
 
 /// `[[camera]]`.
@@ -219,9 +233,19 @@ pub struct CameraConfig {
     /// Serial number; read from the device when absent.
     #[serde(default)]
     pub serial: Option<String>,
-    /// `websocket` (default) or `rtsp`.
+    /// `websocket` (default), `rtsp` or `pullpoint`.
     #[serde(default)]
     pub transport: Transport,
+    /// PullPoint: a camera clock further than this from the relay's is reported once (log and
+    /// `edgerelay_source_clock_skew_seconds`). Default "5s".
+    #[serde(default = "default_max_clock_skew")]
+    pub max_clock_skew: String,
+    /// RTSP: `axis` (default) or `onvif` (stream URI and serial through ONVIF).
+    #[serde(default)]
+    pub vendor: Vendor,
+    /// RTSP: the metadata stream's `rtsp://` URL, for cameras whose ONVIF is broken.
+    #[serde(default)]
+    pub rtsp_url: Option<String>,
     /// RTSP: add `analytics=polygon`. Default false.
     #[serde(default)]
     pub analytics: bool,
@@ -260,6 +284,10 @@ pub struct CameraConfig {
 
 fn default_channel() -> u32 {
     1
+}
+
+fn default_max_clock_skew() -> String {
+    "5s".to_string()
 }
 
 fn default_heartbeat() -> String {

@@ -65,6 +65,42 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             )),
             Ok(_) => {}
         }
+        if c.vendor == crate::config::Vendor::Onvif && c.transport != crate::config::Transport::Rtsp
+        {
+            out.push(Problem::new(
+                p.key("vendor"),
+                "vendor applies to transport = \"rtsp\" (pullpoint is ONVIF already)",
+            ));
+        }
+        if let Some(u) = &c.rtsp_url {
+            let parsed = url::Url::parse(u);
+            if c.transport != crate::config::Transport::Rtsp {
+                out.push(Problem::new(
+                    p.key("rtsp_url"),
+                    "rtsp_url applies to transport = \"rtsp\"",
+                ));
+            } else if !parsed
+                .as_ref()
+                .is_ok_and(|x| x.scheme() == "rtsp" && x.host_str().is_some_and(|h| !h.is_empty()))
+            {
+                out.push(Problem::new(
+                    p.key("rtsp_url"),
+                    format!(
+                        "\"{}\" is not rtsp://HOST[:PORT]/PATH",
+                        super::redact_url(u)
+                    ),
+                ));
+            }
+        }
+        if let Err(e) = units::parse_duration(&c.max_clock_skew) {
+            out.push(Problem::new(p.key("max_clock_skew"), e));
+        }
+        if c.transport == crate::config::Transport::Pullpoint && c.url.starts_with("emulator:") {
+            out.push(Problem::new(
+                p.key("transport"),
+                "the in-process emulator speaks WebSocket only: pullpoint needs http(s)://HOST",
+            ));
+        }
         for d in c.aliased_durations() {
             d.check(&p, &mut out);
         }

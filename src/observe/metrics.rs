@@ -26,6 +26,7 @@ pub const SOURCE_RECONNECTS: &str = "edgerelay_source_reconnects";
 pub const SOURCE_SILENCES: &str = "edgerelay_source_silences";
 pub const SOURCE_TIMEOUTS: &str = "edgerelay_source_timeouts";
 pub const SOURCE_STATE: &str = "edgerelay_source_state";
+pub const SOURCE_CLOCK_SKEW: &str = "edgerelay_source_clock_skew_seconds";
 pub const SOURCE_LAST_EVENT: &str = "edgerelay_source_last_event_timestamp_seconds";
 pub const SNAPSHOTS_TAKEN: &str = "edgerelay_snapshots_taken";
 pub const SNAPSHOTS_FAILED: &str = "edgerelay_snapshots_failed";
@@ -190,6 +191,15 @@ impl Collector for RelayCollector {
             "camera",
             c.iter()
                 .map(|s| (s.name.clone(), gauge(state_code(&s.state)))),
+        )?;
+        family(
+            &mut enc,
+            SOURCE_CLOCK_SKEW,
+            "Camera clock minus relay clock as last measured (ONVIF cameras); 0 when unknown.",
+            Gauge,
+            "camera",
+            c.iter()
+                .map(|s| (s.name.clone(), gauge(s.clock_skew_ms as f64 / 1000.0))),
         )?;
         family(
             &mut enc,

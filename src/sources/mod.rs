@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod emulator;
 pub mod limits;
 pub mod mqtt;
+pub mod onvif;
 pub mod own_events;
 pub mod queue;
 pub mod rtsp;

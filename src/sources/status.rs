@@ -42,6 +42,8 @@ pub struct SourceStatus {
     /// Network steps the camera did not answer in time (connect, TLS, upgrade, configure,
     /// VAPIX calls, RTSP requests): each ended its connection attempt.
     pub timeouts: AtomicU64,
+    /// Camera clock minus relay clock, ms, as last measured (ONVIF cameras); 0 when unknown.
+    pub clock_skew_ms: AtomicI64,
     /// Snapshots fetched and queued for their destinations.
     pub snapshots_taken: AtomicU64,
     /// Snapshot fetches that failed (camera unreachable, refused, not a JPEG).
@@ -84,6 +86,7 @@ impl SourceStatus {
             last_event_ms: AtomicI64::new(0),
             silences: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            clock_skew_ms: AtomicI64::new(0),
             snapshots_taken: AtomicU64::new(0),
             snapshots_failed: AtomicU64::new(0),
             snapshots_skipped: AtomicU64::new(0),

@@ -11,6 +11,7 @@
 
 mod digest;
 mod http;
+pub mod onvif;
 pub mod rtsp;
 mod script;
 mod ws;

@@ -85,6 +85,59 @@ pub struct RtspCamera {
     pub heartbeat: Duration,
     /// When this turns true: TEARDOWN, close, return.
     pub shutdown: Option<watch::Receiver<bool>>,
+    /// The stream URL as configured (`rtsp_url`): used as is instead of the Axis URL.
+    pub rtsp_url: Option<String>,
+    /// `vendor = "onvif"`: the stream URL and serial are asked of the camera's ONVIF services
+    /// on every connection.
+    pub onvif: Option<OnvifLookup>,
+}
+
+/// Where to ask an ONVIF camera for its metadata stream.
+#[derive(Debug, Clone)]
+pub struct OnvifLookup {
+    /// SOAP client (credentials, TLS, clock offset).
+    pub client: Arc<crate::sources::onvif::client::Client>,
+    /// Device service URL.
+    pub device_url: url::Url,
+}
+
+impl From<crate::sources::onvif::client::OnvifError> for RtspError {
+    fn from(e: crate::sources::onvif::client::OnvifError) -> Self {
+        use crate::sources::onvif::client::OnvifError as E;
+        match e {
+            E::Auth(m) => RtspError::Auth(format!("ONVIF: {m}")),
+            E::Timeout(..) => RtspError::Timeout(format!("ONVIF: {e}")),
+            other => RtspError::Unavailable(format!("ONVIF: {other}")),
+        }
+    }
+}
+
+/// The stream URL, host and port to connect to, and the serial when ONVIF said it.
+async fn stream_target(
+    cam: &RtspCamera,
+) -> Result<(String, String, u16, Option<String>), RtspError> {
+    let (url, serial) = match (&cam.rtsp_url, &cam.onvif) {
+        (Some(u), _) => (u.clone(), None),
+        (None, Some(o)) => {
+            let (_, offset) = o.client.measure_clock(&o.device_url).await?;
+            o.client.set_offset_ms(offset);
+            let serial = match &cam.serial {
+                Some(_) => None,
+                None => Some(o.client.device_information(&o.device_url).await?.0),
+            };
+            (o.client.metadata_stream_uri(&o.device_url).await?, serial)
+        }
+        (None, None) => return Ok((cam.url(), cam.host.clone(), cam.port, None)),
+    };
+    let parsed = url::Url::parse(&url)
+        .map_err(|e| RtspError::Unsupported(format!("stream URL {url:?}: {e}")))?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| RtspError::Unsupported(format!("stream URL {url:?} has no host")))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    Ok((url, host, parsed.port().unwrap_or(554), serial))
 }
 
 impl RtspCamera {
@@ -317,19 +370,15 @@ async fn connection(
         clock,
         lost_at,
     } = link;
-    let url = cam.url();
-    let stream = tokio::time::timeout(
-        REPLY_TIMEOUT,
-        TcpStream::connect((cam.host.as_str(), cam.port)),
-    )
-    .await
-    .map_err(|_| {
-        RtspError::Timeout(format!(
-            "connect {}:{} (DNS and TCP) not done within {REPLY_TIMEOUT:?}",
-            cam.host, cam.port
-        ))
-    })?
-    .map_err(|e| unavailable(format!("connect {}:{}: {e}", cam.host, cam.port)))?;
+    let (url, host, port, onvif_serial) = stream_target(cam).await?;
+    let stream = tokio::time::timeout(REPLY_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+        .await
+        .map_err(|_| {
+            RtspError::Timeout(format!(
+                "connect {host}:{port} (DNS and TCP) not done within {REPLY_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| unavailable(format!("connect {host}:{port}: {e}")))?;
     stream.set_nodelay(true).ok();
     let mut c = Conn {
         stream,
@@ -373,6 +422,7 @@ async fn connection(
 
     let serial: Arc<str> = match (&cam.serial, &c.auth.realm) {
         (Some(s), _) => s.as_str().into(),
+        _ if onvif_serial.is_some() => onvif_serial.unwrap_or_default().into(),
         (None, Some(realm)) if realm.starts_with("AXIS_") => realm["AXIS_".len()..].into(),
         _ => cam.name.clone(),
     };

@@ -107,8 +107,9 @@ fn base_event(ctx: &Context, kind: EventKind, time: Option<&str>) -> Event {
     ev
 }
 
-/// One `wsnt:NotificationMessage`; `None` when it has no topic.
-fn notification(n: Node, ctx: &Context) -> Result<Option<Event>, LimitError> {
+/// One `wsnt:NotificationMessage` (RTSP metadata and PullMessages replies share the shape);
+/// `None` when it has no topic.
+pub fn notification(n: Node, ctx: &Context) -> Result<Option<Event>, LimitError> {
     let Some(topic_node) = child(n, WSNT, "Topic") else {
         return Ok(None);
     };

@@ -39,6 +39,8 @@ fn camera_with_heartbeat(
         max_backoff: Duration::from_secs(2),
         heartbeat,
         shutdown: Some(rx),
+        rtsp_url: None,
+        onvif: None,
     };
     (cam, stop)
 }
@@ -293,6 +295,8 @@ async fn a_camera_that_never_answers_times_out_and_is_counted() {
         max_backoff: Duration::from_secs(2),
         heartbeat: Duration::from_secs(15),
         shutdown: Some(rx),
+        rtsp_url: None,
+        onvif: None,
     };
     let r = start_camera(cam, stop);
     let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT * 3;
